@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates the virtual environment when it is missing or out of date.
+PYTHON ?= python3
+VENV ?= .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench-codiesp clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/medcoder demo --output runs/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+bench-codiesp: $(STAMP)
+	$(VENV)/bin/python bench/codiesp_tfidf.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

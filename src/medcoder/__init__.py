@@ -1,0 +1,3 @@
+"""medcoder: clinical text coding with transfer learning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Data: records, readers, label spaces, synthetic notes."""

@@ -1,0 +1,1 @@
+"""medcoder.evaluation."""
