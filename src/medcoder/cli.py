@@ -1,0 +1,200 @@
+"""The ``medcoder`` command line. Each command is a thin call into the library.
+
+Errors the user can fix (``MedcoderError``) print one line and exit with
+status 2; no traceback. Run with ``--debug`` to see the traceback anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from medcoder.errors import MedcoderError
+
+app = typer.Typer(
+    name="medcoder",
+    help="Code clinical notes with ICD codes: train, evaluate, predict.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+logger = logging.getLogger("medcoder")
+_state = {"debug": False}
+
+
+class RichReporter:
+    """Progress bars on stderr (only when it is a terminal; logs otherwise)."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator:
+        if not err_console.is_terminal:
+            from medcoder.progress import LogReporter
+
+            with LogReporter().task(description, total) as update:
+                yield update
+            return
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        with Progress(*columns, console=err_console, transient=False) as bar:
+            task_id = bar.add_task(description, total=total)
+
+            def update(done: int, total_: int) -> None:
+                bar.update(task_id, completed=done, total=total_)
+
+            yield update
+            bar.update(task_id, completed=bar.tasks[0].total or 1, total=bar.tasks[0].total or 1)
+
+
+@app.callback()
+def _configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = RichHandler(console=err_console, show_path=False, show_time=False, markup=False)
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+    _state["debug"] = debug
+
+
+def _write_or_print(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from medcoder.io import atomic_write_text
+
+        atomic_write_text(output, text)
+        logger.info("wrote %s", output)
+
+
+# ----------------------------------------------------------------- commands
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option(help="Where the demo model and metrics go.")] = Path("runs/demo"),
+    n_notes: Annotated[int, typer.Option(min=50, help="Synthetic notes to generate.")] = 1500,
+) -> None:
+    """Train TF-IDF+LR on synthetic ICD-10-CM notes, evaluate it and code a new note."""
+    from medcoder.demo import run_demo
+
+    run_demo(output, n_notes=n_notes, reporter=RichReporter(), console=out_console)
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
+) -> None:
+    """Train one model, tune thresholds on dev, evaluate on test, save a bundle."""
+    from medcoder.config import load_run_config
+    from medcoder.evaluation.scoring import format_metrics_table
+    from medcoder.training.run import train_run
+
+    result = train_run(load_run_config(config), output, reporter=RichReporter())
+    out_console.print(f"model written to {result.bundle_dir}\n")
+    sys.stdout.write(format_metrics_table(result.metrics["test"]))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    data: Annotated[
+        Optional[Path], typer.Option(help="JSONL notes with gold labels; default: the model's own data config.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate (train/dev/test); 'all' for every note.")] = "test",
+    output: Annotated[Optional[Path], typer.Option(help="Write the metrics JSON here.")] = None,
+) -> None:
+    """Evaluate a saved model with its dev-tuned thresholds."""
+    from medcoder.inference.evaluate import evaluate_bundle
+    from medcoder.evaluation.scoring import format_metrics_table
+
+    metrics = evaluate_bundle(model, data=data, split=split, reporter=RichReporter())
+    sys.stdout.write(format_metrics_table(metrics))
+    if output is not None:
+        from medcoder.io import atomic_write_json
+
+        atomic_write_json(output, metrics)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model directory.")],
+    inputs: Annotated[
+        Optional[list[Path]], typer.Argument(help="Text files (one note each) or .jsonl files; '-' or none: stdin.")
+    ] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
+    top_k: Annotated[int, typer.Option(min=0, help="Also list the k best-ranked codes below the threshold.")] = 0,
+    stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
+    text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Id field of JSONL input.")] = "id",
+) -> None:
+    """Code new notes; one JSON line per note with codes, descriptions and probabilities."""
+    from medcoder.inference.inputs import read_prediction_inputs
+    from medcoder.inference.predictor import Predictor
+
+    if stdin_format not in ("text", "jsonl"):
+        raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
+    predictor = Predictor.from_dir(model)
+    ids, texts, pairs = read_prediction_inputs(
+        inputs or [], stdin_format=stdin_format, text_field=text_field, id_field=id_field
+    )
+    with RichReporter().task("coding notes", total=len(texts)) as update:
+        predictions = predictor.predict(texts, ids=ids, pairs=pairs, top_k=top_k, progress=update)
+    lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
+    _write_or_print(lines, output)
+
+
+@app.command()
+def labels(
+    source: Annotated[Path, typer.Argument(help="A model directory, a labels.json, or a run config (YAML).")],
+    top: Annotated[int, typer.Option(min=0, help="How many codes to list.")] = 20,
+) -> None:
+    """Inspect a label space: size, filters, unknown codes, most frequent codes."""
+    from medcoder.inference.labels_view import describe_label_source
+
+    sys.stdout.write(describe_label_source(source, top=top))
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML): base, variants, seeds.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bundles and the results table.")],
+) -> None:
+    """Run variants x seeds and write results.md / results.json (mean ± sd over seeds)."""
+    from medcoder.config import load_experiment_config
+    from medcoder.training.experiment import render_markdown, run_experiment
+
+    loaded = load_experiment_config(config)
+    rows = run_experiment(loaded, output, source=str(config), reporter=RichReporter())
+    sys.stdout.write(render_markdown(loaded.name, rows))
+    out_console.print(f"\nresults: {output / 'results.md'}, {output / 'results.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    try:
+        app(args=argv, prog_name="medcoder")
+    except MedcoderError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return 2
+    except SystemExit as exc:  # typer's standalone mode always ends with SystemExit
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,55 @@
+"""Text summary of a label space, for ``medcoder labels``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medcoder.config import load_run_config
+from medcoder.data.labels import LabelSpace
+
+
+def _fit_from_config(path: Path) -> tuple[LabelSpace, dict[str, dict]]:
+    from medcoder.training.run import load_dataset
+
+    config = load_run_config(path)
+    splits = load_dataset(config.data)
+    space = LabelSpace.fit(
+        [n.labels for n in splits["train"]],
+        system=config.labels.system,
+        level=config.labels.level,
+        truncate=config.labels.truncate,
+        min_freq=config.labels.min_freq,
+        top_k=config.labels.top_k,
+        task="multilabel" if config.task.type == "multilabel" else "multiclass",
+    )
+    coverage = {name: space.coverage([n.labels for n in splits[name]]) for name in ("dev", "test")}
+    return space, coverage
+
+
+def describe_label_source(source: Path, *, top: int = 20) -> str:
+    """Describe a bundle's labels.json, a labels.json file, or the label space a run config would fit."""
+    coverage: dict[str, dict] = {}
+    if source.is_dir():
+        space = LabelSpace.from_json(source / "labels.json")
+    elif source.suffix == ".json":
+        space = LabelSpace.from_json(source)
+    else:
+        space, coverage = _fit_from_config(source)
+    lines = [
+        f"label space: {len(space)} labels (task {space.task}, system {space.system}, level {space.level}, "
+        f"truncate={space.truncate}, min_freq={space.min_freq}, top_k={space.top_k})",
+    ]
+    report = space.report
+    for key in ("dropped_min_freq", "dropped_top_k", "unmappable", "unknown_to_catalog", "resolved_via_ancestor"):
+        entry = report.get(key) or {}
+        if entry.get("count"):
+            examples = ", ".join(str(e) for e in entry.get("examples", [])[:8])
+            lines.append(f"{key.replace('_', ' ')}: {entry['count']} (e.g. {examples})")
+    for split, cov in coverage.items():
+        lines.append(f"{split}: {json.dumps(cov, sort_keys=True)}")
+    lines.append("")
+    lines.append(f"{'rank':>4}  {'code':<10} {'train docs':>10}  description")
+    for rank, code in enumerate(space.codes[:top], start=1):
+        lines.append(f"{rank:>4}  {code:<10} {space.train_freq.get(code, 0):>10}  {space.description(code) or ''}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,120 @@
+"""Code new notes with a saved bundle: ``Predictor.from_dir(path).predict(texts)``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcoder.errors import MedcoderError
+from medcoder.models.bundle import Bundle, load_bundle
+from medcoder.progress import Update
+
+_BATCH = 256  # notes scored at once: bounds memory of the sparse/dense features
+
+
+@dataclass(frozen=True)
+class CodeScore:
+    """One code for one note."""
+
+    code: str
+    description: str | None
+    probability: float
+    predicted: bool  # above the bundle's tuned threshold (or the argmax class)
+    rank: int  # 1 = highest probability
+
+
+@dataclass(frozen=True)
+class NotePrediction:
+    """Ranked codes for one note; ``codes`` holds the predicted ones and, if asked, the top-k."""
+
+    id: str | None
+    codes: list[CodeScore]
+
+    @property
+    def predicted(self) -> list[CodeScore]:
+        return [c for c in self.codes if c.predicted]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "codes": [asdict(c) for c in self.codes]}
+
+
+class Predictor:
+    """Loads a bundle once, then codes any number of notes."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.codes = bundle.labels.codes
+        self.descriptions = bundle.labels.descriptions()
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Predictor:
+        return cls(load_bundle(path))
+
+    @property
+    def single_label(self) -> bool:
+        return self.bundle.thresholds is None
+
+    def predict_proba(
+        self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
+    ) -> np.ndarray:
+        """Probabilities float32 ``[n_notes, n_labels]`` (columns in ``self.codes`` order)."""
+        if isinstance(texts, str):
+            raise TypeError("predict_proba takes a sequence of texts, not one string")
+        if self.bundle.task == "pair" and (pairs is None or len(pairs) != len(texts)):
+            raise MedcoderError("this model codes text pairs: give one second text per note")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise MedcoderError(f"note {i}: text is empty or not a string")
+        out = np.zeros((len(texts), len(self.codes)), dtype=np.float32)
+        for start in range(0, len(texts), _BATCH):
+            stop = min(start + _BATCH, len(texts))
+            batch_pairs = None if pairs is None else pairs[start:stop]
+            out[start:stop] = self.bundle.model.predict_scores(texts[start:stop], pairs=batch_pairs)
+            if progress:
+                progress(stop, len(texts))
+        return out
+
+    def decide(self, probabilities: np.ndarray) -> np.ndarray:
+        """bool ``[n_notes, n_labels]``: tuned thresholds, or the argmax for single-label tasks."""
+        if self.bundle.thresholds is None:
+            decided = np.zeros(probabilities.shape, dtype=bool)
+            decided[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
+            return decided
+        return self.bundle.thresholds.apply(probabilities)
+
+    def predict(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        pairs: Sequence[str] | None = None,
+        top_k: int = 0,
+        progress: Update | None = None,
+    ) -> list[NotePrediction]:
+        """Per note: the predicted codes plus the ``top_k`` best-ranked ones, highest first."""
+        if ids is not None and len(ids) != len(texts):
+            raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
+        probabilities = self.predict_proba(texts, pairs=pairs, progress=progress)
+        decided = self.decide(probabilities)
+        results = []
+        for row, (probs, chosen) in enumerate(zip(probabilities, decided, strict=True)):
+            order = np.argsort(-probs, kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(1, len(order) + 1)
+            shown = chosen | (rank <= top_k)
+            codes = [
+                CodeScore(
+                    code=self.codes[j],
+                    description=self.descriptions[j],
+                    probability=round(float(probs[j]), 6),
+                    predicted=bool(chosen[j]),
+                    rank=int(rank[j]),
+                )
+                for j in order[shown[order]]
+            ]
+            results.append(NotePrediction(id=None if ids is None else ids[row], codes=codes))
+        return results

@@ -1,0 +1,71 @@
+"""The contract every model implements, and how models are built from config.
+
+A model maps texts to scores ``[n_docs, n_labels]``: sigmoid probabilities for
+multi-label tasks, softmax probabilities for single-label ones. It saves its
+learned state into a bundle directory using only safetensors and JSON.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from medcoder.registry import MODELS
+
+TaskType = str  # "multilabel" | "multiclass" | "pair"
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+class CodingModel(ABC):
+    """Base class: constructors store arguments only; learned state ends in ``_``."""
+
+    #: file names this model writes into a bundle (checked on load)
+    weight_files: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any, *, n_labels: int, task: TaskType, seed: int = 0) -> None:
+        self.config = config
+        self.n_labels = n_labels
+        self.task = task
+        self.seed = seed
+
+    @property
+    def single_label(self) -> bool:
+        return self.task in ("multiclass", "pair")
+
+    @abstractmethod
+    def fit(
+        self,
+        texts: Sequence[str],
+        y: np.ndarray,
+        *,
+        pairs: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> CodingModel:
+        """Train on ``texts`` with targets ``y`` bool ``[n_docs, n_labels]`` (one-hot when single-label)."""
+
+    @abstractmethod
+    def predict_scores(self, texts: Sequence[str], *, pairs: Sequence[str] | None = None) -> np.ndarray:
+        """Probabilities ``[n_docs, n_labels]`` (float32)."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write learned state into ``directory`` (safetensors + JSON only)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, config: Any, *, n_labels: int, task: TaskType) -> CodingModel:
+        """Rebuild a fitted model from ``directory``."""
+
+
+def build_model(config: Any, *, n_labels: int, task: TaskType, seed: int = 0) -> CodingModel:
+    """Instantiate the registered model for ``config.type``."""
+    return MODELS.get(config.type)(config, n_labels=n_labels, task=task, seed=seed)
+
+
+def load_model(directory: Path, config: Any, *, n_labels: int, task: TaskType) -> CodingModel:
+    """Load the registered model for ``config.type`` from a bundle directory."""
+    return MODELS.get(config.type).load(directory, config, n_labels=n_labels, task=task)

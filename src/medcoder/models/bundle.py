@@ -1,0 +1,149 @@
+"""A trained model as a self-describing directory.
+
+Layout (``medcoder.bundle.v1``)::
+
+    config.json        format, the run config, task, versions, training info
+    labels.json        the label space (codes, train frequencies, descriptions)
+    thresholds.json    decision rule tuned on dev (threshold(s) or argmax)
+    metrics.json       dev/test metrics of the run
+    README.md          the model card
+    model.safetensors  weights (+ model-specific JSON such as vocab.json)
+
+A bundle is written into a temporary sibling directory and renamed into place,
+so a crash never leaves a half-written bundle and an old one survives until
+the new one is complete. Loading reads only JSON and safetensors and refuses
+any directory whose ``config.json`` is not of this format.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from medcoder import __version__
+from medcoder.config import RunConfig, validate
+from medcoder.data.labels import LabelSpace
+from medcoder.errors import BundleError, MedcoderError
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file
+from medcoder.models.base import CodingModel, load_model
+from medcoder.models.card import render_model_card
+
+BUNDLE_FORMAT = "medcoder.bundle.v1"
+THRESHOLDS_FORMAT = "medcoder.thresholds.v1"
+_LIBRARIES = ("numpy", "scipy", "scikit-learn", "safetensors", "simple-icd-10-cm", "pydantic")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, medcoder and the libraries a bundle depends on."""
+    versions = {"python": platform.python_version(), "medcoder": __version__}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass
+class Bundle:
+    """Everything needed to code new notes, plus how the model was made."""
+
+    config: RunConfig
+    labels: LabelSpace
+    model: CodingModel
+    thresholds: Thresholds | None  # None: single-label task, decision is argmax
+    metrics: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task(self) -> str:
+        return self.config.task.type
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write ``bundle`` to directory ``path`` atomically; returns the path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MedcoderError(f"{path}: exists and is not a directory")
+    info = {
+        **bundle.info,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+    }
+    with atomic_directory(path) as tmp:
+        atomic_write_json(
+            tmp / "config.json",
+            {"format": BUNDLE_FORMAT, "run": bundle.config.model_dump(mode="json"), "info": info},
+        )
+        bundle.labels.to_json(tmp / "labels.json")
+        if bundle.thresholds is None:
+            decision: dict[str, Any] = {"format": THRESHOLDS_FORMAT, "decision": "argmax"}
+        else:
+            decision = {"format": THRESHOLDS_FORMAT, "decision": "threshold", **bundle.thresholds.to_dict()}
+        atomic_write_json(tmp / "thresholds.json", decision)
+        atomic_write_json(tmp / "metrics.json", bundle.metrics)
+        bundle.model.save(tmp)
+        atomic_write_text(tmp / "README.md", render_model_card(bundle.config, bundle.labels, bundle.metrics, info))
+    bundle.info = info
+    return path
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    data = read_json_file(path)
+    if not isinstance(data, dict):
+        raise BundleError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle directory written by :func:`save_bundle`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: not a model directory (expected a folder holding config.json)")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise BundleError(f"{path}: no config.json, so this is not a medcoder model directory")
+    raw = _read_object(config_file)
+    if raw.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{config_file}: format is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    config = validate(RunConfig, raw.get("run"), source=str(config_file))
+    for name in ("labels.json", "thresholds.json", "metrics.json"):
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: missing {name}")
+    labels = LabelSpace.from_json(path / "labels.json")
+    thresholds = _load_thresholds(path / "thresholds.json", n_labels=len(labels))
+    if (thresholds is None) != (config.task.type in ("multiclass", "pair")):
+        raise BundleError(f"{path / 'thresholds.json'}: decision rule does not match task {config.task.type!r}")
+    from medcoder.models import linear  # noqa: F401  (registers the built-in models)
+    from medcoder.registry import MODELS
+
+    model_cls = MODELS.get(config.model.type)
+    for name in model_cls.weight_files:
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: missing {name} (needed by model {config.model.type!r})")
+    model = load_model(path, config.model, n_labels=len(labels), task=config.task.type)
+    return Bundle(config, labels, model, thresholds, _read_object(path / "metrics.json"), raw.get("info", {}))
+
+
+def _load_thresholds(path: Path, *, n_labels: int) -> Thresholds | None:
+    raw = _read_object(path)
+    if raw.get("format") != THRESHOLDS_FORMAT:
+        raise BundleError(f"{path}: format is {raw.get('format')!r}, expected {THRESHOLDS_FORMAT!r}")
+    decision = raw.get("decision")
+    if decision == "argmax":
+        return None
+    if decision != "threshold":
+        raise BundleError(f"{path}: decision must be 'threshold' or 'argmax', got {decision!r}")
+    body = {k: v for k, v in raw.items() if k not in ("format", "decision")}
+    try:
+        thresholds = Thresholds.from_dict(body)
+    except MedcoderError as exc:
+        raise BundleError(f"{path}: {exc}") from None
+    if thresholds.per_label is not None and len(thresholds.per_label) != n_labels:
+        raise BundleError(f"{path}: {len(thresholds.per_label)} per-label thresholds for {n_labels} labels")
+    return thresholds

@@ -1,0 +1,210 @@
+"""TF-IDF + logistic regression, the linear baseline of the coding literature.
+
+Features: word n-gram counts -> (sublinear) tf -> idf weighting -> L2 norm,
+computed here from the count vocabulary so that training and a reloaded
+bundle use the very same arithmetic. Multi-label tasks train one binary
+logistic regression per label (one-vs-rest, liblinear); single-label tasks
+train one multinomial model. Sentence pairs concatenate the premise block,
+the hypothesis block and their element-wise product (shared n-grams).
+
+Weights are stored as safetensors arrays + a JSON vocabulary: no pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import normalize
+
+from medcoder.config import TfidfLrConfig
+from medcoder.errors import BundleError, MedcoderError
+from medcoder.io import atomic_write_json, read_json_file
+from medcoder.models.base import CodingModel, Progress, TaskType
+from medcoder.registry import MODELS
+
+# A label that is positive (or negative) in every training document has no
+# decision boundary; its logit is pinned far out instead of fitting a model.
+_CONSTANT_LOGIT = 12.0
+_CHUNK = 16  # labels per parallel work item: small enough for a smooth progress bar
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@MODELS.register("tfidf_lr.v1")
+class TfidfLogisticRegression(CodingModel):
+    """TF-IDF + logistic regression. ``coef_`` is ``[n_labels, n_features]``."""
+
+    weight_files: ClassVar[tuple[str, ...]] = ("model.safetensors", "vocab.json")
+    config: TfidfLrConfig
+
+    # ------------------------------------------------------------ features
+    def _counter(self, vocabulary: dict[str, int] | None = None) -> CountVectorizer:
+        cfg = self.config
+        return CountVectorizer(
+            ngram_range=tuple(cfg.ngram_range),
+            min_df=cfg.min_df,
+            max_df=cfg.max_df,
+            max_features=cfg.max_features,
+            lowercase=cfg.lowercase,
+            vocabulary=vocabulary,
+            dtype=np.float64,
+        )
+
+    def _weigh(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        counts = counts.tocsr(copy=True)
+        if self.config.sublinear_tf:
+            np.log(counts.data, out=counts.data)
+            counts.data += 1.0
+        return normalize(counts @ sp.diags(self.idf_), norm="l2", copy=False).tocsr()
+
+    def _features(self, texts: Sequence[str], pairs: Sequence[str] | None) -> sp.csr_matrix:
+        first = self._weigh(self.counter_.transform(texts))
+        if self.task != "pair":
+            return first
+        if pairs is None or len(pairs) != len(texts):
+            raise MedcoderError("a pair task needs one second text (text_pair) per note")
+        second = self._weigh(self.counter_.transform(pairs))
+        return sp.hstack([first, second, first.multiply(second)], format="csr")
+
+    def _fit_features(self, texts: Sequence[str], pairs: Sequence[str] | None) -> sp.csr_matrix:
+        corpus = list(texts) + (list(pairs) if pairs is not None else [])
+        self.counter_ = self._counter()
+        try:
+            counts = self.counter_.fit_transform(corpus)
+        except ValueError as exc:  # sklearn: empty vocabulary / min_df too high
+            raise MedcoderError(f"cannot build TF-IDF features: {exc}") from None
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        n = counts.shape[0]
+        self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float64)
+        return self._features(texts, pairs)
+
+    # ------------------------------------------------------------ training
+    def _fit_binary(self, x: sp.csr_matrix, column: np.ndarray) -> tuple[np.ndarray, float]:
+        positives = int(column.sum())
+        if positives in (0, len(column)):
+            logit = _CONSTANT_LOGIT if positives else -_CONSTANT_LOGIT
+            return np.zeros(x.shape[1], dtype=np.float32), logit
+        cfg = self.config
+        clf = LogisticRegression(
+            C=cfg.C, solver="liblinear", max_iter=cfg.max_iter, class_weight=cfg.class_weight, random_state=self.seed
+        )
+        clf.fit(x, column.astype(np.int32))
+        return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        y: np.ndarray,
+        *,
+        pairs: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> TfidfLogisticRegression:
+        y = np.asarray(y, dtype=bool)
+        if y.shape != (len(texts), self.n_labels):
+            raise ValueError(f"y has shape {y.shape}, expected ({len(texts)}, {self.n_labels})")
+        x = self._fit_features(texts, pairs)
+        if self.single_label:
+            self._fit_multiclass(x, y)
+            if progress:
+                progress(self.n_labels, self.n_labels)
+            return self
+        coef = np.zeros((self.n_labels, x.shape[1]), dtype=np.float32)
+        intercept = np.zeros(self.n_labels, dtype=np.float32)
+        chunks = [range(i, min(i + _CHUNK, self.n_labels)) for i in range(0, self.n_labels, _CHUNK)]
+
+        def fit_chunk(labels: range) -> range:
+            for j in labels:
+                coef[j], intercept[j] = self._fit_binary(x, y[:, j])
+            return labels
+
+        done = 0
+        # liblinear releases the GIL, so threads use every core without copying x.
+        with ThreadPoolExecutor(max_workers=self.config.n_jobs) as pool:
+            for labels in pool.map(fit_chunk, chunks):
+                done += len(labels)
+                if progress:
+                    progress(done, self.n_labels)
+        self.coef_, self.intercept_ = coef, intercept
+        return self
+
+    def _fit_multiclass(self, x: sp.csr_matrix, y: np.ndarray) -> None:
+        if not np.all(y.sum(axis=1) == 1):
+            raise MedcoderError("a single-label task needs exactly one label per training note")
+        target = y.argmax(axis=1)
+        present = np.unique(target)
+        if len(present) < 2:
+            raise MedcoderError("a single-label task needs at least two classes in the training split")
+        cfg = self.config
+        clf = LogisticRegression(C=cfg.C, max_iter=cfg.max_iter, class_weight=cfg.class_weight, random_state=self.seed)
+        clf.fit(x, target)
+        coef = np.zeros((self.n_labels, x.shape[1]), dtype=np.float32)
+        # Classes absent from train keep a very low logit: they can never win.
+        intercept = np.full(self.n_labels, -1e4, dtype=np.float32)
+        if len(present) == 2:  # sklearn stores one row for the binary case
+            coef[present[1]], intercept[present[1]] = clf.coef_[0], clf.intercept_[0]
+            intercept[present[0]] = 0.0
+        else:
+            coef[present], intercept[present] = clf.coef_, clf.intercept_
+        self.coef_, self.intercept_ = coef, intercept
+
+    # ---------------------------------------------------------- prediction
+    def predict_scores(self, texts: Sequence[str], *, pairs: Sequence[str] | None = None) -> np.ndarray:
+        logits = np.asarray(self._features(texts, pairs) @ self.coef_.T) + self.intercept_
+        scores = _softmax(logits) if self.single_label else _sigmoid(logits)
+        return scores.astype(np.float32)
+
+    # --------------------------------------------------------- persistence
+    def save(self, directory: Path) -> None:
+        terms = sorted(self.counter_.vocabulary_, key=self.counter_.vocabulary_.__getitem__)
+        save_file(
+            {"coef": self.coef_, "intercept": self.intercept_, "idf": self.idf_},
+            str(directory / "model.safetensors"),
+            metadata={"format": "medcoder.tfidf_lr.v1"},
+        )
+        atomic_write_json(directory / "vocab.json", {"format": "medcoder.vocab.v1", "terms": terms})
+
+    @classmethod
+    def load(cls, directory: Path, config: TfidfLrConfig, *, n_labels: int, task: TaskType) -> TfidfLogisticRegression:
+        model = cls(config, n_labels=n_labels, task=task)
+        vocab = read_json_file(directory / "vocab.json")
+        if not isinstance(vocab, dict) or vocab.get("format") != "medcoder.vocab.v1":
+            raise BundleError(f"{directory / 'vocab.json'}: not a medcoder vocabulary")
+        terms = vocab.get("terms")
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise BundleError(f"{directory / 'vocab.json'}: 'terms' must be a list of strings")
+        try:
+            arrays = load_file(str(directory / "model.safetensors"))
+        except Exception as exc:  # safetensors raises its own error types for corrupt files
+            raise BundleError(f"{directory / 'model.safetensors'}: unreadable weights ({exc})") from None
+        n_features = len(terms) * (3 if task == "pair" else 1)
+        expected = {"coef": (n_labels, n_features), "intercept": (n_labels,), "idf": (len(terms),)}
+        for name, shape in expected.items():
+            if name not in arrays or arrays[name].shape != shape:
+                got = arrays[name].shape if name in arrays else "missing"
+                raise BundleError(f"{directory / 'model.safetensors'}: tensor {name!r} is {got}, expected {shape}")
+        model.counter_ = model._counter(vocabulary={t: i for i, t in enumerate(terms)})
+        model.coef_, model.intercept_, model.idf_ = arrays["coef"], arrays["intercept"], arrays["idf"]
+        return model
+
+    def describe(self) -> dict[str, int]:
+        """Sizes for the model card."""
+        return {"n_features": int(self.coef_.shape[1]), "n_labels": self.n_labels}
+
+
+__all__ = ["TfidfLogisticRegression"]
