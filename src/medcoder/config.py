@@ -163,8 +163,15 @@ class ThresholdConfig(Strict):
     strategy: Literal["global", "per_label"] = "global"
 
 
+DEFAULT_MODEL_TYPE = "tfidf_lr.v1"
+
+
 class RunConfig(Strict):
-    """One training run: data -> label space -> model -> thresholds -> metrics."""
+    """One training run: data -> label space -> model -> thresholds -> metrics.
+
+    A ``model`` mapping without ``type`` means the default model, so
+    ``model: {C: 10}`` tunes the default instead of failing.
+    """
 
     name: str = "run"
     seed: int = 0
@@ -173,6 +180,13 @@ class RunConfig(Strict):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     model: ModelConfig = Field(default_factory=TfidfLrConfig)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _default_model_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": DEFAULT_MODEL_TYPE, **value}
+        return value
 
 
 class Variant(Strict):
@@ -224,17 +238,26 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 T = TypeVar("T", bound=BaseModel)
 
 
+# Values of the ``kind``/``type`` fields that select a member of a tagged union.
+_TAGS = frozenset(
+    cls.model_fields[key].default
+    for cls in (SyntheticSource, JsonlSource, CsvSource, Mimic3Source, Mimic4Source, CodiespSource, TfidfLrConfig)
+    for key in ("kind", "type")
+    if key in cls.model_fields
+)
+
+
 def _readable_location(loc: tuple[Any, ...], raw: Any) -> str:
     """Join an error location, dropping the discriminator tags pydantic inserts.
 
     For a tagged union pydantic reports ``data.source.jsonl.path``; the user
     wrote ``data.source.path``, so a location element that is not a key of the
-    raw mapping but equals its ``kind``/``type`` value is skipped.
+    raw mapping but is a union tag is skipped.
     """
     parts: list[str] = []
     node = raw
     for element in loc:
-        if isinstance(node, dict) and element not in node and element in (node.get("kind"), node.get("type")):
+        if isinstance(node, dict) and element not in node and element in _TAGS:
             continue
         parts.append(str(element))
         if isinstance(node, dict):
@@ -254,6 +277,13 @@ def _format_validation_error(exc: ValidationError, raw: Any) -> str:
             parts.append(f"unknown key {loc!r}")
         elif err["type"] == "missing":
             parts.append(f"missing required key {loc!r}")
+        elif err["type"] == "union_tag_not_found":
+            tag = err["ctx"]["discriminator"].strip("'")
+            parts.append(f"missing required key {loc + '.' + tag!r}")
+        elif err["type"] == "union_tag_invalid":
+            ctx = err["ctx"]
+            tag = ctx["discriminator"].strip("'")
+            parts.append(f"{loc}.{tag}: unknown value {ctx['tag']!r} (expected one of {ctx['expected_tags']})")
         else:
             parts.append(f"{loc or 'config'}: {err['msg']}")
     return "; ".join(parts)

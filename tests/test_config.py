@@ -1,0 +1,87 @@
+"""Configs: defaults, YAML round trip, unknown keys named, experiment expansion."""
+
+from __future__ import annotations
+
+import pytest
+
+from medcoder.config import (
+    ExperimentConfig,
+    RunConfig,
+    deep_merge,
+    dump_yaml,
+    load_experiment_config,
+    load_run_config,
+    read_config_file,
+    validate,
+)
+from medcoder.errors import ConfigError, InputError
+
+
+def test_yaml_round_trip(tmp_path) -> None:
+    config = validate(RunConfig, {"labels": {"system": "icd10cm", "top_k": 50}, "model": {"C": 3.5}}, source="x")
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_yaml(config))
+    again = load_run_config(path)
+    assert again == config and again.labels.top_k == 50 and again.model.C == 3.5
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"type": "tfidf_lr.v1", "Cc": 1}}, "unknown key 'model.Cc'"),
+        ({"data": {"source": {"kind": "jsonl", "pth": "a"}}}, "unknown key 'data.source.pth'"),
+        ({"data": {"source": {"kind": "jsonl"}}}, "missing required key 'data.source.path'"),
+        ({"labels": {"min_freq": "abc"}}, "labels.min_freq"),
+        ({"labels": {"level": "subchapter"}}, "labels.level"),
+        ({"data": {"split_ratios": [0.5, 0.5, 0.5]}}, "sum"),
+        ({"model": {"ngram_range": [3, 1]}}, "ngram_range"),
+        ({"modle": {}}, "unknown key 'modle'"),
+    ],
+)
+def test_bad_keys_are_named(raw, message) -> None:
+    with pytest.raises(ConfigError, match="run.yaml") as info:
+        validate(RunConfig, raw, source="run.yaml")
+    assert message in str(info.value)
+
+
+def test_malformed_yaml_names_line(tmp_path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nlabels:\n  top_k: [1, 2\n")
+    with pytest.raises(InputError, match=r"bad\.yaml:\d+: malformed YAML"):
+        read_config_file(path)
+
+
+def test_missing_config_file(tmp_path) -> None:
+    with pytest.raises(InputError, match="file not found"):
+        load_run_config(tmp_path / "nope.yaml")
+
+
+def test_deep_merge_keeps_base_and_overrides_leaves() -> None:
+    base = {"model": {"C": 1, "min_df": 2}, "seed": 0}
+    merged = deep_merge(base, {"model": {"C": 100}})
+    assert merged == {"model": {"C": 100, "min_df": 2}, "seed": 0}
+    assert base["model"]["C"] == 1  # the base is not mutated
+
+
+def test_experiment_expands_variants_times_seeds(tmp_path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "name: e\nbase: {labels: {system: icd10cm}}\nseeds: [1, 2, 3]\n"
+        "variants:\n  - {name: strong, overrides: {model: {C: 100}}}\n  - {name: weak, overrides: {model: {C: 0.1}}}\n"
+    )
+    runs = load_experiment_config(path).runs()
+    assert [(v, s) for v, s, _ in runs] == [(v, s) for v in ("strong", "weak") for s in (1, 2, 3)]
+    assert {r.model.C for v, _, r in runs if v == "weak"} == {0.1}
+    assert all(r.seed == s and r.labels.system == "icd10cm" for _, s, r in runs)
+
+
+def test_experiment_override_typo_is_an_error(tmp_path) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text("variants:\n  - {name: a, overrides: {model: {CC: 1}}}\n")
+    with pytest.raises(ConfigError, match="variant 'a'.*unknown key 'model.CC'"):
+        load_experiment_config(path)
+
+
+def test_experiment_variant_names_unique() -> None:
+    with pytest.raises(ConfigError, match="repeated: a"):
+        validate(ExperimentConfig, {"variants": [{"name": "a"}, {"name": "a"}]}, source="e")

@@ -1,0 +1,125 @@
+"""TF-IDF + LR: learns a known keyword -> label pattern, survives save/load exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medcoder.config import TfidfLrConfig
+from medcoder.errors import BundleError, MedcoderError
+from medcoder.models import build_model, load_model
+from medcoder.models.linear import TfidfLogisticRegression
+
+KEYWORDS = ["hypertension", "diabetes", "asthma", "pneumonia", "anemia"]
+FILLER = "patient seen in clinic today vitals stable plan follow up".split()
+
+
+def keyword_corpus(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Notes that mention a random subset of KEYWORDS among filler words; y[i, j] = keyword j present."""
+    rng = np.random.default_rng(seed)
+    y = rng.random((n, len(KEYWORDS))) < 0.35
+    y[y.sum(axis=1) == 0, 0] = True
+    texts = []
+    for row in y:
+        words = list(rng.choice(FILLER, size=12)) + [k for k, on in zip(KEYWORDS, row) if on]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, y
+
+
+def test_learns_keyword_pattern_one_vs_rest() -> None:
+    texts, y = keyword_corpus(120, seed=0)
+    test_texts, y_test = keyword_corpus(40, seed=1)
+    config = TfidfLrConfig(min_df=1, ngram_range=(1, 1), C=10, n_jobs=1)
+    model = build_model(config, n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
+    scores = model.predict_scores(test_texts)
+    assert scores.shape == (40, len(KEYWORDS)) and scores.dtype == np.float32
+    # every positive outranks every negative for each label: the pattern is learned exactly
+    for j in range(len(KEYWORDS)):
+        assert scores[y_test[:, j], j].min() > scores[~y_test[:, j], j].max()
+
+
+def test_parallel_fit_equals_serial_fit() -> None:
+    texts, y = keyword_corpus(80, seed=2)
+    serial = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
+    parallel = build_model(TfidfLrConfig(min_df=1, n_jobs=2), n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
+    np.testing.assert_array_equal(serial.coef_, parallel.coef_)
+    np.testing.assert_array_equal(serial.intercept_, parallel.intercept_)
+
+
+def test_progress_reports_every_label() -> None:
+    texts, y = keyword_corpus(60, seed=3)
+    calls: list[tuple[int, int]] = []
+    build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=5, task="multilabel").fit(
+        texts, y, progress=lambda done, total: calls.append((done, total))
+    )
+    assert calls[-1] == (5, 5) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_constant_label_gets_pinned_probability() -> None:
+    texts, y = keyword_corpus(50, seed=4)
+    y = np.concatenate([y, np.ones((50, 1), dtype=bool)], axis=1)  # a label on every note
+    model = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=6, task="multilabel").fit(texts, y)
+    assert model.predict_scores(["anything at all"])[0, 5] > 0.999
+
+
+def test_save_load_gives_identical_scores(tmp_path) -> None:
+    texts, y = keyword_corpus(80, seed=5)
+    model = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    model.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "vocab.json"]
+    again = load_model(tmp_path, model.config, n_labels=5, task="multilabel")
+    probe = ["asthma and anemia noted", "diabetes follow up", "nothing relevant here"]
+    np.testing.assert_array_equal(model.predict_scores(probe), again.predict_scores(probe))
+
+
+def test_load_rejects_wrong_shapes_and_garbage(tmp_path) -> None:
+    texts, y = keyword_corpus(60, seed=6)
+    model = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    model.save(tmp_path)
+    with pytest.raises(BundleError, match="coef"):
+        TfidfLogisticRegression.load(tmp_path, model.config, n_labels=7, task="multilabel")
+    (tmp_path / "model.safetensors").write_bytes(b"\x80\x04garbage-not-safetensors")
+    with pytest.raises(BundleError, match="unreadable weights"):
+        TfidfLogisticRegression.load(tmp_path, model.config, n_labels=5, task="multilabel")
+
+
+def test_multiclass_softmax_learns_and_sums_to_one() -> None:
+    rng = np.random.default_rng(7)
+    classes = ["cardiology", "pulmonology", "nephrology"]
+    cues = {"cardiology": "troponin ecg murmur", "pulmonology": "spirometry wheeze inhaler", "nephrology": "creatinine dialysis"}
+    labels = rng.integers(0, 3, size=90)
+    texts = [f"{' '.join(rng.choice(FILLER, 8))} {cues[classes[c]]}" for c in labels]
+    y = np.eye(3, dtype=bool)[labels]
+    model = build_model(TfidfLrConfig(min_df=1, C=10), n_labels=3, task="multiclass").fit(texts, y)
+    probs = model.predict_scores(["wheeze and inhaler use", "new murmur and ecg changes", "dialysis today"])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert list(probs.argmax(axis=1)) == [1, 0, 2]
+
+
+def test_multiclass_requires_one_label_per_note() -> None:
+    y = np.array([[True, True], [False, True]])
+    model = build_model(TfidfLrConfig(min_df=1), n_labels=2, task="multiclass")
+    with pytest.raises(MedcoderError, match="exactly one label"):
+        model.fit(["a note here", "another note"], y)
+
+
+def test_pair_features_learn_overlap() -> None:
+    """Entailment iff the hypothesis names the premise's finding: needs the product block."""
+    rng = np.random.default_rng(8)
+    findings = ["fever", "rash", "cough", "edema", "jaundice", "syncope"]
+    premises, hypotheses, target = [], [], []
+    for _ in range(160):
+        finding = rng.choice(findings)
+        same = rng.random() < 0.5
+        other = rng.choice([f for f in findings if f != finding])
+        premises.append(f"the patient presented with {finding} yesterday")
+        hypotheses.append(f"patient has {finding if same else other}")
+        target.append(0 if same else 1)
+    y = np.eye(2, dtype=bool)[target]
+    model = build_model(TfidfLrConfig(min_df=1, C=100), n_labels=2, task="pair")
+    model.fit(premises[:120], y[:120], pairs=hypotheses[:120])
+    predicted = model.predict_scores(premises[120:], pairs=hypotheses[120:]).argmax(axis=1)
+    assert (predicted == np.array(target[120:])).mean() >= 0.9
+    with pytest.raises(MedcoderError, match="second text"):
+        model.predict_scores(premises[:2])
