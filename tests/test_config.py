@@ -85,3 +85,16 @@ def test_experiment_override_typo_is_an_error(tmp_path) -> None:
 def test_experiment_variant_names_unique() -> None:
     with pytest.raises(ConfigError, match="repeated: a"):
         validate(ExperimentConfig, {"variants": [{"name": "a"}, {"name": "a"}]}, source="e")
+
+
+def test_shipped_configs_validate() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        if "variants" in read_config_file(path):
+            assert load_experiment_config(path).runs()
+        else:
+            assert load_run_config(path).name

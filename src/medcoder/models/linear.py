@@ -133,6 +133,10 @@ class TfidfLogisticRegression(CodingModel):
             if progress:
                 progress(self.n_labels, self.n_labels)
             return self
+        # joblib memory-maps large arrays read-only in the workers; sklearn would
+        # sort non-canonical CSR indices in place there and fail.
+        x.sum_duplicates()
+        x.sort_indices()
         n_chunks = min(self.n_labels, self.config.n_jobs * _CHUNKS_PER_WORKER)
         chunks = np.array_split(np.arange(self.n_labels), n_chunks)
         # liblinear holds the GIL, so threads do not help: worker processes do
