@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from medcoder.data.icd import describe
 from medcoder.data.records import SPLITS, Note, Span
 from medcoder.data.synthetic_lexicon import (
     ACUTE_PLANS, ACUTE_SENTENCES, ALLERGIES, CHRONIC_PLANS, CLINIC_CLOSINGS, CLUSTERS, EXAM_NEGATED_SENTENCES,
@@ -101,10 +102,10 @@ def surface_forms(code: str) -> tuple[str, ...]:
 @cache
 def code_title(code: str) -> str:
     """Official ICD-10-CM title of ``code``."""
-    # Imported here: loading the catalogue takes seconds and only titles need it.
-    import simple_icd_10_cm as cm
-
-    return str(cm.get_description(code))
+    title = describe(code, "icd10cm")
+    if title is None:
+        raise ValueError(f"{code} is not in the ICD-10-CM catalog")
+    return title
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class TfidfLogisticRegression(CodingModel):
 
     # --------------------------------------------------------- persistence
     def save(self, directory: Path) -> None:
-        terms = sorted(self.counter_.vocabulary_, key=self.counter_.vocabulary_.__getitem__)
+        terms = [str(term) for term in self.counter_.get_feature_names_out()]  # in column order
         save_file(
             {"coef": self.coef_, "intercept": self.intercept_, "idf": self.idf_},
             str(directory / "model.safetensors"),

@@ -1,0 +1,117 @@
+"""Bundle: complete and self-describing, atomic, identical predictions after reload."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medcoder.config import DataConfig, LabelConfig, RunConfig, SyntheticSource, TfidfLrConfig
+from medcoder.errors import BundleError
+from medcoder.inference.predictor import Predictor
+from medcoder.io import atomic_directory
+from medcoder.models.bundle import load_bundle, save_bundle
+from medcoder.training.run import load_dataset, train_run
+
+CONFIG = RunConfig(
+    name="tiny",
+    data=DataConfig(source=SyntheticSource(n_notes=240, n_codes=15, seed=3)),
+    labels=LabelConfig(system="icd10cm"),
+    model=TfidfLrConfig(C=30, n_jobs=1),
+)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    return train_run(CONFIG, out)
+
+
+def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
+    names = sorted(p.name for p in trained.bundle_dir.iterdir())
+    assert names == sorted(
+        ["config.json", "labels.json", "thresholds.json", "metrics.json", "README.md", "model.safetensors", "vocab.json"]
+    )
+    config = json.loads((trained.bundle_dir / "config.json").read_text())
+    assert config["format"] == "medcoder.bundle.v1"
+    assert config["info"]["versions"]["scikit-learn"] == "1.9.1"
+    card = (trained.bundle_dir / "README.md").read_text()
+    assert "tfidf_lr.v1" in card and "| MAP |" in card and "15 labels" not in card or "labels" in card
+    metrics = json.loads((trained.bundle_dir / "metrics.json").read_text())
+    assert metrics["test"]["all_gold"]["micro_f1"] > 0.5
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib", ".pt") for p in trained.bundle_dir.iterdir())
+
+
+def test_reloaded_bundle_reproduces_test_scores_and_metrics(trained) -> None:
+    bundle = load_bundle(trained.bundle_dir)
+    test = load_dataset(CONFIG.data)["test"]
+    from medcoder.training.run import evaluate_scores, score_split
+
+    again = evaluate_scores(score_split(bundle.model, test), test, bundle.labels, bundle.thresholds)
+    assert again["all_gold"]["map"] == trained.metrics["test"]["all_gold"]["map"]
+    assert again["all_gold"]["micro_f1"] == trained.metrics["test"]["all_gold"]["micro_f1"]
+
+
+def test_predictor_ranks_and_thresholds(trained) -> None:
+    predictor = Predictor.from_dir(trained.bundle_dir)
+    test = load_dataset(CONFIG.data)["test"][:5]
+    predictions = predictor.predict([n.text for n in test], ids=[n.id for n in test], top_k=3)
+    probs = predictor.predict_proba([n.text for n in test])
+    threshold = predictor.bundle.thresholds.global_
+    for note, prediction, row in zip(test, predictions, probs, strict=True):
+        assert prediction.id == note.id
+        ranks = [c.rank for c in prediction.codes]
+        assert ranks == sorted(ranks) and {1, 2, 3} <= set(ranks)
+        assert {c.code for c in prediction.predicted} == {predictor.codes[j] for j in np.flatnonzero(row >= threshold)}
+        assert all(c.description for c in prediction.codes)  # ICD-10-CM titles from the catalog
+    with pytest.raises(TypeError):
+        predictor.predict_proba("one string is not a list of notes")
+
+
+def test_failed_save_keeps_previous_bundle(trained, tmp_path) -> None:
+    target = tmp_path / "model"
+    bundle = load_bundle(trained.bundle_dir)
+    save_bundle(bundle, target)
+    before = (target / "model.safetensors").read_bytes()
+
+    class Exploding:
+        def save(self, directory):
+            (directory / "model.safetensors").write_bytes(b"partial")
+            raise RuntimeError("disk full")
+
+    bundle.model, original = Exploding(), bundle.model
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_bundle(bundle, target)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left behind
+    bundle.model = original
+
+
+def test_atomic_directory_replaces_only_when_complete(tmp_path) -> None:
+    target = tmp_path / "d"
+    with atomic_directory(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    with pytest.raises(ValueError):
+        with atomic_directory(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+            raise ValueError
+    assert (target / "a.txt").read_text() == "one"
+
+
+def test_load_refuses_foreign_or_incomplete_directories(trained, tmp_path) -> None:
+    with pytest.raises(BundleError, match="no config.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x04\x95")
+    with pytest.raises(BundleError, match="no config.json"):
+        load_bundle(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "sentence-transformers"}))
+    with pytest.raises(BundleError, match="expected 'medcoder.bundle.v1'"):
+        load_bundle(tmp_path)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for path in trained.bundle_dir.iterdir():
+        if path.name != "vocab.json":
+            (copy / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(BundleError, match="missing vocab.json"):
+        load_bundle(copy)
