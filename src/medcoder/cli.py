@@ -1,7 +1,9 @@
 """The ``medcoder`` command line. Each command is a thin call into the library.
 
 Errors the user can fix (``MedcoderError``) print one line and exit with
-status 2; no traceback. Run with ``--debug`` to see the traceback anyway.
+status 2; no traceback. A file-system failure (``OSError``: permission denied,
+disk full, an output path below a file) prints one line and exits with status 1.
+Run with ``--debug`` to see the traceback anyway.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from medcoder.errors import MedcoderError
@@ -103,7 +106,7 @@ def train(
     from medcoder.training.run import train_run
 
     result = train_run(load_run_config(config), output, reporter=RichReporter())
-    out_console.print(f"model written to {result.bundle_dir}\n")
+    sys.stdout.write(f"model written to {result.bundle_dir}\n\n")
     sys.stdout.write(format_metrics_table(result.metrics["test"]))
 
 
@@ -139,6 +142,9 @@ def predict(
     stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
     text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",
     id_field: Annotated[str, typer.Option(help="Id field of JSONL input.")] = "id",
+    pair_field: Annotated[
+        str, typer.Option(help="Second-text field of JSONL input (sentence-pair models only).")
+    ] = "text_pair",
 ) -> None:
     """Code new notes; one JSON line per note with codes, descriptions and probabilities."""
     from medcoder.inference.inputs import read_prediction_inputs
@@ -148,7 +154,11 @@ def predict(
         raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
     predictor = Predictor.from_dir(model)
     ids, texts, pairs = read_prediction_inputs(
-        inputs or [], stdin_format=stdin_format, text_field=text_field, id_field=id_field
+        inputs or [],
+        stdin_format=stdin_format,
+        text_field=text_field,
+        id_field=id_field,
+        pair_field=pair_field if predictor.bundle.task == "pair" else None,
     )
     with RichReporter().task("coding notes", total=len(texts)) as update:
         predictions = predictor.predict(texts, ids=ids, pairs=pairs, top_k=top_k, progress=update)
@@ -179,7 +189,12 @@ def experiment(
     loaded = load_experiment_config(config)
     rows = run_experiment(loaded, output, source=str(config), reporter=RichReporter())
     sys.stdout.write(render_markdown(loaded.name, rows))
-    out_console.print(f"\nresults: {output / 'results.md'}, {output / 'results.json'}")
+    sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'results.json'}\n")
+
+
+def _print_error(message: str) -> None:
+    # escape(): a path or record id such as "runs[b]" or "x[/i]" is text, not rich markup.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,8 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     except MedcoderError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        _print_error(str(exc))
         return 2
+    except OSError as exc:  # the file system said no (permission, disk full, a path that is a file)
+        if _state["debug"]:
+            raise
+        _print_error(str(exc))
+        return 1
     except SystemExit as exc:  # typer's standalone mode always ends with SystemExit
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
     return 0
