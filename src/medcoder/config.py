@@ -192,7 +192,8 @@ class RunConfig(Strict):
 class Variant(Strict):
     """One row of an experiment: a name and overrides deep-merged into ``base``."""
 
-    name: str
+    # The name becomes a folder under the experiment's output: no separators, no "..".
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     overrides: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medcoder.config import DataConfig, LabelConfig, RunConfig, SyntheticSource
@@ -46,7 +47,7 @@ def demo_config(n_notes: int) -> RunConfig:
 def run_demo(output: Path, *, n_notes: int, reporter: Reporter, console: Console) -> None:
     """Train and evaluate the demo model, then code :data:`EXAMPLE_NOTE` with it."""
     config = demo_config(n_notes)
-    console.print(f"[bold]medcoder demo[/]: {n_notes} synthetic notes, model {config.model.type}")
+    console.print(f"[bold]medcoder demo[/]: {n_notes} synthetic notes, model {escape(config.model.type)}")
     result = train_run(config, output / "model", reporter=reporter)
     split_sizes = result.metrics["test"]["all_gold"]["n_docs"]
     console.print(
@@ -58,15 +59,22 @@ def run_demo(output: Path, *, n_notes: int, reporter: Reporter, console: Console
     note_path = output / "new_note.txt"
     atomic_write_text(note_path, EXAMPLE_NOTE)
     prediction = Predictor.from_dir(result.bundle_dir).predict([EXAMPLE_NOTE], ids=["new_note"], top_k=8)[0]
-    table = Table(title=f"Codes for {note_path} (top 8; predicted = above the dev-tuned threshold)")
+    table = Table(title=f"Codes for {escape(str(note_path))} (top 8; predicted = above the dev-tuned threshold)")
     for column in ("rank", "code", "description", "probability", "predicted"):
         table.add_column(column)
     for code in prediction.codes:
         table.add_row(
-            str(code.rank), code.code, code.description or "", f"{code.probability:.3f}", "yes" if code.predicted else ""
+            str(code.rank),
+            escape(code.code),
+            escape(code.description or ""),
+            f"{code.probability:.3f}",
+            "yes" if code.predicted else "",
         )
     console.print(table)
     console.print(
         f"\nModel: {result.bundle_dir} (model card: {result.bundle_dir / 'README.md'})\n"
-        f"Code any note with:  medcoder predict {result.bundle_dir} {note_path}"
+        f"Code any note with:  medcoder predict {result.bundle_dir} {note_path}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,  # paths are copied from here: never break them
     )

@@ -37,7 +37,10 @@ logger = logging.getLogger(__name__)
 FORMAT = "medcoder.labels.v1"
 TASKS = ("multilabel", "multiclass")
 N_EXAMPLES = 20
-_KEYS = ("format", "system", "level", "truncate", "min_freq", "top_k", "task", "codes", "train_freq", "report")
+_OPTIONAL_KEYS = frozenset({"descriptions"})
+_KEYS = frozenset(
+    {"format", "system", "level", "truncate", "min_freq", "top_k", "task", "codes", "train_freq", "report"}
+) | _OPTIONAL_KEYS
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -134,6 +137,7 @@ class LabelSpace:
         top_k: int | None = None,
         task: str = "multilabel",
         report: dict[str, Any] | None = None,
+        descriptions: dict[str, str | None] | None = None,
     ) -> None:
         _check_options(system, level, task, min_freq, top_k)
         if len(set(codes)) != len(codes):
@@ -148,6 +152,9 @@ class LabelSpace:
         self.top_k = top_k
         self.task = task
         self.report: dict[str, Any] = dict(report or {})
+        # Descriptions of the space's own codes travel in labels.json, so coding
+        # notes with a saved model never has to load a catalog (seconds).
+        self._descriptions: dict[str, str | None] | None = None if descriptions is None else dict(descriptions)
 
     @classmethod
     def fit(
@@ -325,11 +332,19 @@ class LabelSpace:
 
     def description(self, code: str) -> str | None:
         """Catalog description of ``code`` (any code; ``None`` when unknown or system ``"none"``)."""
+        if code in self.index:
+            return self._own_descriptions()[code]
         return describe(code, self.system)
 
     def descriptions(self) -> list[str | None]:
         """Descriptions of :attr:`codes`, in index order."""
-        return [self.description(code) for code in self.codes]
+        own = self._own_descriptions()
+        return [own[code] for code in self.codes]
+
+    def _own_descriptions(self) -> dict[str, str | None]:
+        if self._descriptions is None:
+            self._descriptions = {code: describe(code, self.system) for code in self.codes}
+        return self._descriptions
 
     # Persistence -----------------------------------------------------------------------
 
@@ -346,6 +361,7 @@ class LabelSpace:
             "codes": list(self.codes),
             "train_freq": dict(self.train_freq),
             "report": self.report,
+            "descriptions": self._own_descriptions(),
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -371,7 +387,7 @@ class LabelSpace:
         for key in data:
             if key not in _KEYS:
                 raise bad(key, "unknown key")
-        for key in _KEYS:
+        for key in _KEYS - _OPTIONAL_KEYS:
             if key not in data:
                 raise bad(key, "missing key")
         for key, expected in (("system", str), ("level", str), ("task", str), ("truncate", bool), ("report", dict)):
@@ -389,6 +405,13 @@ class LabelSpace:
         missing = [code for code in codes if code not in train_freq]
         if missing:
             raise bad("train_freq", f"no count for {len(missing)} codes, e.g. {missing[:5]!r}")
+        descriptions = data.get("descriptions")
+        if descriptions is not None and (
+            not isinstance(descriptions, dict)
+            or set(descriptions) != set(codes)
+            or not all(d is None or isinstance(d, str) for d in descriptions.values())
+        ):
+            raise bad("descriptions", "expected an object of code -> description (string or null) for every code")
         problem = _option_problem(data["system"], data["level"], data["task"], data["min_freq"], data["top_k"])
         if problem is not None:
             raise bad(*problem)
@@ -402,6 +425,7 @@ class LabelSpace:
             top_k=data["top_k"],
             task=data["task"],
             report=data["report"],
+            descriptions=descriptions,
         )
 
 

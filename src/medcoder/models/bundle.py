@@ -65,11 +65,39 @@ class Bundle:
         return self.config.task.type
 
 
-def save_bundle(bundle: Bundle, path: str | Path) -> Path:
-    """Write ``bundle`` to directory ``path`` atomically; returns the path."""
+def check_bundle_target(path: str | Path) -> None:
+    """Refuse to write a bundle over anything but nothing, an empty folder or an older bundle.
+
+    Saving replaces the whole directory, so a folder holding other files (a
+    project, a folder of runs) must never be a target. Called before training
+    too, so a long run does not end in this error.
+    """
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    if not path.exists():
+        return
+    if not path.is_dir():
         raise MedcoderError(f"{path}: exists and is not a directory")
+    if not any(path.iterdir()):
+        return
+    config_file = path / "config.json"
+    try:
+        is_bundle = config_file.is_file() and _read_object(config_file).get("format") == BUNDLE_FORMAT
+    except MedcoderError:
+        is_bundle = False
+    if not is_bundle:
+        raise MedcoderError(
+            f"{path}: folder exists and is not a medcoder model; refusing to replace it "
+            "(choose a new or empty folder)"
+        )
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write ``bundle`` to directory ``path`` atomically; returns the path.
+
+    An older bundle at ``path`` is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    check_bundle_target(path)
     info = {
         **bundle.info,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

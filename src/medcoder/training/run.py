@@ -24,7 +24,7 @@ from medcoder.errors import MedcoderError
 from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.models import build_model
-from medcoder.models.bundle import Bundle, save_bundle
+from medcoder.models.bundle import Bundle, check_bundle_target, save_bundle
 from medcoder.progress import LogReporter, Reporter
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class RunResult:
 def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter | None = None) -> RunResult:
     """Train, tune thresholds on dev, evaluate on test and save a bundle to ``output_dir``."""
     reporter = reporter or LogReporter()
+    check_bundle_target(output_dir)
     timing: dict[str, float] = {}
     start = time.perf_counter()
     with reporter.task("reading data"):
