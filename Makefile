@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench-codiesp clean
+.PHONY: demo test lint bench-codiesp clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,6 @@ bench-codiesp: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench

@@ -21,7 +21,7 @@ def keyword_corpus(n: int, seed: int) -> tuple[list[str], np.ndarray]:
     y[y.sum(axis=1) == 0, 0] = True
     texts = []
     for row in y:
-        words = list(rng.choice(FILLER, size=12)) + [k for k, on in zip(KEYWORDS, row) if on]
+        words = list(rng.choice(FILLER, size=12)) + [k for k, on in zip(KEYWORDS, row, strict=True) if on]
         rng.shuffle(words)
         texts.append(" ".join(words))
     return texts, y

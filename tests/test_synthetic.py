@@ -11,7 +11,12 @@ import simple_icd_10_cm as cm
 
 from medcoder.data.records import Note, check_notes
 from medcoder.data.synthetic import (
-    SECTION_HEADERS, SyntheticConfig, code_inventory, code_title, generate_notes, surface_forms,
+    SECTION_HEADERS,
+    SyntheticConfig,
+    code_inventory,
+    code_title,
+    generate_notes,
+    surface_forms,
 )
 from medcoder.data.synthetic_lexicon import EXCLUSIVE_GROUPS, INVENTORY
 from medcoder.errors import ConfigError

@@ -14,7 +14,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -114,14 +114,14 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     data: Annotated[
-        Optional[Path], typer.Option(help="JSONL notes with gold labels; default: the model's own data config.")
+        Path | None, typer.Option(help="JSONL notes with gold labels; default: the model's own data config.")
     ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate (train/dev/test); 'all' for every note.")] = "test",
-    output: Annotated[Optional[Path], typer.Option(help="Write the metrics JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the metrics JSON here.")] = None,
 ) -> None:
     """Evaluate a saved model with its dev-tuned thresholds."""
-    from medcoder.inference.evaluate import evaluate_bundle
     from medcoder.evaluation.scoring import format_metrics_table
+    from medcoder.inference.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(model, data=data, split=split, reporter=RichReporter())
     sys.stdout.write(format_metrics_table(metrics))
@@ -135,9 +135,9 @@ def evaluate(
 def predict(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     inputs: Annotated[
-        Optional[list[Path]], typer.Argument(help="Text files (one note each) or .jsonl files; '-' or none: stdin.")
+        list[Path] | None, typer.Argument(help="Text files (one note each) or .jsonl files; '-' or none: stdin.")
     ] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Also list the k best-ranked codes below the threshold.")] = 0,
     stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
     text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +94,31 @@ def read_text_file(path: str | Path) -> str:
 def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` of a UTF-8 file, 1-based, without newlines."""
     text = read_text_file(path)
-    for number, line in enumerate(text.splitlines(), start=1):
-        yield number, line
+    yield from enumerate(text.splitlines(), start=1)
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def iter_json_objects(lines: Iterable[tuple[int, str]], source: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Parse JSON-lines: yield ``(line_number, object)``, skipping blank lines.
+
+    A line that is not valid JSON, or not a JSON object, is an ``InputError``
+    naming ``source`` and the line.
+    """
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=source, line=number) from None
+        if not isinstance(record, dict):
+            raise InputError(f"expected a JSON object, found {json_type_name(record)}", path=source, line=number)
+        yield number, record
 
 
 def read_json_file(path: str | Path) -> Any:

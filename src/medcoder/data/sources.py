@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import inspect
 import io
-import json
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from medcoder.data.mimic import read_mimic3, read_mimic4
 from medcoder.data.records import SPLITS, Note, Span, check_notes
 from medcoder.errors import ConfigError, InputError
-from medcoder.io import iter_text_lines, read_text_file
+from medcoder.io import iter_json_objects, iter_text_lines, json_type_name, read_text_file
 
 __all__ = [
     "load_notes",
@@ -89,15 +88,7 @@ def read_jsonl(
         path, id_field=id_field, text_field=text_field, labels_field=labels_field, allow_empty_labels=allow_empty_labels
     )
     used = {id_field, text_field, labels_field, split_field, text_pair_field}
-    for number, line in iter_text_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=number) from None
-        if not isinstance(record, dict):
-            raise InputError(f"expected a JSON object, found {_json_type(record)}", path=path, line=number)
+    for number, record in iter_json_objects(iter_text_lines(path), path):
         where: dict[str, Any] = {"path": path, "line": number}
         note_id = _json_id(record, id_field, where)
         where["record"] = note_id
@@ -292,7 +283,7 @@ def _parse_split(raw: Any, field: str, where: dict[str, Any]) -> tuple[str | Non
     if raw is None:
         return None, {}
     if not isinstance(raw, str):
-        raise InputError(f"expected a string, found {_json_type(raw)}", **where, field=field)
+        raise InputError(f"expected a string, found {json_type_name(raw)}", **where, field=field)
     split = _SPLIT_NAMES.get(raw.strip().lower())
     return (split, {}) if split else (None, {"split": raw})
 
@@ -305,7 +296,7 @@ def _json_id(record: dict[str, Any], field: str, where: dict[str, Any]) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str):
-        raise InputError(f"expected a string or integer, found {_json_type(value)}", **where, field=field)
+        raise InputError(f"expected a string or integer, found {json_type_name(value)}", **where, field=field)
     if not value.strip():
         raise InputError("empty note id", **where, field=field)
     return value.strip()
@@ -316,7 +307,7 @@ def _json_string(record: dict[str, Any], field: str, where: dict[str, Any]) -> s
         raise InputError("missing field", **where, field=field)
     value = record[field]
     if not isinstance(value, str):
-        raise InputError(f"expected a string, found {_json_type(value)}", **where, field=field)
+        raise InputError(f"expected a string, found {json_type_name(value)}", **where, field=field)
     if not value.strip():
         raise InputError("text is empty or whitespace", **where, field=field)
     return value
@@ -328,10 +319,10 @@ def _json_labels(value: Any, field: str, where: dict[str, Any]) -> tuple[str, ..
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise InputError(f"expected a list of strings, found {_json_type(value)}", **where, field=field)
+        raise InputError(f"expected a list of strings, found {json_type_name(value)}", **where, field=field)
     for position, label in enumerate(value):
         if not isinstance(label, str):
-            message = f"expected a list of strings, found {_json_type(label)} at position {position}"
+            message = f"expected a list of strings, found {json_type_name(label)} at position {position}"
             raise InputError(message, **where, field=field)
     return _unique(value)
 
@@ -339,8 +330,3 @@ def _json_labels(value: Any, field: str, where: dict[str, Any]) -> tuple[str, ..
 def _unique(labels: Iterable[str]) -> tuple[str, ...]:
     """Strip labels, drop empty ones and duplicates, keep first-seen order."""
     return tuple(dict.fromkeys(label.strip() for label in labels if label.strip()))
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)

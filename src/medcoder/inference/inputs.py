@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from medcoder.errors import InputError, MedcoderError
-from medcoder.io import iter_text_lines, read_text_file
+from medcoder.io import iter_json_objects, iter_text_lines, read_text_file
 
 
 def _string_field(record: dict, field: str, *, source: str, number: int, note_id: str | None = None) -> str:
@@ -34,15 +33,7 @@ def _read_jsonl_lines(
 ) -> tuple[list[str], list[str], list[str]]:
     """``(ids, texts, pairs)`` of JSONL lines; ``pairs`` stays empty without ``pair_field``."""
     ids, texts, pairs = [], [], []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=source, line=number) from None
-        if not isinstance(record, dict):
-            raise InputError("expected a JSON object", path=source, line=number)
+    for number, record in iter_json_objects(lines, source):
         default_id = f"{Path(source).name}:{number}"
         note_id = _note_id(record.get(id_field), default_id, source=source, number=number, field=id_field)
         texts.append(_string_field(record, text_field, source=source, number=number, note_id=note_id))

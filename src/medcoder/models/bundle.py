@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     check_bundle_target(path)
     info = {
         **bundle.info,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(),
     }
     with atomic_directory(path) as tmp:
