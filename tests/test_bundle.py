@@ -37,7 +37,9 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
     assert config["format"] == "medcoder.bundle.v1"
     assert config["info"]["versions"]["scikit-learn"] == "1.9.1"
     card = (trained.bundle_dir / "README.md").read_text()
-    assert "tfidf_lr.v1" in card and "| MAP |" in card and "15 labels" not in card or "labels" in card
+    n_labels = len(json.loads((trained.bundle_dir / "labels.json").read_text())["codes"])
+    assert "tfidf_lr.v1" in card and "| MAP |" in card and f"label space: {n_labels} labels" in card
+    assert "| train docs per code | codes | macro-F1 |" in card
     metrics = json.loads((trained.bundle_dir / "metrics.json").read_text())
     assert metrics["test"]["all_gold"]["micro_f1"] > 0.5
     assert not any(p.suffix in (".pkl", ".pickle", ".joblib", ".pt") for p in trained.bundle_dir.iterdir())

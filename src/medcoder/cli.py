@@ -120,11 +120,14 @@ def evaluate(
     output: Annotated[Path | None, typer.Option(help="Write the metrics JSON here.")] = None,
 ) -> None:
     """Evaluate a saved model with its dev-tuned thresholds."""
-    from medcoder.evaluation.scoring import format_metrics_table
+    from medcoder.evaluation.scoring import format_frequency_table, format_metrics_table
     from medcoder.inference.evaluate import evaluate_bundle
 
     metrics = evaluate_bundle(model, data=data, split=split, reporter=RichReporter())
     sys.stdout.write(format_metrics_table(metrics))
+    by_frequency = format_frequency_table(metrics)
+    if by_frequency:
+        sys.stdout.write("\nF1 by train frequency of the code:\n\n" + by_frequency)
     if output is not None:
         from medcoder.io import atomic_write_json
 

@@ -245,3 +245,13 @@ def format_metrics_table(metrics: Mapping[str, Any]) -> str:
             f"| macro-F1 | {_fmt(metrics['macro_f1'])} |\n"
         )
     raise ValueError("metrics must come from evaluate_multilabel or evaluate_multiclass")
+
+
+def format_frequency_table(metrics: Mapping[str, Any]) -> str:
+    """Markdown table of macro F1 by train-frequency bin (multi-label metrics only; else "")."""
+    bins = metrics.get("f1_by_frequency")
+    if not bins:
+        return ""
+    lines = ["| train docs per code | codes | macro-F1 |", "|---|---|---|"]
+    lines += [f"| {row['bin']} | {row['n_labels']} | {_fmt(row['macro_f1'])} |" for row in bins]
+    return "\n".join(lines) + "\n"

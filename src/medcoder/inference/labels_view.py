@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from medcoder.config import load_run_config
@@ -47,7 +46,13 @@ def describe_label_source(source: Path, *, top: int = 20) -> str:
             examples = ", ".join(str(e) for e in entry.get("examples", [])[:8])
             lines.append(f"{key.replace('_', ' ')}: {entry['count']} (e.g. {examples})")
     for split, cov in coverage.items():
-        lines.append(f"{split}: {json.dumps(cov, sort_keys=True)}")
+        share = cov["n_unseen_assignments"] / cov["n_assignments"] if cov["n_assignments"] else 0.0
+        lines.append(
+            f"{split}: {cov['n_docs']} notes, {cov['n_assignments']} code assignments; "
+            f"{cov['n_unseen_codes']} codes ({cov['n_unseen_assignments']} assignments, {share:.1%}) unseen in train"
+            + (f", e.g. {', '.join(cov['examples'][:8])}" if cov["examples"] else "")
+            + (f"; {cov['n_unmappable_assignments']} unmappable" if cov["n_unmappable_assignments"] else "")
+        )
     lines.append("")
     lines.append(f"{'rank':>4}  {'code':<10} {'train docs':>10}  description")
     for rank, code in enumerate(space.codes[:top], start=1):

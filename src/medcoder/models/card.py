@@ -6,7 +6,7 @@ from typing import Any
 
 from medcoder.config import RunConfig, dump_yaml
 from medcoder.data.labels import LabelSpace
-from medcoder.evaluation.scoring import format_metrics_table
+from medcoder.evaluation.scoring import format_frequency_table, format_metrics_table
 
 
 def _source_line(config: RunConfig) -> str:
@@ -41,6 +41,9 @@ def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, 
         )
     if "test" in metrics:
         lines += ["", "## Test metrics", "", format_metrics_table(metrics["test"])]
+        by_frequency = format_frequency_table(metrics["test"])
+        if by_frequency:
+            lines += ["F1 by how often a code occurs in train (all-gold label space):", "", by_frequency]
     timing = info.get("timing")
     if timing:
         lines += ["## Timing (seconds)", ""] + [f"- {k}: {v:.2f}" for k, v in timing.items()] + [""]
