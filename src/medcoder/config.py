@@ -157,6 +157,26 @@ class TfidfLrConfig(Strict):
 ModelConfig = Annotated[TfidfLrConfig, Field(discriminator="type")]
 
 
+class TrainConfig(Strict):
+    """The one training loop shared by every torch model."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    schedule: Literal["constant", "linear", "cosine"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    max_grad_norm: float | None = Field(5.0, gt=0.0)
+    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # bf16 autocast on CPU; fp16 only on GPU
+    early_stopping_metric: str = "map"  # a key of the dev metrics, or "loss"
+    early_stopping_patience: int = Field(5, ge=1)
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: a checkpoint at the end of every epoch only
+    length_bucketing: bool = True
+    num_threads: int | None = Field(None, ge=1)  # torch intra-op threads; None: all cores
+
+
 class ThresholdConfig(Strict):
     """Decision thresholds, tuned on dev only."""
 
