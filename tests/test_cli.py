@@ -118,7 +118,11 @@ def test_evaluate_reproduces_training_metrics_exactly(cli, synthetic_run: Traine
     assert evaluated == stored
     # Same numbers, same table as printed at training time.
     table_start = synthetic_run.result.out.index("| metric |")
-    assert result.out == synthetic_run.result.out[table_start:]
+    assert result.out.startswith(synthetic_run.result.out[table_start:])
+    # ... followed by macro F1 per train-frequency bin, one row per bin in metrics.json.
+    assert "| train docs per code | codes | macro-F1 |" in result.out
+    for row in stored["f1_by_frequency"]:
+        assert f"| {row['bin']} | {row['n_labels']} |" in result.out
 
 
 def test_evaluate_on_a_jsonl_file(cli, synthetic_run: TrainedRun, tmp_path: Path) -> None:
