@@ -142,6 +142,9 @@ def predict(
     ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Also list the k best-ranked codes below the threshold.")] = 0,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Add the text spans behind each code (attention models).")
+    ] = False,
     stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
     text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",
     id_field: Annotated[str, typer.Option(help="Id field of JSONL input.")] = "id",
@@ -164,7 +167,9 @@ def predict(
         pair_field=pair_field if predictor.bundle.task == "pair" else None,
     )
     with RichReporter().task("coding notes", total=len(texts)) as update:
-        predictions = predictor.predict(texts, ids=ids, pairs=pairs, top_k=top_k, progress=update)
+        predictions = predictor.predict(
+            texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update
+        )
     lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
     _write_or_print(lines, output)
 

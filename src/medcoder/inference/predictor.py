@@ -25,6 +25,17 @@ class CodeScore:
     probability: float
     predicted: bool  # above the bundle's tuned threshold (or the argmax class)
     rank: int  # 1 = highest probability
+    evidence: list[Evidence] | None = None  # with explain=True: the text spans the model attended to
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A character span ``text[start:end]`` of the note and its share of the code's attention."""
+
+    start: int
+    end: int
+    text: str
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,11 @@ class NotePrediction:
         return [c for c in self.codes if c.predicted]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "codes": [asdict(c) for c in self.codes]}
+        codes = [asdict(c) for c in self.codes]
+        for code in codes:
+            if code["evidence"] is None:  # only explained predictions carry the key
+                del code["evidence"]
+        return {"id": self.id, "codes": codes}
 
 
 class Predictor:
@@ -93,28 +108,45 @@ class Predictor:
         ids: Sequence[str] | None = None,
         pairs: Sequence[str] | None = None,
         top_k: int = 0,
+        explain: bool = False,
         progress: Update | None = None,
     ) -> list[NotePrediction]:
-        """Per note: the predicted codes plus the ``top_k`` best-ranked ones, highest first."""
+        """Per note: the predicted codes plus the ``top_k`` best-ranked ones, highest first.
+
+        ``explain`` adds, for every listed code, the text spans its attention
+        weighed most (models with label-wise attention only).
+        """
         if ids is not None and len(ids) != len(texts):
             raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
+        explainer = getattr(self.bundle.model, "explain", None) if explain else None
+        if explain and explainer is None:
+            raise MedcoderError(f"model {self.bundle.config.model.type} cannot explain its codes (no attention)")
         probabilities = self.predict_proba(texts, pairs=pairs, progress=progress)
         decided = self.decide(probabilities)
-        results = []
-        for row, (probs, chosen) in enumerate(zip(probabilities, decided, strict=True)):
+        shown_per_note = []
+        for probs, chosen in zip(probabilities, decided, strict=True):
             order = np.argsort(-probs, kind="stable")
             rank = np.empty(len(order), dtype=np.int64)
             rank[order] = np.arange(1, len(order) + 1)
-            shown = chosen | (rank <= top_k)
+            shown_per_note.append((order[(chosen | (rank <= top_k))[order]], rank))
+        evidence = explainer(texts, [shown for shown, _ in shown_per_note]) if explainer else None
+        results = []
+        for row, (shown, rank) in enumerate(shown_per_note):
             codes = [
                 CodeScore(
                     code=self.codes[j],
                     description=self.descriptions[j],
-                    probability=round(float(probs[j]), 6),
-                    predicted=bool(chosen[j]),
+                    probability=round(float(probabilities[row, j]), 6),
+                    predicted=bool(decided[row, j]),
                     rank=int(rank[j]),
+                    evidence=None
+                    if evidence is None
+                    else [
+                        Evidence(start, end, texts[row][start:end], round(weight, 4))
+                        for start, end, weight in evidence[row].get(int(j), [])
+                    ],
                 )
-                for j in order[shown[order]]
+                for j in shown
             ]
             results.append(NotePrediction(id=None if ids is None else ids[row], codes=codes))
         return results

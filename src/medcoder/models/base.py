@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,17 +21,35 @@ TaskType = str  # "multilabel" | "multiclass" | "pair"
 Progress = Callable[[int, int], None]  # (done, total)
 
 
+@dataclass(frozen=True)
+class DevSet:
+    """The dev split as a model sees it: texts, optional second texts, targets bool ``[n_docs, n_labels]``."""
+
+    texts: Sequence[str]
+    y: np.ndarray
+    pairs: Sequence[str] | None = None
+
+
 class CodingModel(ABC):
     """Base class: constructors store arguments only; learned state ends in ``_``."""
 
     #: file names this model writes into a bundle (checked on load)
     weight_files: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: Any, *, n_labels: int, task: TaskType, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        n_labels: int,
+        task: TaskType,
+        seed: int = 0,
+        label_descriptions: Sequence[str | None] | None = None,
+    ) -> None:
         self.config = config
         self.n_labels = n_labels
         self.task = task
         self.seed = seed
+        self.label_descriptions = None if label_descriptions is None else list(label_descriptions)
 
     @property
     def single_label(self) -> bool:
@@ -43,9 +62,19 @@ class CodingModel(ABC):
         y: np.ndarray,
         *,
         pairs: Sequence[str] | None = None,
+        dev: DevSet | None = None,
+        work_dir: Path | None = None,
         progress: Progress | None = None,
     ) -> CodingModel:
-        """Train on ``texts`` with targets ``y`` bool ``[n_docs, n_labels]`` (one-hot when single-label)."""
+        """Train on ``texts`` with targets ``y`` bool ``[n_docs, n_labels]`` (one-hot when single-label).
+
+        ``dev`` is used only for early stopping; ``work_dir`` holds checkpoints
+        so that a killed run resumes when started again.
+        """
+
+    def training_report(self) -> dict[str, Any]:
+        """What the bundle's config.json records about training (epochs, best dev score...)."""
+        return {}
 
     @abstractmethod
     def predict_scores(self, texts: Sequence[str], *, pairs: Sequence[str] | None = None) -> np.ndarray:
@@ -61,9 +90,17 @@ class CodingModel(ABC):
         """Rebuild a fitted model from ``directory``."""
 
 
-def build_model(config: Any, *, n_labels: int, task: TaskType, seed: int = 0) -> CodingModel:
+def build_model(
+    config: Any,
+    *,
+    n_labels: int,
+    task: TaskType,
+    seed: int = 0,
+    label_descriptions: Sequence[str | None] | None = None,
+) -> CodingModel:
     """Instantiate the registered model for ``config.type``."""
-    return MODELS.get(config.type)(config, n_labels=n_labels, task=task, seed=seed)
+    cls = MODELS.get(config.type)
+    return cls(config, n_labels=n_labels, task=task, seed=seed, label_descriptions=label_descriptions)
 
 
 def load_model(directory: Path, config: Any, *, n_labels: int, task: TaskType) -> CodingModel:

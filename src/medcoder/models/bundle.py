@@ -147,7 +147,7 @@ def load_bundle(path: str | Path) -> Bundle:
     thresholds = _load_thresholds(path / "thresholds.json", n_labels=len(labels))
     if (thresholds is None) != (config.task.type in ("multiclass", "pair")):
         raise BundleError(f"{path / 'thresholds.json'}: decision rule does not match task {config.task.type!r}")
-    from medcoder.models import linear  # noqa: F401  (registers the built-in models)
+    from medcoder.models import linear, neural  # noqa: F401  (registers the built-in models)
     from medcoder.registry import MODELS
 
     model_cls = MODELS.get(config.model.type)

@@ -27,7 +27,7 @@ from sklearn.preprocessing import normalize
 from medcoder.config import TfidfLrConfig
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.io import atomic_write_json, read_json_file
-from medcoder.models.base import CodingModel, Progress, TaskType
+from medcoder.models.base import CodingModel, DevSet, Progress, TaskType
 from medcoder.registry import MODELS
 
 # A label that is positive (or negative) in every training document has no
@@ -125,8 +125,11 @@ class TfidfLogisticRegression(CodingModel):
         y: np.ndarray,
         *,
         pairs: Sequence[str] | None = None,
+        dev: DevSet | None = None,
+        work_dir: Path | None = None,
         progress: Progress | None = None,
     ) -> TfidfLogisticRegression:
+        del dev, work_dir  # a convex fit: no early stopping, nothing worth checkpointing
         y = np.asarray(y, dtype=bool)
         if y.shape != (len(texts), self.n_labels):
             raise ValueError(f"y has shape {y.shape}, expected ({len(texts)}, {self.n_labels})")

@@ -7,6 +7,7 @@ split is never used to choose anything.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from medcoder.errors import MedcoderError
 from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.models import build_model
+from medcoder.models.base import DevSet
 from medcoder.models.bundle import Bundle, check_bundle_target, save_bundle
 from medcoder.progress import LogReporter, Reporter
 
@@ -111,11 +113,18 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     y_train = labels.transform([note.labels for note in train])
     logger.info("label space: %d labels from %d training notes", len(labels), len(train))
 
-    model = build_model(config.model, n_labels=len(labels), task=task, seed=config.seed)
+    model = build_model(
+        config.model, n_labels=len(labels), task=task, seed=config.seed, label_descriptions=labels.descriptions()
+    )
     texts, pairs = texts_of(train)
+    dev_texts, dev_pairs = texts_of(dev)
+    dev_set = DevSet(dev_texts, labels.transform([note.labels for note in dev]), dev_pairs)
+    # Checkpoints live beside the bundle: running the same command again after a
+    # crash resumes there; they are removed once the bundle is saved.
+    work_dir = Path(f"{output_dir}.checkpoints")
     start = time.perf_counter()
     with reporter.task(f"training {config.model.type}", total=len(labels)) as update:
-        model.fit(texts, y_train, pairs=pairs, progress=update)
+        model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update)
     timing["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -127,8 +136,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
 
     thresholds = None
     if not single:
-        y_dev = labels.transform([note.labels for note in dev])
-        thresholds = Thresholds.tune(y_dev, dev_scores, config.thresholds.strategy)
+        thresholds = Thresholds.tune(dev_set.y, dev_scores, config.thresholds.strategy)
     metrics = {
         "dev": evaluate_scores(dev_scores, dev, labels, thresholds),
         "test": evaluate_scores(test_scores, test, labels, thresholds),
@@ -138,6 +146,9 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         "test_coverage": labels.coverage([note.labels for note in test]),
         "label_report": labels.report,
         "timing": timing,
+        "training": model.training_report(),
     }
     bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info), output_dir)
+    if work_dir.exists():
+        shutil.rmtree(work_dir, ignore_errors=True)
     return RunResult(Path(bundle_dir), metrics, timing, labels.report)

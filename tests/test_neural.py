@@ -1,0 +1,163 @@
+"""Word-level torch coders as registered models: every one builds from config, learns a known
+pattern, saves and reloads to identical scores; ensembles, transfer policies and explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medcoder.config import RunConfig, validate
+from medcoder.evaluation.metrics import mean_average_precision
+from medcoder.models import build_model, load_model
+from medcoder.models.base import DevSet
+
+TRIGGERS = ["fever", "cough", "rash", "edema", "syncope", "jaundice"]
+FILLER = "patient seen today vitals stable plan follow up in clinic with labs and imaging reviewed".split()
+SMALL = {
+    "encoding": {"max_tokens": 60, "min_count": 1},
+    "embedding": {"dim": 16},
+    "train": {"epochs": 12, "batch_size": 16, "lr": 0.01, "early_stopping_patience": 12, "num_threads": 1},
+}
+ARCHITECTURES = {
+    "textcnn.v1": {"filter_sizes": [2, 3], "num_filters": 16, "dropout": 0.1},
+    "caml.v1": {"kernel_size": 3, "num_filters": 16, "dropout": 0.1},
+    "drcaml.v1": {"kernel_size": 3, "num_filters": 16, "dropout": 0.1},
+    # residual blocks with batch norm need more steps on 160 notes
+    "multirescnn.v1": {"filter_sizes": [3, 5], "num_filters": 8, "dropout": 0.1, "train": {**SMALL["train"], "epochs": 30}},
+    "bigru.v1": {"hidden": 16, "dropout": 0.1},
+}
+
+
+def model_config(model_type: str, **extra):
+    raw = {"model": {"type": model_type, **SMALL, **ARCHITECTURES[model_type], **extra}}
+    return validate(RunConfig, raw, source="test").model
+
+
+def corpus(n: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """Label j is on iff TRIGGERS[j] occurs among filler words."""
+    rng = np.random.default_rng(seed)
+    y = rng.random((n, len(TRIGGERS))) < 0.3
+    y[~y.any(axis=1), rng.integers(len(TRIGGERS))] = True
+    texts = []
+    for row in y:
+        words = list(rng.choice(FILLER, size=rng.integers(10, 30)))
+        for j in np.flatnonzero(row):
+            words.insert(int(rng.integers(len(words) + 1)), TRIGGERS[j])
+        texts.append(" ".join(words))
+    return texts, y
+
+
+@pytest.fixture(scope="module")
+def data():
+    return corpus(160, seed=0), corpus(40, seed=1), corpus(40, seed=2)
+
+
+DESCRIPTIONS = [f"{word} finding" for word in TRIGGERS]
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_learns_pattern_and_reloads_identically(model_type, data, tmp_path) -> None:
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    model = build_model(
+        model_config(model_type), n_labels=len(TRIGGERS), task="multilabel", seed=0, label_descriptions=DESCRIPTIONS
+    )
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    scores = model.predict_scores(test_texts)
+    assert scores.shape == (40, len(TRIGGERS)) and scores.dtype == np.float32
+    assert mean_average_precision(test_y, scores) > 0.9
+    history = model.training_report()["members"][0]["history"]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+
+    model.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "words.json"]
+    again = load_model(tmp_path, model.config, n_labels=len(TRIGGERS), task="multilabel")
+    np.testing.assert_array_equal(again.predict_scores(test_texts), scores)
+
+
+def test_ensemble_is_the_mean_of_its_members(data) -> None:
+    (texts, y), _, (test_texts, _) = data
+    config = model_config("textcnn.v1", ensemble=2, train={**SMALL["train"], "epochs": 3})
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=5).fit(texts, y)
+    assert [m["seed"] for m in model.training_report()["members"]] == [5, 6]
+    members = [model._scores([member], model._encode(test_texts)) for member in model.members_]
+    np.testing.assert_allclose(model.predict_scores(test_texts), (members[0] + members[1]) / 2, atol=1e-6)
+    assert not np.allclose(members[0], members[1])  # different seeds, different members
+
+
+def test_multiclass_uses_softmax(data) -> None:
+    (texts, y), _, (test_texts, test_y) = data
+    first = y.argmax(axis=1)
+    one_hot = np.eye(len(TRIGGERS), dtype=bool)[first]
+    model = build_model(model_config("textcnn.v1"), n_labels=len(TRIGGERS), task="multiclass").fit(texts, one_hot)
+    probs = model.predict_scores(test_texts)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_explanations_point_at_the_trigger_word(data) -> None:
+    (texts, y), (dev_texts, dev_y), _ = data
+    config = model_config("caml.v1", train={**SMALL["train"], "epochs": 20})
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel").fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    note = "patient seen today with new rash on both arms plan follow up"
+    label = TRIGGERS.index("rash")
+    spans = model.explain([note], [[label]], window=1, top=1)[0][label]
+    start, end, weight = spans[0]
+    assert note[start:end] == "rash" and weight > 0.3
+
+
+@pytest.fixture(scope="module")
+def source_bundle(tmp_path_factory):
+    """A TextCNN trained on a 'source task' (which trigger comes first) and saved as a bundle."""
+    from medcoder.config import DataConfig, JsonlSource
+    from medcoder.training.run import train_run
+
+    folder = tmp_path_factory.mktemp("source")
+    import json
+
+    rows = []
+    for split, seed, n in (("train", 10, 160), ("dev", 11, 40), ("test", 12, 40)):
+        texts, y = corpus(n, seed)
+        for i, (text, row) in enumerate(zip(texts, y, strict=True)):
+            rows.append({"id": f"{split}{i}", "text": text, "labels": [TRIGGERS[int(np.argmax(row))]], "split": split})
+    path = folder / "source.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = RunConfig(
+        task={"type": "multiclass"},
+        data=DataConfig(source=JsonlSource(path=str(path))),
+        model=model_config("textcnn.v1"),
+    )
+    return train_run(config, folder / "model").bundle_dir
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "convolutions"), [("frozen", "frozen"), ("frozen", "tuned"), ("tuned", "tuned"), ("frozen", "dual")]
+)
+def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_path) -> None:
+    from medcoder.models.transfer import load_source_textcnn
+
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    transfer = {"source": str(source_bundle), "embeddings": embeddings, "convolutions": convolutions, "adaptation_dim": 32}
+    model = build_model(model_config("textcnn.v1", transfer=transfer), n_labels=len(TRIGGERS), task="multilabel")
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    source, _, _ = load_source_textcnn(source_bundle)
+    network = model.members_[0]
+    same_embedding = torch.equal(network.embedding.embedding.weight, source.embedding.embedding.weight)
+    same_convs = all(torch.equal(a.weight, b.weight) for a, b in zip(network.convs, source.convs, strict=True))
+    assert same_embedding == (embeddings == "frozen")
+    assert same_convs == (convolutions == "frozen")
+    if convolutions == "dual":
+        frozen = network.frozen_convs
+        assert all(torch.equal(a.weight, b.weight) for a, b in zip(frozen, source.convs, strict=True))
+    assert mean_average_precision(test_y, model.predict_scores(test_texts)) > 0.8
+    model.save(tmp_path)
+    again = load_model(tmp_path, model.config, n_labels=len(TRIGGERS), task="multilabel")
+    np.testing.assert_array_equal(again.predict_scores(test_texts), model.predict_scores(test_texts))
+
+
+def test_early_stopping_metric_must_exist(data) -> None:
+    (texts, y), _, _ = data
+    config = model_config("textcnn.v1", train={**SMALL["train"], "early_stopping_metric": "accuracy"})
+    from medcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="early_stopping_metric 'accuracy' does not apply to a multilabel task"):
+        build_model(config, n_labels=len(TRIGGERS), task="multilabel").fit(texts, y)
