@@ -192,7 +192,7 @@ class Word2VecConfig(Strict):
     window: int = Field(5, ge=1)
     epochs: int = Field(5, ge=1)
     min_count: int = Field(2, ge=1)
-    corpus: str | None = None  # unlabeled JSONL with a "text" field; None: the training notes
+    corpus: str | None = None  # unlabeled JSONL ("text" field) used in addition to the training notes
 
 
 class EmbeddingConfig(Strict):

@@ -41,6 +41,8 @@ _KEYS = frozenset({"format", "tokens", "dim", "meta"})
 _TEXT_SUFFIXES = (".vec", ".txt")
 _BINARY_SUFFIXES = (".bin",)
 _PICKLE_SUFFIXES = (".model", ".kv", ".pkl", ".pickle", ".joblib", ".npy", ".pt", ".pth")
+# Protocol 2-5 pickles start with PROTO (0x80) and the protocol number.
+_PICKLE_HEADS = frozenset(bytes([0x80, protocol]) for protocol in range(2, 6))
 # Gensim cuts any "sentence" longer than this (its MAX_WORDS_IN_BATCH) without a
 # word; whole notes are longer, so we hand them over in pieces of this size.
 _MAX_SENTENCE = 10_000
@@ -257,10 +259,6 @@ def load_word_vectors(path: str | Path) -> WordVectors:
     return WordVectors(tokens, matrix, {"source": path.name})
 
 
-# Protocol 2-5 pickles start with PROTO (0x80) and the protocol number.
-_PICKLE_HEADS = frozenset(bytes([0x80, protocol]) for protocol in range(2, 6))
-
-
 def _open(path: Path, compressed: bool) -> IO[bytes]:
     return gzip.open(path, "rb") if compressed else path.open("rb")
 
@@ -321,7 +319,7 @@ def _read_text(path: Path, compressed: bool) -> tuple[list[str], np.ndarray]:
         try:
             row = np.array(numbers, dtype=np.float32)
         except ValueError:
-            bad = next(f for f in numbers if not _is_float(f))
+            bad = next((f for f in numbers if not _is_float(f)), " ".join(numbers))
             raise InputError(f"{bad!r} is not a number", path=path, line=number) from None
         if not np.isfinite(row).all():
             raise InputError(f"non-finite value in the vector of {word!r}", path=path, line=number)

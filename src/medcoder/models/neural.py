@@ -30,6 +30,7 @@ from medcoder.data.encoding import (
     Vocab,
     collate,
     encode_corpus,
+    encode_token_lists,
     tokenize,
     tokenize_with_offsets,
 )
@@ -200,7 +201,7 @@ class WordCoder(CodingModel):
         pretrained = None if cfg.transfer is not None else self._pretrained_matrix(token_lists)
         if isinstance(cfg, DrCamlConfig):
             self.description_ids_ = self._description_ids()
-        corpus = encode_corpus(texts, self.vocab_, max_tokens=cfg.encoding.max_tokens, lowercase=lowercase)
+        corpus = encode_token_lists(token_lists, self.vocab_, max_tokens=cfg.encoding.max_tokens)
         logger.info(
             "vocabulary %d words; %d of %d notes truncated to %d tokens",
             len(self.vocab_),
