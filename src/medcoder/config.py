@@ -166,7 +166,8 @@ class TrainConfig(Strict):
     schedule: Literal["constant", "linear", "cosine"] = "linear"
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     max_grad_norm: float | None = Field(5.0, gt=0.0)
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"  # bf16 autocast on CPU; fp16 only on GPU
+    # auto: bf16 where the hardware has it natively (CUDA, AVX512-BF16/AMX CPUs), else fp32; fp16: CUDA only
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # None: "map" for multi-label tasks, "accuracy" for single-label ones
     early_stopping_metric: Literal["map", "micro_f1", "loss", "accuracy"] | None = None
     early_stopping_patience: int = Field(5, ge=1)

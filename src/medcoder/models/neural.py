@@ -45,15 +45,12 @@ from medcoder.models.rnn import BiGRU
 from medcoder.models.transfer import TransferTextCNN, load_source_textcnn
 from medcoder.registry import MODELS
 from medcoder.training.loop import train_loop
+from medcoder.training.precision import autocast_factory
 
 logger = logging.getLogger(__name__)
 
 WORDS_FORMAT = "medcoder.words.v1"
 _PREDICT_BATCH = 32
-
-
-def _autocast(precision: str) -> torch.autocast:
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class WordCoder(CodingModel):
@@ -265,8 +262,8 @@ class WordCoder(CodingModel):
         """Mean probability over ``modules``: float32 ``[n_docs, n_labels]``."""
         order = np.argsort(corpus.lengths, kind="stable")  # similar lengths together: little padding
         out = np.zeros((len(corpus), self.n_labels), dtype=np.float32)
-        precision = self.config.train.precision
-        with torch.inference_mode(), _autocast(precision):
+        device = next(modules[0].parameters()).device
+        with torch.inference_mode(), autocast_factory(self.config.train.precision, device)():
             for start in range(0, len(order), _PREDICT_BATCH):
                 indices = order[start : start + _PREDICT_BATCH].tolist()
                 batch = collate(corpus, indices)

@@ -15,7 +15,6 @@ Epoch numbers in results and logs count from 1; ``plan.batches`` and
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from medcoder.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from medcoder.training.precision import autocast_factory, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -129,16 +129,6 @@ def _make_optimizer(groups: list[dict[str, Any]], config: TrainConfig) -> torch.
     return kind(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise MedcoderError(f"precision fp16 needs a CUDA device, the model is on {device.type}: use bf16 or fp32")
-        return lambda: torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext
-
-
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -187,9 +177,9 @@ class _Training:
         self.optimizer = _make_optimizer(groups, config)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
         self.device = self.params[0].device
-        self.autocast = _autocast(config.precision, self.device)
+        self.autocast = autocast_factory(config.precision, self.device)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if resolve_precision(config.precision, self.device) == "fp16" else None
         self.state = _LoopState()
         self.best: dict[str, torch.Tensor] | None = None  # None: the current weights are the best
 
