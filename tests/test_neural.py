@@ -161,3 +161,16 @@ def test_early_stopping_metric_must_exist(data) -> None:
 
     with pytest.raises(ConfigError, match="early_stopping_metric 'accuracy' does not apply to a multilabel task"):
         build_model(config, n_labels=len(TRIGGERS), task="multilabel").fit(texts, y)
+
+
+@pytest.mark.parametrize("model_type", ["textcnn.v1", "caml.v1", "bigru.v1"])
+def test_output_bias_starts_at_label_priors(model_type, data) -> None:
+    (texts, y), _, _ = data
+    frozen_lr = {**SMALL["train"], "epochs": 1, "lr": 1e-12}  # one epoch that moves nothing measurable
+    model = build_model(model_config(model_type, train=frozen_lr), n_labels=len(TRIGGERS), task="multilabel")
+    model.fit(texts, y)
+    prior = (y.sum(axis=0) + 0.5) / (len(y) + 1.0)
+    module = model.members_[0]
+    head = getattr(module, "head", None) or module.output
+    bias = head.output_bias if hasattr(head, "output_bias") else head.linear.bias
+    np.testing.assert_allclose(torch.sigmoid(bias.detach()).numpy(), prior, rtol=1e-4)

@@ -141,6 +141,25 @@ class WordCoder(CodingModel):
         logger.info("word vectors cover %.1f%% of the %d-word vocabulary", 100 * coverage, len(self.vocab_))
         return matrix
 
+    def _init_output_bias(self, module: torch.nn.Module, y: np.ndarray) -> None:
+        """Start every label's output bias at the logit of its train frequency (multi-label only).
+
+        With thousands of rare labels a zero bias spends the first epochs learning
+        that almost every label is off; starting from the priors lets the few
+        steps a small dataset gives go to label-specific evidence.
+        """
+        if self.single_label:
+            return
+        head = getattr(module, "head", None) or getattr(module, "output", None)
+        bias = getattr(head, "output_bias", None)
+        if bias is None:
+            bias = getattr(getattr(head, "linear", None), "bias", None)
+        if bias is None:
+            return
+        prior = (y.sum(axis=0) + 0.5) / (len(y) + 1.0)
+        with torch.no_grad():
+            bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=bias.dtype))
+
     # ------------------------------------------------------------ training
     def _loss(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = module(batch["input_ids"], batch["mask"]).logits.float()
@@ -218,6 +237,7 @@ class WordCoder(CodingModel):
         for member in range(cfg.ensemble):
             seed = self.seed + member
             module = self._build_module(seed, pretrained)
+            self._init_output_bias(module, y)
             plan = LengthBucketPlan(
                 corpus.lengths, batch_size=cfg.train.batch_size, seed=seed, bucketing=cfg.train.length_bucketing
             )
