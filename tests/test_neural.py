@@ -174,3 +174,29 @@ def test_output_bias_starts_at_label_priors(model_type, data) -> None:
     head = getattr(module, "head", None) or module.output
     bias = head.output_bias if hasattr(head, "output_bias") else head.linear.bias
     np.testing.assert_allclose(torch.sigmoid(bias.detach()).numpy(), prior, rtol=1e-4)
+
+
+def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
+    from medcoder.errors import MedcoderError
+    from medcoder.inference.predictor import Predictor
+    from medcoder.training.run import train_run
+
+    raw = {
+        "data": {"source": {"kind": "synthetic", "n_notes": 150, "n_codes": 8, "seed": 2}},
+        "labels": {"system": "icd10cm"},
+        "model": {"type": "caml.v1", **SMALL, "kernel_size": 3, "num_filters": 16, "encoding": {"max_tokens": 400}},
+    }
+    bundle = train_run(validate(RunConfig, raw, source="test"), tmp_path / "caml").bundle_dir
+    note = "ASSESSMENT AND PLAN: essential hypertension, continue lisinopril."
+    prediction = Predictor.from_dir(bundle).predict([note], top_k=2, explain=True)[0]
+    assert len(prediction.codes) >= 2
+    for code in prediction.codes:
+        assert code.evidence, code
+        for span in code.evidence:
+            assert note[span.start : span.end] == span.text and 0 < span.weight <= 1
+    assert "evidence" in prediction.to_dict()["codes"][0]
+
+    linear = train_run(validate(RunConfig, {**raw, "model": {"type": "tfidf_lr.v1"}}, source="t"), tmp_path / "lr")
+    with pytest.raises(MedcoderError, match="cannot explain"):
+        Predictor.from_dir(linear.bundle_dir).predict([note], explain=True)
+    assert "evidence" not in Predictor.from_dir(linear.bundle_dir).predict([note], top_k=1)[0].to_dict()["codes"][0]
