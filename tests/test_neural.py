@@ -200,3 +200,30 @@ def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
     with pytest.raises(MedcoderError, match="cannot explain"):
         Predictor.from_dir(linear.bundle_dir).predict([note], explain=True)
     assert "evidence" not in Predictor.from_dir(linear.bundle_dir).predict([note], top_k=1)[0].to_dict()["codes"][0]
+
+
+def test_experiment_reports_the_epoch_of_the_best_dev_score(tmp_path) -> None:
+    import json
+
+    from medcoder.config import ExperimentConfig
+    from medcoder.training.experiment import run_experiment
+
+    neural = {"type": "textcnn.v1", **SMALL, **ARCHITECTURES["textcnn.v1"], "train": {**SMALL["train"], "epochs": 4}}
+    config = validate(
+        ExperimentConfig,
+        {
+            "base": {"data": {"source": {"kind": "synthetic", "n_notes": 80, "n_codes": 6}}},
+            "seeds": [0, 1],
+            "variants": [{"name": "cnn", "overrides": {"model": neural}}, {"name": "lr", "overrides": {}}],
+        },
+        source="test",
+    )
+    rows = run_experiment(config, tmp_path)
+    best = []
+    for seed in (0, 1):
+        info = json.loads((tmp_path / "cnn" / f"seed{seed}" / "config.json").read_text())["info"]
+        best.append(info["training"]["members"][0]["best_epoch"])
+    assert rows[0]["best epoch"]["values"] == best and 1 <= min(best) <= max(best) <= 4
+    assert rows[1]["best epoch"]["mean"] is None  # a convex model has no epochs
+    table = (tmp_path / "results.md").read_text()
+    assert "| best epoch |" in table and f"{sum(best) / 2:.1f} ±" in table

@@ -25,11 +25,13 @@ MULTILABEL_COLUMNS = (
     ("micro-AUC", ("test", "all_gold", "micro_auc")),
     ("P@8", ("test", "all_gold", "p_at_8")),
     ("train s", ("timing", "train")),
+    ("best epoch", ("timing", "best_epoch")),
 )
 SINGLE_LABEL_COLUMNS = (
     ("accuracy", ("test", "accuracy")),
     ("macro-F1", ("test", "macro_f1")),
     ("train s", ("timing", "train")),
+    ("best epoch", ("timing", "best_epoch")),
 )
 
 
@@ -89,7 +91,7 @@ def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
             cell = row[title]
             if cell["mean"] is None:
                 cells.append("—")
-            elif title.endswith(" s"):
+            elif title.endswith(" s") or title == "best epoch":
                 cells.append(f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
             else:
                 cells.append(f"{cell['mean']:.3f} ± {cell['sd']:.3f}")
@@ -114,7 +116,11 @@ def run_experiment(
         logger.info("run %d/%d: %s seed %d", number, len(runs), variant, seed)
         bundle_dir = output_dir / variant / f"seed{seed}"
         result = train_run(run_config, bundle_dir, reporter=reporter)
-        records.append(RunRecord(variant, seed, str(bundle_dir), result.metrics, result.timing))
+        timing = dict(result.timing)
+        best_epochs = [m["best_epoch"] for m in result.training.get("members", []) if m.get("best_epoch")]
+        if best_epochs:  # iterative models: the epoch each reached its best dev score (mean over members)
+            timing["best_epoch"] = statistics.fmean(best_epochs)
+        records.append(RunRecord(variant, seed, str(bundle_dir), result.metrics, timing))
         rows = summarise(records)
         atomic_write_json(
             output_dir / "results.json",

@@ -82,6 +82,7 @@ class RunResult:
     metrics: dict[str, Any]
     timing: dict[str, float] = field(default_factory=dict)
     label_report: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # the model's training_report()
 
 
 def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter | None = None) -> RunResult:
@@ -151,4 +152,4 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info), output_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir, ignore_errors=True)
-    return RunResult(Path(bundle_dir), metrics, timing, labels.report)
+    return RunResult(Path(bundle_dir), metrics, timing, labels.report, info["training"])
