@@ -225,5 +225,7 @@ def test_experiment_reports_the_epoch_of_the_best_dev_score(tmp_path) -> None:
         best.append(info["training"]["members"][0]["best_epoch"])
     assert rows[0]["best epoch"]["values"] == best and 1 <= min(best) <= max(best) <= 4
     assert rows[1]["best epoch"]["mean"] is None  # a convex model has no epochs
+    card = (tmp_path / "cnn" / "seed0" / "README.md").read_text()
+    assert f"at epoch {best[0]} of " in card and "## Training (early stopping on dev map)" in card
     table = (tmp_path / "results.md").read_text()
     assert "| best epoch |" in table and f"{sum(best) / 2:.1f} ±" in table

@@ -44,6 +44,16 @@ def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, 
         by_frequency = format_frequency_table(metrics["test"])
         if by_frequency:
             lines += ["F1 by how often a code occurs in train (all-gold label space):", "", by_frequency]
+    members = (info.get("training") or {}).get("members") or []
+    if members:
+        metric = info["training"].get("metric")
+        lines += [f"## Training (early stopping on dev {metric})", ""]
+        lines += [
+            f"- seed {m['seed']}: best dev {metric} {m['best_dev']:.4f} at epoch {m['best_epoch']} "
+            f"of {m['epochs_run']}{' (stopped early)' if m['stopped_early'] else ''}"
+            for m in members
+            if m.get("best_dev") is not None
+        ] + [""]
     timing = info.get("timing")
     if timing:
         lines += ["## Timing (seconds)", ""] + [f"- {k}: {v:.2f}" for k, v in timing.items()] + [""]
