@@ -134,3 +134,15 @@ def test_predicting_never_loads_a_catalog(trained) -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_kill_between_the_two_renames_of_a_save_is_recovered(trained, tmp_path) -> None:
+    """Saving swaps directories with two renames; a kill between them leaves only ``.model.*.old``."""
+    import shutil
+
+    stranded = tmp_path / ".model.abc123.old"
+    shutil.copytree(trained.bundle_dir, stranded)
+    (tmp_path / ".model.def456.tmp").mkdir()  # the half-built new bundle
+    bundle = load_bundle(tmp_path / "model")
+    assert len(bundle.labels) > 0 and (tmp_path / "model" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -72,6 +72,26 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_directory(path: str | Path, *, marker: str) -> None:
+    """Clean up after an :func:`atomic_directory` swap that was killed part-way.
+
+    Half-built ``.NAME.*.tmp`` siblings are deleted. If ``path`` is missing
+    but a complete ``.NAME.*.old`` (one holding ``marker``) is there, the kill
+    fell between the swap's two renames: the old directory is put back.
+    Other ``.old`` leftovers are deleted.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for old in sorted(path.parent.glob(f".{path.name}.*.old")):
+        if not path.exists() and (old / marker).is_file():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def read_text_file(path: str | Path) -> str:
     """Read a whole UTF-8 text file; name the file and byte offset on bad bytes."""
     path = Path(path)

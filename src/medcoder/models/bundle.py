@@ -29,7 +29,7 @@ from medcoder.config import RunConfig, validate
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.thresholds import Thresholds
-from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file
+from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file, recover_directory
 from medcoder.models.base import CodingModel, load_model
 from medcoder.models.card import render_model_card
 
@@ -73,6 +73,7 @@ def check_bundle_target(path: str | Path) -> None:
     too, so a long run does not end in this error.
     """
     path = Path(path)
+    recover_directory(path, marker="config.json")
     if not path.exists():
         return
     if not path.is_dir():
@@ -131,6 +132,7 @@ def _read_object(path: Path) -> dict[str, Any]:
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory written by :func:`save_bundle`."""
     path = Path(path)
+    recover_directory(path, marker="config.json")
     if not path.is_dir():
         raise BundleError(f"{path}: not a model directory (expected a folder holding config.json)")
     config_file = path / "config.json"

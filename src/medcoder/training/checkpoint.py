@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from medcoder.errors import MedcoderError
-from medcoder.io import atomic_directory, read_json_file
+from medcoder.io import atomic_directory, read_json_file, recover_directory
 
 CHECKPOINT_FORMAT = "medcoder.checkpoint.v1"
 LAST = "last"
@@ -175,14 +174,8 @@ def find_checkpoint(checkpoint_dir: Path) -> Path | None:
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         return None
-    for leftover in checkpoint_dir.glob(f".{LAST}.*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
     last = checkpoint_dir / LAST
-    for old in sorted(checkpoint_dir.glob(f".{LAST}.*.old")):
-        if not last.exists() and (old / "state.json").is_file():
-            os.replace(old, last)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
+    recover_directory(last, marker="state.json")
     return last if last.exists() else None
 
 
