@@ -146,3 +146,18 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(trained, tmp_path
     bundle = load_bundle(tmp_path / "model")
     assert len(bundle.labels) > 0 and (tmp_path / "model" / "config.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_saved_files_get_ordinary_permissions(trained, tmp_path) -> None:
+    """Temp-file-then-rename must not leave 0600/0700 modes: teams share model folders."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_bundle(load_bundle(trained.bundle_dir), tmp_path / "model")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    for path in (tmp_path / "model").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name

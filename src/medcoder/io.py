@@ -24,6 +24,17 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _umask_mode(mode: int) -> int:
+    """``mode`` less the process umask: what ``open()``/``mkdir()`` would have given.
+
+    ``mkstemp``/``mkdtemp`` create 0600 files and 0700 folders; without this a
+    model saved on a shared server would be unreadable to the rest of the team.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
     path = Path(path)
@@ -34,6 +45,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -59,6 +71,13 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # Writers such as safetensors create 0600 files, mkdtemp a 0700 folder:
+        # give everything the modes an ordinary save would have.
+        file_mode, dir_mode = _umask_mode(0o666), _umask_mode(0o777)
+        for folder, _, files in os.walk(tmp):
+            os.chmod(folder, dir_mode)
+            for name in files:
+                os.chmod(os.path.join(folder, name), file_mode)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
