@@ -9,19 +9,11 @@ from medcoder.data.labels import LabelSpace
 
 
 def _fit_from_config(path: Path) -> tuple[LabelSpace, dict[str, dict]]:
-    from medcoder.training.run import load_dataset
+    from medcoder.training.run import fit_label_space, load_dataset
 
     config = load_run_config(path)
     splits = load_dataset(config.data)
-    space = LabelSpace.fit(
-        [n.labels for n in splits["train"]],
-        system=config.labels.system,
-        level=config.labels.level,
-        truncate=config.labels.truncate,
-        min_freq=config.labels.min_freq,
-        top_k=config.labels.top_k,
-        task="multilabel" if config.task.type == "multilabel" else "multiclass",
-    )
+    space = fit_label_space(config, splits["train"])
     coverage = {name: space.coverage([n.labels for n in splits[name]]) for name in ("dev", "test")}
     return space, coverage
 

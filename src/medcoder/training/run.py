@@ -74,6 +74,19 @@ def evaluate_scores(
     return evaluate_multilabel(gold, scores, labels.codes, thresholds, labels.train_freq)
 
 
+def fit_label_space(config: RunConfig, train: list[Note]) -> LabelSpace:
+    """The label space ``config.labels`` describes, fitted on the training notes only."""
+    return LabelSpace.fit(
+        [note.labels for note in train],
+        system=config.labels.system,
+        level=config.labels.level,
+        truncate=config.labels.truncate,
+        min_freq=config.labels.min_freq,
+        top_k=config.labels.top_k,
+        task="multilabel" if config.task.type == "multilabel" else "multiclass",
+    )
+
+
 @dataclass
 class RunResult:
     """What a run produced."""
@@ -98,15 +111,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     task = config.task.type
     single = task in ("multiclass", "pair")
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    labels = LabelSpace.fit(
-        [note.labels for note in train],
-        system=config.labels.system,
-        level=config.labels.level,
-        truncate=config.labels.truncate,
-        min_freq=config.labels.min_freq,
-        top_k=config.labels.top_k,
-        task="multiclass" if single else "multilabel",
-    )
+    labels = fit_label_space(config, train)
     if len(labels) < 2:
         raise MedcoderError(f"the label space has {len(labels)} label(s) after filtering; need at least 2")
     keep = [i for i, note in enumerate(train) if not single or labels.map_labels(note.labels)[0] in labels.index]
