@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from medcoder.config import RunConfig, validate
+from medcoder.data.labels import LabelSpace
+from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.predictor import Predictor
@@ -30,11 +32,8 @@ DEFAULT_DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl
 ROWS = (("MAP", "map"), ("micro-F1", "micro_f1"), ("macro-F1 (all)", "macro_f1"), ("P@8", "p_at_8"))
 
 
-def frequency_baseline(config: RunConfig, bundle_dir: Path) -> dict:
+def frequency_baseline(labels: LabelSpace, splits: dict[str, list[Note]]) -> dict:
     """Every test note gets the same ranking: codes by train frequency."""
-    predictor = Predictor.from_dir(bundle_dir)
-    labels = predictor.bundle.labels
-    splits = load_dataset(config.data)
     prior = np.array([labels.train_freq[c] for c in labels.codes], dtype=np.float64) / len(splits["train"])
     dev_scores = np.tile(prior, (len(splits["dev"]), 1))
     thresholds = Thresholds.tune(labels.transform([n.labels for n in splits["dev"]]), dev_scores, "global")
@@ -73,7 +72,7 @@ def main() -> int:
         predict_start = time.perf_counter()
         predictor.predict(texts, top_k=8)
         predict_s = time.perf_counter() - predict_start
-        baseline = frequency_baseline(config, bundle_dir)
+        baseline = frequency_baseline(predictor.bundle.labels, splits)
     except MedcoderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
