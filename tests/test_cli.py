@@ -314,6 +314,15 @@ def test_experiment_variants_times_seeds(cli, tmp_path: Path) -> None:
         assert "±" in line
         assert f"| {row['MAP']['mean']:.3f} ± {row['MAP']['sd']:.3f} |" in line
 
+    # The same command again reuses the finished runs; --fresh trains them all again.
+    model_file = out / "strong" / "seed0" / "model.safetensors"
+    before = model_file.stat().st_mtime_ns
+    again = cli("experiment", config, "-o", out)
+    assert again.code == 0 and model_file.stat().st_mtime_ns == before
+    assert json.loads((out / "results.json").read_text())["summary"] == rows
+    fresh = cli("experiment", config, "-o", out, "--fresh")
+    assert fresh.code == 0 and model_file.stat().st_mtime_ns != before
+
 
 # -------------------------------------------------------------------- demo
 def test_demo_trains_evaluates_and_codes_the_example(cli, tmp_path: Path) -> None:

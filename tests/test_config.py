@@ -104,3 +104,8 @@ def test_shipped_configs_validate() -> None:
 def test_variant_names_cannot_leave_the_output_folder(name) -> None:
     with pytest.raises(ConfigError, match="variants.0.name"):
         validate(ExperimentConfig, {"variants": [{"name": name}]}, source="e")
+
+
+def test_experiment_seeds_unique() -> None:
+    with pytest.raises(ConfigError, match="seeds must be unique, repeated: 1"):
+        validate(ExperimentConfig, {"variants": [{"name": "a"}], "seeds": [0, 1, 1]}, source="t")

@@ -229,3 +229,53 @@ def test_experiment_reports_the_epoch_of_the_best_dev_score(tmp_path) -> None:
     assert f"at epoch {best[0]} of " in card and "## Training (early stopping on dev map)" in card
     table = (tmp_path / "results.md").read_text()
     assert "| best epoch |" in table and f"{sum(best) / 2:.1f} ±" in table
+
+
+def test_experiment_seed_ensemble_row_and_reuse_of_finished_runs(tmp_path) -> None:
+    import json
+
+    from medcoder.config import ExperimentConfig
+    from medcoder.models.bundle import load_bundle
+    from medcoder.training.experiment import run_experiment
+    from medcoder.training.run import load_dataset
+
+    neural = {"type": "textcnn.v1", **SMALL, **ARCHITECTURES["textcnn.v1"], "train": {**SMALL["train"], "epochs": 3}}
+    raw = {
+        "base": {"data": {"source": {"kind": "synthetic", "n_notes": 80, "n_codes": 6}}},
+        "seeds": [0, 1],
+        "seed_ensemble": True,
+        "variants": [{"name": "cnn", "overrides": {"model": neural}}, {"name": "lr", "overrides": {}}],
+    }
+    config = validate(ExperimentConfig, raw, source="test")
+    rows = run_experiment(config, tmp_path)
+    assert [r["variant"] for r in rows] == ["cnn", "cnn (ensemble of 2 seeds)", "lr", "lr (ensemble of 2 seeds)"]
+    single, ensemble = rows[0], rows[1]
+    assert ensemble["ensemble"] and ensemble["seeds"] == [0, 1] and ensemble["MAP"]["sd"] is None
+    assert ensemble["train s"]["mean"] == pytest.approx(sum(single["train s"]["values"]))
+
+    # The ensemble ranks test notes by the mean of its two models' scores.
+    test = load_dataset(config.runs()[0][2].data)["test"]
+    bundles = [load_bundle(tmp_path / "cnn" / f"seed{seed}") for seed in (0, 1)]
+    member_scores = [b.model.predict_scores([note.text for note in test]) for b in bundles]
+    y_test = bundles[0].labels.transform([note.labels for note in test])
+    assert not np.allclose(member_scores[0], member_scores[1])  # two seeds, two different models
+    expected = mean_average_precision(y_test, np.mean(member_scores, axis=0))
+    assert ensemble["MAP"]["mean"] == pytest.approx(expected, abs=1e-9)
+    # The linear model is deterministic: its ensemble of two equal models scores as one of them.
+    assert rows[3]["MAP"]["mean"] == pytest.approx(rows[2]["MAP"]["values"][0], abs=1e-12)
+
+    table = (tmp_path / "results.md").read_text()
+    line = next(x for x in table.splitlines() if x.startswith("| cnn (ensemble of 2 seeds) |"))
+    assert "| ens. of 2 |" in line and "±" not in line and f"| {expected:.3f} |" in line
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["runs"]) == 4 and [e["members"] for e in saved["ensembles"]] == [[0, 1], [0, 1]]
+
+    # Running again reuses every finished run; a changed variant is the only one trained again.
+    weights = {v: (tmp_path / v / "seed0" / "model.safetensors").stat().st_mtime_ns for v in ("cnn",)}
+    assert run_experiment(config, tmp_path) == rows
+    assert (tmp_path / "cnn" / "seed0" / "model.safetensors").stat().st_mtime_ns == weights["cnn"]
+    raw["variants"][0]["overrides"]["model"]["dropout"] = 0.3
+    changed = run_experiment(validate(ExperimentConfig, raw, source="test"), tmp_path)
+    assert (tmp_path / "cnn" / "seed0" / "model.safetensors").stat().st_mtime_ns != weights["cnn"]
+    assert json.loads((tmp_path / "cnn" / "seed0" / "config.json").read_text())["run"]["model"]["dropout"] == 0.3
+    assert changed[2:] == rows[2:]  # the linear variant was read back, not retrained (same timings)

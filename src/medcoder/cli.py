@@ -189,13 +189,23 @@ def labels(
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML): base, variants, seeds.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bundles and the results table.")],
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Train every run again; by default a finished run whose bundle was made from the same config is reused.",
+        ),
+    ] = False,
 ) -> None:
-    """Run variants x seeds and write results.md / results.json (mean ± sd over seeds)."""
+    """Run variants x seeds and write results.md / results.json (mean ± sd over seeds).
+
+    Run it again after a stop and it continues: finished runs with unchanged configs are reused.
+    """
     from medcoder.config import load_experiment_config
     from medcoder.training.experiment import render_markdown, run_experiment
 
     loaded = load_experiment_config(config)
-    rows = run_experiment(loaded, output, source=str(config), reporter=RichReporter())
+    rows = run_experiment(loaded, output, source=str(config), reporter=RichReporter(), reuse=not fresh)
     sys.stdout.write(render_markdown(loaded.name, rows))
     sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'results.json'}\n")
 

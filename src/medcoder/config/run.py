@@ -56,6 +56,17 @@ class ExperimentConfig(Strict):
     base: dict[str, Any] = Field(default_factory=dict)
     variants: list[Variant] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # Also report, for each variant, the ensemble that averages its seed models' scores
+    # (thresholds tuned on dev again): a Γ-seed ensemble without training anything more.
+    seed_ensemble: bool = False
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be unique, repeated: {', '.join(map(str, repeated))}")
+        return value
 
     @field_validator("variants")
     @classmethod
@@ -73,7 +84,9 @@ class ExperimentConfig(Strict):
             merged = deep_merge(self.base, variant.overrides)
             for seed in self.seeds:
                 raw = deep_merge(merged, {"seed": seed, "name": f"{variant.name}-seed{seed}"})
-                expanded.append((variant.name, seed, validate(RunConfig, raw, source=f"{source}: variant {variant.name!r}")))
+                expanded.append(
+                    (variant.name, seed, validate(RunConfig, raw, source=f"{source}: variant {variant.name!r}"))
+                )
         return expanded
 
 

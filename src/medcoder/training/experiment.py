@@ -1,4 +1,11 @@
-"""Several runs (variants x seeds) summarised in one results table (Markdown + JSON)."""
+"""Several runs (variants x seeds) summarised in one results table (Markdown + JSON).
+
+Running the same experiment again into the same folder reuses every finished
+run whose bundle was made from exactly the same run config, so a stopped
+experiment continues where it was and a changed variant is the only one
+trained again. With ``seed_ensemble: true`` each variant also gets a row for
+the ensemble of its seed models (mean of their scores, thresholds tuned on dev).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medcoder.config import ExperimentConfig
-from medcoder.io import atomic_write_json, atomic_write_text
+import numpy as np
+
+from medcoder.config import ExperimentConfig, RunConfig
+from medcoder.errors import MedcoderError
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.io import atomic_write_json, atomic_write_text, read_json_file
+from medcoder.models.bundle import BUNDLE_FORMAT, load_bundle
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.run import train_run
+from medcoder.training.run import evaluate_scores, load_dataset, score_split, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +54,7 @@ class RunRecord:
     bundle_dir: str
     metrics: dict[str, Any]
     timing: dict[str, float]
+    members: tuple[int, ...] = ()  # a seed ensemble: the seeds whose models it averages
 
 
 def _lookup(record: RunRecord, path: tuple[str, ...]) -> float | None:
@@ -60,12 +73,15 @@ def summarise(records: list[RunRecord]) -> list[dict[str, Any]]:
     rows = []
     for variant in dict.fromkeys(r.variant for r in records):
         runs = [r for r in records if r.variant == variant]
-        row: dict[str, Any] = {"variant": variant, "n_seeds": len(runs), "seeds": [r.seed for r in runs]}
+        ensemble = bool(runs[0].members)
+        seeds = list(runs[0].members) if ensemble else [r.seed for r in runs]
+        row: dict[str, Any] = {"variant": variant, "n_seeds": len(seeds), "seeds": seeds, "ensemble": ensemble}
         for title, path in columns:
             values = [v for v in (_lookup(r, path) for r in runs) if v is not None]
             row[title] = {
                 "mean": statistics.fmean(values) if values else None,
-                "sd": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
+                # one model (the ensemble) has no spread over seeds: sd None, shown without "±"
+                "sd": None if ensemble else statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
                 "values": values,
             }
         rows.append(row)
@@ -76,11 +92,12 @@ def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
     """The results table: ``mean ± sd`` over seeds (sd 0 with one seed)."""
     if not rows:
         return f"# {name}\n\nNo runs.\n"
-    titles = [k for k in rows[0] if k not in ("variant", "n_seeds", "seeds")]
+    titles = [k for k in rows[0] if k not in ("variant", "n_seeds", "seeds", "ensemble")]
     lines = [
         f"# {name}",
         "",
-        "Test split, thresholds tuned on dev; all-gold label space (METRICS.md). mean ± sd over seeds.",
+        "Test split, thresholds tuned on dev; all-gold label space (METRICS.md). mean ± sd over seeds; "
+        "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum).",
         "",
         "| variant | seeds | " + " | ".join(titles) + " |",
         "|---|---|" + "---|" * len(titles),
@@ -91,21 +108,83 @@ def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
             cell = row[title]
             if cell["mean"] is None:
                 cells.append("—")
+            elif cell["sd"] is None:
+                cells.append(
+                    f"{cell['mean']:.1f}" if title.endswith(" s") or title == "best epoch" else f"{cell['mean']:.3f}"
+                )
             elif title.endswith(" s") or title == "best epoch":
                 cells.append(f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
             else:
                 cells.append(f"{cell['mean']:.3f} ± {cell['sd']:.3f}")
-        lines.append(f"| {row['variant']} | {row['n_seeds']} | " + " | ".join(cells) + " |")
+        seeds = f"ens. of {row['n_seeds']}" if row.get("ensemble") else str(row["n_seeds"])
+        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _best_epoch(timing: dict[str, float], training: dict[str, Any]) -> dict[str, float]:
+    timing = dict(timing)
+    best_epochs = [m["best_epoch"] for m in training.get("members", []) if m.get("best_epoch")]
+    if best_epochs:  # iterative models: the epoch each reached its best dev score (mean over members)
+        timing["best_epoch"] = statistics.fmean(best_epochs)
+    return timing
+
+
+def finished_run(bundle_dir: Path, run_config: RunConfig) -> RunRecord | None:
+    """The record of a bundle already in ``bundle_dir`` made from exactly ``run_config``, else None."""
+    try:
+        saved = read_json_file(bundle_dir / "config.json")
+        metrics = read_json_file(bundle_dir / "metrics.json")
+    except (MedcoderError, OSError):
+        return None
+    if not isinstance(saved, dict) or saved.get("format") != BUNDLE_FORMAT or not isinstance(metrics, dict):
+        return None
+    if saved.get("run") != run_config.model_dump(mode="json"):
+        return None
+    info = saved.get("info") or {}
+    timing = _best_epoch(info.get("timing", {}), info.get("training", {}))
+    return RunRecord("", run_config.seed, str(bundle_dir), metrics, timing)
+
+
+def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig, reporter: Reporter) -> RunRecord:
+    """One model averaging the dev and test scores of ``records``' bundles; thresholds re-tuned on dev."""
+    with reporter.task(f"{variant}: ensemble of {len(records)} seed models"):
+        splits = load_dataset(run_config.data)
+        bundles = [load_bundle(r.bundle_dir) for r in records]
+        labels = bundles[0].labels
+        if any(b.labels.codes != labels.codes for b in bundles[1:]):
+            raise MedcoderError(f"variant {variant!r}: the seed models have different label spaces; cannot ensemble")
+        dev, test = splits["dev"], splits["test"]
+        dev_scores = np.mean([score_split(b.model, dev) for b in bundles], axis=0)
+        test_scores = np.mean([score_split(b.model, test) for b in bundles], axis=0)
+    thresholds = None
+    if bundles[0].thresholds is not None:
+        y_dev = labels.transform([note.labels for note in dev])
+        thresholds = Thresholds.tune(y_dev, dev_scores, run_config.thresholds.strategy)
+    metrics = {
+        "dev": evaluate_scores(dev_scores, dev, labels, thresholds),
+        "test": evaluate_scores(test_scores, test, labels, thresholds),
+    }
+    timing = {"train": sum(r.timing.get("train", 0.0) for r in records)}
+    epochs = [r.timing["best_epoch"] for r in records if "best_epoch" in r.timing]
+    if epochs:
+        timing["best_epoch"] = statistics.fmean(epochs)
+    name = f"{variant} (ensemble of {len(records)} seeds)"  # a space: never a variant's own name
+    return RunRecord(name, -1, "", metrics, timing, tuple(r.seed for r in records))
+
+
 def run_experiment(
-    config: ExperimentConfig, output_dir: str | Path, *, source: str = "experiment", reporter: Reporter | None = None
+    config: ExperimentConfig,
+    output_dir: str | Path,
+    *,
+    source: str = "experiment",
+    reporter: Reporter | None = None,
+    reuse: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every (variant, seed); write ``results.json`` and ``results.md`` after each run.
 
     Writing after each run means a long experiment that is stopped still leaves
-    a table of what finished.
+    a table of what finished. With ``reuse`` a finished bundle of the same run
+    config in the output folder is read instead of trained again.
     """
     reporter = reporter or LogReporter()
     output_dir = Path(output_dir)
@@ -113,21 +192,37 @@ def run_experiment(
     records: list[RunRecord] = []
     rows: list[dict[str, Any]] = []
     for number, (variant, seed, run_config) in enumerate(runs, start=1):
-        logger.info("run %d/%d: %s seed %d", number, len(runs), variant, seed)
         bundle_dir = output_dir / variant / f"seed{seed}"
-        result = train_run(run_config, bundle_dir, reporter=reporter)
-        timing = dict(result.timing)
-        best_epochs = [m["best_epoch"] for m in result.training.get("members", []) if m.get("best_epoch")]
-        if best_epochs:  # iterative models: the epoch each reached its best dev score (mean over members)
-            timing["best_epoch"] = statistics.fmean(best_epochs)
-        records.append(RunRecord(variant, seed, str(bundle_dir), result.metrics, timing))
+        record = finished_run(bundle_dir, run_config) if reuse else None
+        if record is not None:
+            logger.info(
+                "run %d/%d: %s seed %d already finished with this config; reusing %s",
+                number,
+                len(runs),
+                variant,
+                seed,
+                bundle_dir,
+            )
+            record = RunRecord(variant, seed, record.bundle_dir, record.metrics, record.timing)
+        else:
+            logger.info("run %d/%d: %s seed %d", number, len(runs), variant, seed)
+            result = train_run(run_config, bundle_dir, reporter=reporter)
+            record = RunRecord(
+                variant, seed, str(bundle_dir), result.metrics, _best_epoch(result.timing, result.training)
+            )
+        records.append(record)
+        last_of_variant = number == len(runs) or runs[number][0] != variant
+        if config.seed_ensemble and last_of_variant and len(config.seeds) > 1:
+            members = [r for r in records if r.variant == variant and not r.members]
+            records.append(seed_ensemble(variant, members, run_config, reporter))
         rows = summarise(records)
         atomic_write_json(
             output_dir / "results.json",
             {
                 "experiment": config.model_dump(mode="json"),
                 "summary": rows,
-                "runs": [r.__dict__ for r in records],
+                "runs": [r.__dict__ for r in records if not r.members],
+                "ensembles": [r.__dict__ for r in records if r.members],
             },
         )
         atomic_write_text(output_dir / "results.md", render_markdown(config.name, rows))
