@@ -4,7 +4,9 @@
         --output bench/results/f1_by_frequency
 
 Reads each model folder's metrics.json (test split, all-gold label space) and writes
-OUTPUT.md and OUTPUT.png.
+OUTPUT.md and OUTPUT.png. A seed ensemble of ``medcoder experiment`` (``seed_ensemble: true``)
+has no folder; name it as ``RESULTS.json#ROW``, e.g.
+``"runs/codiesp-neural/results.json#caml (ensemble of 3 seeds)"``.
 """
 
 from __future__ import annotations
@@ -23,21 +25,29 @@ from medcoder.errors import MedcoderError  # noqa: E402
 from medcoder.io import atomic_write_text, read_json_file  # noqa: E402
 
 
-def load_bins(model_dir: Path) -> list[dict]:
-    metrics = read_json_file(model_dir / "metrics.json")
+def load_bins(model: str) -> list[dict]:
+    if "#" in model:  # an experiment's row: results.json#ROW
+        path, row = model.split("#", 1)
+        results = read_json_file(path)
+        records = [r for r in results.get("runs", []) + results.get("ensembles", []) if r.get("variant") == row]
+        if len(records) != 1:
+            raise MedcoderError(f"{path}: expected one run or ensemble named {row!r}, found {len(records)}")
+        metrics, where = records[0]["metrics"], f"{path}#{row}"
+    else:
+        metrics, where = read_json_file(Path(model) / "metrics.json"), str(Path(model) / "metrics.json")
     bins = metrics.get("test", {}).get("f1_by_frequency")
     if not bins:
-        raise MedcoderError(f"{model_dir / 'metrics.json'}: no test f1_by_frequency (a multi-label model is needed)")
+        raise MedcoderError(f"{where}: no test f1_by_frequency (a multi-label model is needed)")
     return bins
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("models", nargs="+", help="model folders or RESULTS.json#ROW")
     parser.add_argument("--names", nargs="+")
     parser.add_argument("--output", type=Path, default=Path("bench/results/f1_by_frequency"))
     args = parser.parse_args()
-    names = args.names or [m.name for m in args.models]
+    names = args.names or [m.split("#", 1)[-1] if "#" in m else Path(m).name for m in args.models]
     if len(names) != len(args.models):
         print("error: give one --names entry per model", file=sys.stderr)
         return 2
