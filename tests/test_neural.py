@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from trigger_corpus import TRIGGERS, corpus
 
 from medcoder.config import RunConfig, validate
 from medcoder.evaluation.metrics import mean_average_precision
 from medcoder.models import build_model, load_model
 from medcoder.models.base import DevSet
 
-TRIGGERS = ["fever", "cough", "rash", "edema", "syncope", "jaundice"]
-FILLER = "patient seen today vitals stable plan follow up in clinic with labs and imaging reviewed".split()
 SMALL = {
     "encoding": {"max_tokens": 60, "min_count": 1},
     "embedding": {"dim": 16},
@@ -32,20 +31,6 @@ ARCHITECTURES = {
 def model_config(model_type: str, **extra):
     raw = {"model": {"type": model_type, **SMALL, **ARCHITECTURES[model_type], **extra}}
     return validate(RunConfig, raw, source="test").model
-
-
-def corpus(n: int, seed: int) -> tuple[list[str], np.ndarray]:
-    """Label j is on iff TRIGGERS[j] occurs among filler words."""
-    rng = np.random.default_rng(seed)
-    y = rng.random((n, len(TRIGGERS))) < 0.3
-    y[~y.any(axis=1), rng.integers(len(TRIGGERS))] = True
-    texts = []
-    for row in y:
-        words = list(rng.choice(FILLER, size=rng.integers(10, 30)))
-        for j in np.flatnonzero(row):
-            words.insert(int(rng.integers(len(words) + 1)), TRIGGERS[j])
-        texts.append(" ".join(words))
-    return texts, y
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ from medcoder.config.models import (
     TfidfLrConfig,
     TrainConfig,
     TransferConfig,
+    TransformerCoderConfig,
     Word2VecConfig,
     WordEncodingConfig,
 )
@@ -49,6 +50,7 @@ from medcoder.config.run import (
 __all__ = [
     "DEFAULT_MODEL_TYPE",
     "BiGruConfig",
+    "TransformerCoderConfig",
     "CamlConfig",
     "CodiespSource",
     "CsvSource",

@@ -158,8 +158,47 @@ class BiGruConfig(NeuralCoderConfig):
     output: Literal["pooled", "label_attention"] = "label_attention"
 
 
+def _transformer_train() -> TrainConfig:
+    # Fine-tuning defaults from the literature: small LR, warmup, few epochs.
+    return TrainConfig(epochs=10, batch_size=8, lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, early_stopping_patience=3)
+
+
+class TransformerCoderConfig(Strict):
+    """A Hugging Face encoder, truncated or hierarchical, with a pooled or label-wise attention head."""
+
+    type: Literal["transformer.v1"] = "transformer.v1"
+    encoder: str = "minilm"  # hub id, local folder, or "minilm" (the packaged offline MiniLM-L6)
+    architecture: Literal["trun", "hier"] = "trun"
+    head: Literal["pooled", "label_attention"] = "label_attention"
+    pooling: Literal["cls", "mean"] = "cls"  # pooled head (trun) / segment vectors (hier)
+    max_tokens: int = Field(512, ge=3)  # trun: the whole row incl. [CLS]/[SEP]; hier: content tokens of a note
+    segment_length: int = Field(128, ge=3)  # hier: tokens per segment incl. [CLS]/[SEP]
+    segment_stride: int | None = Field(None, ge=1)  # hier: content tokens between segment starts; None: no overlap
+    segment_layers: int = Field(1, ge=1)  # hier + pooled: layers of the transformer over segment vectors
+    projection: int = Field(256, ge=1)  # label attention: size of tanh(W h)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # before the head
+    # None keeps the checkpoint's value; 0 is the default because at 512 tokens on CPU it costs > 2x
+    attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # each lower encoder layer trains at this x the LR above
+    head_lr: float | None = Field(1e-3, gt=0.0)  # heads start from scratch: a larger LR; None: train.lr
+    gradient_checkpointing: bool = False
+    train: TrainConfig = Field(default_factory=_transformer_train)
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> TransformerCoderConfig:
+        if self.segment_stride is not None and self.segment_stride > self.segment_length - 2:
+            raise ValueError(f"segment_stride must be at most segment_length - 2 = {self.segment_length - 2}")
+        return self
+
+
 ModelConfig = Annotated[
-    TfidfLrConfig | TextCnnConfig | CamlConfig | DrCamlConfig | MultiResCnnConfig | BiGruConfig,
+    TfidfLrConfig
+    | TextCnnConfig
+    | CamlConfig
+    | DrCamlConfig
+    | MultiResCnnConfig
+    | BiGruConfig
+    | TransformerCoderConfig,
     Field(discriminator="type"),
 ]
 

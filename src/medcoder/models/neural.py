@@ -35,13 +35,12 @@ from medcoder.data.encoding import (
     tokenize_with_offsets,
 )
 from medcoder.errors import BundleError, ConfigError, MedcoderError
-from medcoder.evaluation.metrics import mean_average_precision, micro_prf
-from medcoder.evaluation.thresholds import tune_global_threshold
 from medcoder.io import atomic_write_json, read_json_file
 from medcoder.models.base import CodingModel, DevSet, Progress, TaskType
 from medcoder.models.cnn import CAML, DRCAML, MultiResCNN, TextCNN
 from medcoder.models.heads import top_evidence
 from medcoder.models.rnn import BiGRU
+from medcoder.models.torch_common import coder_loss, dev_metrics, set_prior_bias, stopping_config
 from medcoder.models.transfer import TransferTextCNN, load_source_textcnn
 from medcoder.registry import MODELS
 from medcoder.training.loop import train_loop
@@ -142,48 +141,26 @@ class WordCoder(CodingModel):
         return matrix
 
     def _init_output_bias(self, module: torch.nn.Module, y: np.ndarray) -> None:
-        """Start every label's output bias at the logit of its train frequency (multi-label only).
-
-        With thousands of rare labels a zero bias spends the first epochs learning
-        that almost every label is off; starting from the priors lets the few
-        steps a small dataset gives go to label-specific evidence.
-        """
+        """Output biases at the label priors (multi-label only; see :func:`set_prior_bias`)."""
         if self.single_label:
             return
         head = getattr(module, "head", None) or getattr(module, "output", None)
         bias = getattr(head, "output_bias", None)
         if bias is None:
             bias = getattr(getattr(head, "linear", None), "bias", None)
-        if bias is None:
-            return
-        prior = (y.sum(axis=0) + 0.5) / (len(y) + 1.0)
-        with torch.no_grad():
-            bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=bias.dtype))
+        if bias is not None:
+            set_prior_bias(bias, y)
 
     # ------------------------------------------------------------ training
     def _loss(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logits = module(batch["input_ids"], batch["mask"]).logits.float()
-        if self.single_label:
-            loss = torch.nn.functional.cross_entropy(logits, batch["labels"].argmax(dim=1))
-        else:
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
+        logits = module(batch["input_ids"], batch["mask"]).logits
+        loss = coder_loss(logits, batch["labels"], single_label=self.single_label)
         if isinstance(module, DRCAML):
             loss = loss + module.regularizer(batch["labels"])
         return loss
 
     def _dev_metrics(self, module: torch.nn.Module, corpus: EncodedCorpus, y: np.ndarray) -> dict[str, float]:
-        scores = self._scores([module], corpus)
-        if self.single_label:
-            return {"accuracy": float((scores.argmax(axis=1) == y.argmax(axis=1)).mean())}
-        eps = 1e-7
-        clipped = np.clip(scores, eps, 1 - eps)
-        loss = float(-(y * np.log(clipped) + (~y) * np.log(1 - clipped)).mean())
-        threshold = tune_global_threshold(y, scores)
-        return {
-            "map": mean_average_precision(y, scores),
-            "micro_f1": micro_prf(y, scores >= threshold)[2],
-            "loss": loss,
-        }
+        return dev_metrics(self._scores([module], corpus), y, single_label=self.single_label)
 
     def fit(
         self,
@@ -198,15 +175,8 @@ class WordCoder(CodingModel):
         if pairs is not None or self.task == "pair":
             raise MedcoderError(f"{self.config.type} codes single texts; sentence pairs need tfidf_lr.v1")
         cfg = self.config
-        metric = cfg.train.early_stopping_metric or ("accuracy" if self.single_label else "map")
-        allowed = ("accuracy", "loss") if self.single_label else ("map", "micro_f1", "loss")
-        if metric not in allowed:
-            raise ConfigError(
-                f"train.early_stopping_metric {metric!r} does not apply to a {self.task} task "
-                f"(use one of {', '.join(allowed)})"
-            )
-        train_config = cfg.train.model_copy(update={"early_stopping_metric": metric})
-        self.stopping_metric_ = metric
+        train_config = stopping_config(cfg.train, single_label=self.single_label, task=self.task)
+        self.stopping_metric_ = train_config.early_stopping_metric
         y = np.asarray(y, dtype=bool)
         lowercase = cfg.encoding.lowercase
         token_lists = [tokenize(text, lowercase=lowercase) for text in texts]

