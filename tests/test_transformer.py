@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,49 @@ def test_train_run_bundle_and_predictor_with_evidence(tiny_bert, tmp_path) -> No
         assert code.evidence and all(note[s.start : s.end] == s.text for s in code.evidence)
     card = (result.bundle_dir / "README.md").read_text()
     assert "transformer.v1" in card
+
+
+def test_adapt_domain_trains_a_new_mlm_head_and_writes_an_encoder(tiny_bert, tmp_path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from medcoder.config.stages import AdaptDomainConfig
+    from medcoder.models.transformer import load_encoder
+    from medcoder.training.stages import adapt_domain
+
+    texts, _ = corpus(200, seed=3, min_words=20, max_words=40)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = AdaptDomainConfig(
+        encoder=tiny_bert,
+        corpus=[str(notes)],
+        max_tokens=32,
+        dev_fraction=0.1,
+        train={"epochs": 3, "batch_size": 16, "lr": 0.003, "num_threads": 1, "early_stopping_patience": 3},
+    )
+    report = adapt_domain(config, tmp_path / "adapted")
+    assert report["created_mlm_head"] is True  # the tiny BERT was saved without one
+    # The filler-word language is easy: held-out MLM loss falls well below its start.
+    assert report["dev_mlm_loss_after"] < 0.6 * report["dev_mlm_loss_before"]
+    stage = json.loads((tmp_path / "adapted" / "stage.json").read_text())
+    assert stage["format"] == "medcoder.encoder.v1" and stage["train_blocks"] + stage["dev_blocks"] >= 200
+
+    # The folder is an encoder the next stage starts from, with new weights.
+    encoder, tokenizer = load_encoder(str(tmp_path / "adapted"), attention_dropout=0.0)
+    original = load_file(str(Path(tiny_bert) / "model.safetensors"))
+    name = next(k for k in original if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    adapted = dict(encoder.named_parameters())["encoder.layer.0.attention.self.query.weight"]
+    assert not torch.allclose(adapted, original[name])
+    assert tokenizer.mask_token == "[MASK]"
+
+
+def test_adapt_domain_cli_bad_corpus_is_one_line_error(cli, tmp_path) -> None:
+    config = tmp_path / "stage.yaml"
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "no text field"}\n')
+    config.write_text(f"encoder: minilm\ncorpus: [{bad}]\n")
+    result = cli("adapt-domain", config, "-o", tmp_path / "out")
+    assert result.code == 2 and "Traceback" not in result.err
+    assert f"{bad}:2: field 'text': missing" in result.err
+    assert not (tmp_path / "out").exists()

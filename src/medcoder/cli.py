@@ -210,6 +210,29 @@ def experiment(
     sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'results.json'}\n")
 
 
+@app.command("adapt-domain")
+def adapt_domain_command(
+    config: Annotated[Path, typer.Argument(help="Stage config (YAML): encoder, corpus, max_tokens, train.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the adapted encoder.")],
+) -> None:
+    """Stage 1: continue masked-LM training of an encoder on unlabeled in-domain notes.
+
+    The output folder is a Hugging Face encoder: use it as `encoder:` of a transformer.v1 model.
+    """
+    from medcoder.config.stages import load_adapt_domain_config
+    from medcoder.training.stages import adapt_domain
+
+    report = adapt_domain(load_adapt_domain_config(config), output, reporter=RichReporter())
+    sys.stdout.write(
+        f"encoder written to {output}\n"
+        f"held-out MLM loss {report['dev_mlm_loss_before']:.3f} -> {report['dev_mlm_loss_after']:.3f} "
+        f"(perplexity {report['dev_perplexity_before']:.1f} -> {report['dev_perplexity_after']:.1f}); "
+        f"{report['train_blocks']} training blocks of <= {report['block_tokens']} tokens"
+        + ("; new MLM head" if report["created_mlm_head"] else "")
+        + "\n"
+    )
+
+
 def _print_error(message: str) -> None:
     # escape(): a path or record id such as "runs[b]" or "x[/i]" is text, not rich markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)

@@ -72,7 +72,7 @@ def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool
     build = (lambda **kw: AutoModel.from_pretrained(location, config=config, **kw)) if pretrained else (
         lambda **kw: AutoModel.from_config(config, **kw)
     )
-    with _quiet_transformers():
+    with quiet_transformers():
         try:  # BERT, RoBERTa, Longformer... have a pooler we never use; other encoders take no such argument
             encoder = build(add_pooling_layer=False)
         except TypeError:
@@ -81,7 +81,7 @@ def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No load report (the unused pooler's weights are expected to be left out) and no per-weight bar."""
     from transformers.utils import logging as hf_logging
 
