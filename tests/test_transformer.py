@@ -234,3 +234,81 @@ def test_adapt_domain_cli_bad_corpus_is_one_line_error(cli, tmp_path) -> None:
     assert result.code == 2 and "Traceback" not in result.err
     assert f"{bad}:2: field 'text': missing" in result.err
     assert not (tmp_path / "out").exists()
+
+
+def test_multitask_hierarchy_heads_and_span_tagging_through_train_run(tiny_bert, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    from medcoder.data.icd import code_at_level
+    from medcoder.models.bundle import load_bundle
+    from medcoder.training.run import train_run
+
+    model = coder_config(
+        tiny_bert,
+        architecture="hier",
+        head="label_attention",
+        max_tokens=128,
+        segment_length=32,
+        auxiliary={"levels": ["chapter", "category"], "span_tagging": True},
+    )
+    raw = {
+        "data": {"source": {"kind": "synthetic", "n_notes": 100, "n_codes": 8, "seed": 2}},
+        "labels": {"system": "icd10cm"},
+        "model": {**model.model_dump(), "train": {**model.train.model_dump(), "epochs": 2}},
+    }
+    result = train_run(validate(RunConfig, raw, source="test"), tmp_path / "mt")
+    bundle = load_bundle(result.bundle_dir)
+    codes = bundle.labels.codes
+    expected = {level: len({code_at_level(c, "icd10cm", level) for c in codes} - {None}) for level in ("chapter", "category")}
+    assert result.training["auxiliary"] == {"levels": expected, "span_tagging": True}
+    assert 1 <= expected["chapter"] < expected["category"] <= len(codes)
+    # Only the main head is stored: the auxiliary heads shaped the encoder and are gone.
+    names = load_file(str(result.bundle_dir / "model.safetensors")).keys()
+    assert not any(n.startswith(("aux_heads.", "span_head.")) for n in names)
+    assert bundle.model.predict_scores(["Hypertension, on lisinopril."]).shape == (1, len(codes))
+
+
+def test_span_tags_mark_the_tokens_inside_coded_spans(tiny_bert) -> None:
+    from transformers import AutoTokenizer
+
+    from medcoder.data.subwords import SubwordEncoder
+    from medcoder.models.plm import TransformerCoder
+
+    encoder = SubwordEncoder(AutoTokenizer.from_pretrained(tiny_bert))
+    text = "no fever today but productive cough noted"
+    corpus = encoder.encode([text, "nothing coded"], max_tokens=100)
+    start = text.index("productive cough")
+    tags = TransformerCoder._token_tags(corpus, [[(start, start + len("productive cough"))], []])
+    tagged = [text[s:e] for (s, e), t in zip(corpus.offsets[0].tolist(), tags[0], strict=True) if t == 1.0]
+    assert " ".join(tagged) == "productive cough" and tags[1] is None
+
+
+def test_auxiliary_levels_need_icd_labels(tiny_bert, data) -> None:
+    (texts, y), _, _ = data
+    config = coder_config(tiny_bert, auxiliary={"levels": ["chapter"]})
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", label_codes=TRIGGERS, label_system="none")
+    with pytest.raises(Exception, match="auxiliary.levels needs a multi-label task whose labels are ICD codes"):
+        model.fit(texts, y)
+    with pytest.raises(ConfigError, match="auxiliary needs levels and/or span_tagging"):
+        coder_config(tiny_bert, auxiliary={})
+
+
+def test_a_trained_bundle_is_an_encoder_for_the_next_stage(tiny_bert, data, tmp_path) -> None:
+    from medcoder.models.transformer import load_encoder
+
+    (texts, y), _, _ = data
+    config = coder_config(tiny_bert, train={"epochs": 2, "batch_size": 16, "lr": 0.002, "num_threads": 1})
+    source = build_model(config, n_labels=len(TRIGGERS), task="multilabel").fit(texts, y)
+    folder = tmp_path / "stage2"
+    folder.mkdir()
+    source.save(folder)
+    (folder / "config.json").write_text(
+        '{"format": "medcoder.bundle.v1", "run": {"model": {"type": "transformer.v1"}}}', encoding="utf-8"
+    )
+    encoder, _ = load_encoder(str(folder), attention_dropout=0.0)
+    trained = source.module_.encoder.state_dict()
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
+    # The next stage fine-tunes from it: a new head on the transferred encoder.
+    target = build_model(coder_config(str(folder)), n_labels=2, task="multilabel").fit(texts, y[:, :2])
+    assert target.predict_scores(texts[:3]).shape == (3, 2)

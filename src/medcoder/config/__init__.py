@@ -23,6 +23,7 @@ from medcoder.config.data import (
 )
 from medcoder.config.models import (
     DEFAULT_MODEL_TYPE,
+    AuxiliaryTasksConfig,
     BiGruConfig,
     CamlConfig,
     DrCamlConfig,
@@ -49,6 +50,7 @@ from medcoder.config.run import (
 
 __all__ = [
     "DEFAULT_MODEL_TYPE",
+    "AuxiliaryTasksConfig",
     "BiGruConfig",
     "TransformerCoderConfig",
     "CamlConfig",

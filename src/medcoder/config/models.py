@@ -163,6 +163,29 @@ def _transformer_train() -> TrainConfig:
     return TrainConfig(epochs=10, batch_size=8, lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, early_stopping_patience=3)
 
 
+class AuxiliaryTasksConfig(Strict):
+    """Multi-task training: auxiliary heads on the shared encoder, one weighted combined loss.
+
+    Only the main (full-code) head is kept in the bundle; the auxiliary tasks
+    shape the encoder during training.
+    """
+
+    # ICD hierarchy heads beside the full-code head (targets: the ancestors of each note's codes)
+    levels: list[Literal["chapter", "block", "category"]] = Field(default_factory=list)
+    level_weight: float = Field(0.5, ge=0.0)
+    # token tagging of the coded evidence spans, on notes that carry span annotations
+    span_tagging: bool = False
+    span_weight: float = Field(0.5, ge=0.0)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> AuxiliaryTasksConfig:
+        if not self.levels and not self.span_tagging:
+            raise ValueError("auxiliary needs levels and/or span_tagging: true")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("auxiliary.levels must not repeat a level")
+        return self
+
+
 class TransformerCoderConfig(Strict):
     """A Hugging Face encoder, truncated or hierarchical, with a pooled or label-wise attention head."""
 
@@ -182,6 +205,7 @@ class TransformerCoderConfig(Strict):
     layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # each lower encoder layer trains at this x the LR above
     head_lr: float | None = Field(1e-3, gt=0.0)  # heads start from scratch: a larger LR; None: train.lr
     gradient_checkpointing: bool = False
+    auxiliary: AuxiliaryTasksConfig | None = None  # multi-task training (stage 2)
     train: TrainConfig = Field(default_factory=_transformer_train)
 
     @model_validator(mode="after")

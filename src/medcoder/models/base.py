@@ -44,12 +44,16 @@ class CodingModel(ABC):
         task: TaskType,
         seed: int = 0,
         label_descriptions: Sequence[str | None] | None = None,
+        label_codes: Sequence[str] | None = None,
+        label_system: str | None = None,
     ) -> None:
         self.config = config
         self.n_labels = n_labels
         self.task = task
         self.seed = seed
         self.label_descriptions = None if label_descriptions is None else list(label_descriptions)
+        self.label_codes = None if label_codes is None else list(label_codes)
+        self.label_system = label_system
 
     @property
     def single_label(self) -> bool:
@@ -65,11 +69,14 @@ class CodingModel(ABC):
         dev: DevSet | None = None,
         work_dir: Path | None = None,
         progress: Progress | None = None,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> CodingModel:
         """Train on ``texts`` with targets ``y`` bool ``[n_docs, n_labels]`` (one-hot when single-label).
 
         ``dev`` is used only for early stopping; ``work_dir`` holds checkpoints
-        so that a killed run resumes when started again.
+        so that a killed run resumes when started again. ``spans`` are each
+        note's coded evidence spans (character ranges), for models with a
+        span-tagging auxiliary task; others ignore them.
         """
 
     def training_report(self) -> dict[str, Any]:
@@ -97,10 +104,20 @@ def build_model(
     task: TaskType,
     seed: int = 0,
     label_descriptions: Sequence[str | None] | None = None,
+    label_codes: Sequence[str] | None = None,
+    label_system: str | None = None,
 ) -> CodingModel:
     """Instantiate the registered model for ``config.type``."""
     cls = MODELS.get(config.type)
-    return cls(config, n_labels=n_labels, task=task, seed=seed, label_descriptions=label_descriptions)
+    return cls(
+        config,
+        n_labels=n_labels,
+        task=task,
+        seed=seed,
+        label_descriptions=label_descriptions,
+        label_codes=label_codes,
+        label_system=label_system,
+    )
 
 
 def load_model(directory: Path, config: Any, *, n_labels: int, task: TaskType) -> CodingModel:

@@ -38,11 +38,13 @@ class CoderOutput:
     features: the document features the output layer reads, for transfer and
         diagnostics: ``[batch, features]`` for pooled heads, ``[batch, labels,
         features]`` (one vector per label) for label attention.
+    auxiliary: ``{task: logits}`` of multi-task training heads, else None.
     """
 
     logits: Tensor
     attention: Tensor | None = None
     features: Tensor | None = None
+    auxiliary: dict[str, Tensor] | None = None  # multi-task models: logits of each auxiliary task
 
 
 def masked_softmax(scores: Tensor, mask: Tensor) -> Tensor:

@@ -128,8 +128,9 @@ class TfidfLogisticRegression(CodingModel):
         dev: DevSet | None = None,
         work_dir: Path | None = None,
         progress: Progress | None = None,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> TfidfLogisticRegression:
-        del dev, work_dir  # a convex fit: no early stopping, nothing worth checkpointing
+        del dev, work_dir, spans  # a convex fit: no early stopping, nothing worth checkpointing
         y = np.asarray(y, dtype=bool)
         if y.shape != (len(texts), self.n_labels):
             raise ValueError(f"y has shape {y.shape}, expected ({len(texts)}, {self.n_labels})")

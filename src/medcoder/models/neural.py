@@ -171,7 +171,9 @@ class WordCoder(CodingModel):
         dev: DevSet | None = None,
         work_dir: Path | None = None,
         progress: Progress | None = None,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> WordCoder:
+        del spans  # no span-tagging task here
         if pairs is not None or self.task == "pair":
             raise MedcoderError(f"{self.config.type} codes single texts; sentence pairs need tfidf_lr.v1")
         cfg = self.config

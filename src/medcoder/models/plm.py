@@ -50,7 +50,14 @@ class TransformerCoder(CodingModel):
     config: TransformerCoderConfig
 
     # ------------------------------------------------------------ building
-    def _build(self, encoder_location: str, *, pretrained: bool) -> None:
+    def _build(
+        self,
+        encoder_location: str,
+        *,
+        pretrained: bool,
+        aux_labels: dict[str, int] | None = None,
+        span_tagging: bool = False,
+    ) -> None:
         cfg = self.config
         encoder, tokenizer = load_encoder(
             encoder_location, attention_dropout=cfg.attention_dropout, pretrained=pretrained
@@ -77,7 +84,47 @@ class TransformerCoder(CodingModel):
             dropout=cfg.dropout,
             projection=cfg.projection,
             segment_layers=cfg.segment_layers,
+            aux_labels=aux_labels,
+            span_tagging=span_tagging,
         )
+
+    def _level_targets(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Per auxiliary ICD level, bool ``[n_docs, level codes]``: the ancestors of each note's codes."""
+        aux = self.config.auxiliary
+        if aux is None or not aux.levels:
+            return {}
+        if self.single_label or self.label_codes is None or self.label_system not in ("icd10cm", "icd9cm"):
+            raise MedcoderError(
+                "auxiliary.levels needs a multi-label task whose labels are ICD codes (labels.system icd10cm or icd9cm)"
+            )
+        from medcoder.data.icd import code_at_level
+
+        targets = {}
+        for level in aux.levels:
+            ancestors = [code_at_level(code, self.label_system, level) for code in self.label_codes]
+            names = sorted({a for a in ancestors if a})
+            column = {name: j for j, name in enumerate(names)}
+            mapping = np.zeros((len(ancestors), len(names)), dtype=np.float32)
+            for i, ancestor in enumerate(ancestors):
+                if ancestor:
+                    mapping[i, column[ancestor]] = 1.0
+            targets[level] = (y.astype(np.float32) @ mapping) > 0
+            logger.info("auxiliary task: %d %s codes", len(names), level)
+        return targets
+
+    @staticmethod
+    def _token_tags(corpus: EncodedSubwords, spans: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray | None]:
+        """Per note, 1/0 for each content token inside/outside a coded span; None for notes without spans."""
+        tags: list[np.ndarray | None] = []
+        for offsets, note_spans in zip(corpus.offsets, spans, strict=True):
+            if not note_spans:
+                tags.append(None)
+                continue
+            inside = np.zeros(len(offsets), dtype=np.float32)
+            for start, end in note_spans:
+                inside[(offsets[:, 0] < end) & (offsets[:, 1] > start)] = 1.0
+            tags.append(inside)
+        return tags
 
     def _encode(self, texts: Sequence[str]) -> EncodedSubwords:
         cfg = self.config
@@ -94,7 +141,23 @@ class TransformerCoder(CodingModel):
 
     # ------------------------------------------------------------ training
     def _loss(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return coder_loss(module(batch).logits, batch["labels"], single_label=self.single_label)
+        output = module(batch)
+        loss = coder_loss(output.logits, batch["labels"], single_label=self.single_label)
+        aux = self.config.auxiliary
+        if aux is None or not output.auxiliary:
+            return loss
+        levels = [name for name in output.auxiliary if name != "spans"]
+        for name in levels:
+            level_loss = coder_loss(output.auxiliary[name], batch[f"level.{name}"], single_label=False)
+            loss = loss + aux.level_weight / len(levels) * level_loss
+        if "spans" in output.auxiliary:
+            tags = batch["span_tags"]
+            known = tags >= 0
+            if bool(known.any()):
+                span_logits = output.auxiliary["spans"].float()[known]
+                span_loss = torch.nn.functional.binary_cross_entropy_with_logits(span_logits, tags[known])
+                loss = loss + aux.span_weight * span_loss
+        return loss
 
     def fit(
         self,
@@ -105,6 +168,7 @@ class TransformerCoder(CodingModel):
         dev: DevSet | None = None,
         work_dir: Path | None = None,
         progress: Progress | None = None,
+        spans: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> TransformerCoder:
         if pairs is not None or self.task == "pair":
             raise MedcoderError("transformer.v1 codes single texts; sentence pairs need tfidf_lr.v1")
@@ -112,19 +176,40 @@ class TransformerCoder(CodingModel):
         train_config = stopping_config(cfg.train, single_label=self.single_label, task=self.task)
         self.stopping_metric_ = train_config.early_stopping_metric
         y = np.asarray(y, dtype=bool)
+        levels = self._level_targets(y)
+        span_tagging = cfg.auxiliary is not None and cfg.auxiliary.span_tagging
+        if span_tagging and not (spans and any(spans)):
+            logger.warning("auxiliary.span_tagging: no training note carries evidence spans; the task is skipped")
+            span_tagging = False
         torch.manual_seed(self.seed)
-        self._build(cfg.encoder, pretrained=True)
+        aux_sizes = {name: target.shape[1] for name, target in levels.items()}
+        self._build(cfg.encoder, pretrained=True, aux_labels=aux_sizes, span_tagging=span_tagging)
         module = self.module_
         if cfg.gradient_checkpointing:
             module.encoder.gradient_checkpointing_enable()
         if not self.single_label:
             set_prior_bias(module.head.output_bias, y)
+            for name, target in levels.items():
+                set_prior_bias(module.aux_heads[name].output_bias, target)
         corpus = self._encode(texts)
         logger.info("%d of %d notes truncated to %d tokens", corpus.n_truncated, len(corpus), cfg.max_tokens)
         labels = torch.from_numpy(y.astype(np.float32))
+        level_labels = {name: torch.from_numpy(target.astype(np.float32)) for name, target in levels.items()}
+        tags = self._token_tags(corpus, spans) if span_tagging and spans is not None else None
 
         def make_batch(indices: list[int], epoch: int, step: int) -> dict[str, torch.Tensor]:
-            return {**self._collate(corpus, indices), "labels": labels[indices]}
+            batch = {**self._collate(corpus, indices), "labels": labels[indices]}
+            for name, target in level_labels.items():
+                batch[f"level.{name}"] = target[indices]
+            if tags is not None:
+                index = batch["content_index"]
+                span_tags = torch.full(index.shape, -1.0)
+                for row, i in enumerate(indices):
+                    if tags[i] is not None:
+                        real = index[row] >= 0
+                        span_tags[row, real] = torch.from_numpy(tags[i])[index[row, real]]
+                batch["span_tags"] = span_tags
+            return batch
 
         evaluate = None
         if dev is not None:
@@ -158,7 +243,9 @@ class TransformerCoder(CodingModel):
         )
         if cfg.gradient_checkpointing:
             module.encoder.gradient_checkpointing_disable()
+        module.drop_auxiliary()
         module.eval()
+        self.auxiliary_ = {"levels": aux_sizes, "span_tagging": span_tagging}
         self.history_ = [
             {
                 "member": 0,
@@ -174,7 +261,10 @@ class TransformerCoder(CodingModel):
         return self
 
     def training_report(self) -> dict[str, Any]:
-        return {"metric": getattr(self, "stopping_metric_", None), "members": getattr(self, "history_", [])}
+        report = {"metric": getattr(self, "stopping_metric_", None), "members": getattr(self, "history_", [])}
+        if self.config.auxiliary is not None:
+            report["auxiliary"] = getattr(self, "auxiliary_", None)
+        return report
 
     # ---------------------------------------------------------- prediction
     def _scores(self, module: torch.nn.Module, corpus: EncodedSubwords) -> np.ndarray:

@@ -56,6 +56,10 @@ def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     location = resolve_encoder(name)
+    bundle_weights = _bundle_encoder_weights(Path(location)) if pretrained else None
+    if bundle_weights is not None:  # a transformer.v1 bundle (e.g. stage 2): its encoder, without the heads
+        location = str(Path(location) / "encoder")
+        pretrained = False
     try:
         config = AutoConfig.from_pretrained(location)
         tokenizer = AutoTokenizer.from_pretrained(location)
@@ -77,7 +81,31 @@ def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool
             encoder = build(add_pooling_layer=False)
         except TypeError:
             encoder = build()
+    if bundle_weights is not None:
+        try:
+            encoder.load_state_dict(bundle_weights, strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(f"encoder {name!r}: its weights do not fit its encoder/config.json ({exc})") from None
     return encoder, tokenizer
+
+
+def _bundle_encoder_weights(folder: Path) -> dict[str, Tensor] | None:
+    """The encoder weights of a ``transformer.v1`` bundle folder, or None if ``folder`` is not one."""
+    import json
+
+    from safetensors.torch import load_file
+
+    try:
+        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or not str(saved.get("format", "")).startswith("medcoder.bundle"):
+        return None
+    model_type = (saved.get("run") or {}).get("model", {}).get("type")
+    if model_type != "transformer.v1" or not (folder / "encoder" / "config.json").is_file():
+        raise ConfigError(f"{folder}: a medcoder {model_type} model has no transformer encoder to start from")
+    prefix = "encoder."
+    return {k[len(prefix) :]: v for k, v in load_file(str(folder / "model.safetensors")).items() if k.startswith(prefix)}
 
 
 @contextlib.contextmanager
@@ -149,6 +177,12 @@ class TransformerCoderModule(nn.Module):
     trun batches: input_ids/attention_mask/content_index ``[batch, time]``.
     hier batches: input_ids/attention_mask ``[segments, time]``, segment_doc and
     segment_slot ``[segments]``, content_index ``[batch, slots * time]``.
+
+    Multi-task training adds ``aux_heads`` (one head of the same kind per ICD
+    hierarchy level) and ``span_head`` (a per-token logit for "inside a coded
+    evidence span"); their logits come back in ``CoderOutput.auxiliary``
+    (``[batch, level labels]`` per level, ``spans``: ``[batch, positions]``
+    aligned with content_index). :meth:`drop_auxiliary` removes them once trained.
     """
 
     def __init__(
@@ -162,15 +196,22 @@ class TransformerCoderModule(nn.Module):
         dropout: float,
         projection: int,
         segment_layers: int,
+        aux_labels: dict[str, int] | None = None,
+        span_tagging: bool = False,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.architecture, self.head_kind, self.pooling = architecture, head, pooling
         hidden = int(encoder.config.hidden_size)
-        if head == "label_attention":
-            self.head: nn.Module = ProjectedLabelAttention(hidden, n_labels, projection=projection, dropout=dropout)
-        else:
-            self.head = PooledHead(hidden, n_labels, dropout=dropout)
+
+        def make_head(n: int) -> nn.Module:
+            if head == "label_attention":
+                return ProjectedLabelAttention(hidden, n, projection=projection, dropout=dropout)
+            return PooledHead(hidden, n, dropout=dropout)
+
+        self.head = make_head(n_labels)
+        self.aux_heads = nn.ModuleDict({name: make_head(n) for name, n in (aux_labels or {}).items()})
+        self.span_head: nn.Module | None = nn.Linear(hidden, 1) if span_tagging else None
         self.segment_encoder: nn.Module | None = None
         if architecture == "hier" and head == "pooled":
             heads = next(h for h in (8, 4, 2, 1) if hidden % h == 0)
@@ -179,32 +220,53 @@ class TransformerCoderModule(nn.Module):
             )
             self.segment_encoder = nn.TransformerEncoder(layer, segment_layers, enable_nested_tensor=False)
 
+    def drop_auxiliary(self) -> None:
+        """Remove the auxiliary heads: what is left is the model a bundle stores."""
+        self.aux_heads = nn.ModuleDict()
+        self.span_head = None
+
+    def _token_grid(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Token states laid out like content_index: ``[batch, positions, hidden]``."""
+        if self.architecture == "trun":
+            return states
+        n_docs, positions = batch["content_index"].shape
+        width = states.shape[1]
+        grid = states.new_zeros(n_docs, positions // width, width, states.shape[-1])
+        grid = grid.index_put((batch["segment_doc"], batch["segment_slot"]), states)
+        return grid.reshape(n_docs, positions, -1)
+
+    def _pooled_features(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """One vector per note ``[batch, hidden]``: pooled row (trun) or segment transformer + mean (hier)."""
+        vectors = _pool(states, batch["attention_mask"], self.pooling)
+        if self.architecture == "trun":
+            return vectors
+        n_docs, positions = batch["content_index"].shape
+        doc, slot = batch["segment_doc"], batch["segment_slot"]
+        n_slots = positions // states.shape[1]
+        grid = vectors.new_zeros(n_docs, n_slots, vectors.shape[-1]).index_put((doc, slot), vectors)
+        present = torch.zeros(n_docs, n_slots, dtype=torch.bool, device=grid.device)
+        present = present.index_put((doc, slot), torch.ones_like(doc, dtype=torch.bool))
+        assert self.segment_encoder is not None
+        mixed = self.segment_encoder(grid, src_key_padding_mask=~present)
+        return masked_mean_pool(mixed, present)
+
     def forward(self, batch: dict[str, Tensor]) -> CoderOutput:
         states = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        if self.architecture == "trun":
-            if self.head_kind == "pooled":
-                features = _pool(states, batch["attention_mask"], self.pooling)
-                return CoderOutput(self.head(features), None, features)
-            logits, attention, vectors = self.head(states, batch["content_index"] >= 0)
-            return CoderOutput(logits, attention, vectors)
-        n_docs = batch["content_index"].shape[0]
-        doc, slot = batch["segment_doc"], batch["segment_slot"]
-        n_slots = int(slot.max().item()) + 1
-        if self.head_kind == "pooled":
-            vectors = _pool(states, batch["attention_mask"], self.pooling)  # [segments, hidden]
-            grid = vectors.new_zeros(n_docs, n_slots, vectors.shape[-1])
-            grid = grid.index_put((doc, slot), vectors)
-            present = torch.zeros(n_docs, n_slots, dtype=torch.bool, device=grid.device)
-            present = present.index_put((doc, slot), torch.ones_like(doc, dtype=torch.bool))
-            assert self.segment_encoder is not None
-            mixed = self.segment_encoder(grid, src_key_padding_mask=~present)
-            features = masked_mean_pool(mixed, present)
-            return CoderOutput(self.head(features), None, features)
-        width = states.shape[1]
-        grid = states.new_zeros(n_docs, n_slots, width, states.shape[-1])
-        grid = grid.index_put((doc, slot), states).reshape(n_docs, n_slots * width, -1)
-        logits, attention, vectors = self.head(grid, batch["content_index"] >= 0)
-        return CoderOutput(logits, attention, vectors)
+        needs_tokens = self.head_kind == "label_attention" or self.span_head is not None
+        tokens = self._token_grid(states, batch) if needs_tokens else None
+        token_mask = batch["content_index"] >= 0
+        features = self._pooled_features(states, batch) if self.head_kind == "pooled" else None
+
+        def run(head: nn.Module) -> tuple[Tensor, Tensor | None, Tensor]:
+            if features is not None:
+                return head(features), None, features
+            return head(tokens, token_mask)
+
+        logits, attention, vectors = run(self.head)
+        auxiliary = {name: run(head)[0] for name, head in self.aux_heads.items()}
+        if self.span_head is not None:
+            auxiliary["spans"] = self.span_head(tokens).squeeze(-1)
+        return CoderOutput(logits, attention, vectors, auxiliary or None)
 
 
 def layerwise_param_groups(

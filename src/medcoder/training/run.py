@@ -120,7 +120,13 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     logger.info("label space: %d labels from %d training notes", len(labels), len(train))
 
     model = build_model(
-        config.model, n_labels=len(labels), task=task, seed=config.seed, label_descriptions=labels.descriptions()
+        config.model,
+        n_labels=len(labels),
+        task=task,
+        seed=config.seed,
+        label_descriptions=labels.descriptions(),
+        label_codes=labels.codes,
+        label_system=labels.system,
     )
     texts, pairs = texts_of(train)
     dev_texts, dev_pairs = texts_of(dev)
@@ -130,7 +136,8 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     work_dir = Path(f"{output_dir}.checkpoints")
     start = time.perf_counter()
     with reporter.task(f"training {config.model.type}", total=len(labels)) as update:
-        model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update)
+        spans = [[(s.start, s.end) for s in note.spans] for note in train] if any(n.spans for n in train) else None
+        model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update, spans=spans)
     timing["train"] = time.perf_counter() - start
 
     start = time.perf_counter()
