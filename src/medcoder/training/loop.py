@@ -10,7 +10,9 @@ bit: a run interrupted at any point (even ``kill -9``) and resumed ends with
 weights ``torch.equal`` to an uninterrupted run with the same seed.
 
 Epoch numbers in results and logs count from 1; ``plan.batches`` and
-``make_batch`` get the 0-based epoch index.
+``make_batch`` get the 0-based epoch index. Under a launcher (torchrun) each
+rank trains on its share of every epoch's batches through PyTorch DDP
+(``distributed.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from medcoder.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
+from medcoder.training.distributed import current_world, wrap_for_training
 from medcoder.training.precision import autocast_factory, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -171,6 +174,8 @@ class _Training:
         self, model: torch.nn.Module, config: TrainConfig, groups: list[dict[str, Any]], total_steps: int
     ) -> None:
         self.model = model
+        self.world = current_world()
+        self.forward_model = wrap_for_training(model, self.world)  # what the steps call (DDP with several ranks)
         self.config = config
         self.total_steps = total_steps
         self.warmup_steps = warmup_steps(total_steps, config.warmup_ratio)
@@ -240,6 +245,8 @@ class _Training:
             state.stopped_early = state.bad_epochs >= self.config.early_stopping_patience
 
     def save(self, path: Path, run: dict[str, Any]) -> None:
+        if not self.world.is_main:  # one writer; every rank resumes from the same file
+            return
         if self.scaler is not None:
             self.state.scaler = self.scaler.state_dict()
         save_checkpoint(
@@ -294,7 +301,8 @@ def train_loop(
     trainable parameters, no weight decay on 1-d ones); a group without
     ``lr``/``weight_decay`` gets the config's.
     """
-    first_batches = plan.batches(0)
+    world = current_world()
+    first_batches = world.shard(plan.batches(0))
     if not first_batches:
         raise MedcoderError("the batch plan has no batches: no training examples")
     groups = _default_param_groups(model, config.weight_decay)
@@ -321,7 +329,7 @@ def train_loop(
         model.train()
         state = training.state
         while state.epoch < config.epochs and not state.stopped_early:
-            batches = first_batches if state.epoch == 0 else plan.batches(state.epoch)
+            batches = first_batches if state.epoch == 0 else world.shard(plan.batches(state.epoch))
             _run_epoch(training, batches, make_batch, loss_fn, evaluate, progress, path, run)
         if training.best is not None:
             model.load_state_dict(training.best)
@@ -362,7 +370,7 @@ def _run_epoch(
         for offset, indices in enumerate(group):
             batch = _to_device(make_batch(indices, epoch, first + offset), training.device)
             with training.autocast():
-                loss = loss_fn(model, batch)
+                loss = loss_fn(training.forward_model, batch)
             loss_sum += loss.detach().to(sum_dtype) * len(indices)
             # Divide by the group's real size so a trailing partial group is a mean too.
             scaled = loss / len(group)
@@ -402,7 +410,8 @@ def _run_epoch(
             "docs_per_s": state.epoch_docs / seconds if seconds > 0 else 0.0,
         }
     )
-    _log_epoch(training, evaluate is not None)
+    if training.world.is_main:
+        _log_epoch(training, evaluate is not None)
     state.epoch, state.step_in_epoch = epoch + 1, 0
     state.epoch_loss_sum, state.epoch_docs, state.epoch_seconds = 0.0, 0, 0.0
     if path is not None:

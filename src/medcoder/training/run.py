@@ -28,6 +28,7 @@ from medcoder.models import build_model
 from medcoder.models.base import DevSet
 from medcoder.models.bundle import Bundle, check_bundle_target, save_bundle
 from medcoder.progress import LogReporter, Reporter
+from medcoder.training.distributed import init_from_env
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     """Train, tune thresholds on dev, evaluate on test and save a bundle to ``output_dir``."""
     reporter = reporter or LogReporter()
     check_bundle_target(output_dir)
+    world = init_from_env()  # a process group when started by torchrun / accelerate launch
     timing: dict[str, float] = {}
     start = time.perf_counter()
     with reporter.task("reading data"):
@@ -139,6 +141,8 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         spans = [[(s.start, s.end) for s in note.spans] for note in train] if any(n.spans for n in train) else None
         model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update, spans=spans)
     timing["train"] = time.perf_counter() - start
+    if not world.is_main:  # under torchrun every rank trained the same model; rank 0 evaluates and saves it
+        return RunResult(Path(output_dir), {}, timing, labels.report, model.training_report())
 
     start = time.perf_counter()
     with reporter.task("scoring dev and test"):
