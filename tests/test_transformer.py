@@ -41,6 +41,59 @@ def tiny_bert(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
+def tiny_bpe_encoders(tmp_path_factory) -> dict[str, str]:
+    """Tiny random RoBERTa and Longformer with a byte-level BPE tokenizer trained here on the test corpus."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import LongformerConfig, LongformerModel, RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    texts, _ = corpus(200, seed=9)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    folders = {}
+    for name, config_cls, model_cls, extra in (
+        ("roberta", RobertaConfig, RobertaModel, {}),
+        ("longformer", LongformerConfig, LongformerModel, {"attention_window": [8, 8]}),
+    ):
+        folder = tmp_path_factory.mktemp(name)
+        bpe.save_model(str(folder))
+        tokenizer = RobertaTokenizerFast.from_pretrained(str(folder))
+        torch.manual_seed(0)
+        config = config_cls(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=130,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **extra,
+        )
+        model_cls(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[name] = str(folder)
+    return folders
+
+
+@pytest.mark.parametrize("family", ["roberta", "longformer"])
+def test_roberta_and_longformer_encoders_learn_and_reload(tiny_bpe_encoders, data, tmp_path, family) -> None:
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    config = coder_config(tiny_bpe_encoders[family], head="label_attention", max_tokens=64)
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=0)
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    scores = model.predict_scores(test_texts)
+    assert mean_average_precision(test_y, scores) > 0.9
+    model.save(tmp_path)
+    again = load_model(tmp_path, config, n_labels=len(TRIGGERS), task="multilabel")
+    np.testing.assert_allclose(again.predict_scores(test_texts), scores, atol=1e-5)
+    # RoBERTa-family positions start after the padding index: 130 positions hold rows of 128.
+    too_long = build_model(coder_config(tiny_bpe_encoders[family], max_tokens=129), n_labels=2, task="multilabel")
+    with pytest.raises(Exception, match="at most 128 tokens per row"):
+        too_long.fit(texts, y[:, :2])
+
+
+@pytest.fixture(scope="module")
 def data():
     return corpus(160, seed=0), corpus(40, seed=1), corpus(40, seed=2)
 
@@ -157,7 +210,7 @@ def test_unknown_encoder_and_too_long_rows_are_config_errors(tiny_bert, data, tm
     with pytest.raises(ConfigError, match="cannot load encoder .*no-such-encoder"):
         model.fit(texts, y)
     too_long = build_model(coder_config(tiny_bert, max_tokens=200), n_labels=len(TRIGGERS), task="multilabel")
-    with pytest.raises(Exception, match="at most 62 tokens per row; max_tokens is 200"):
+    with pytest.raises(Exception, match="at most 64 tokens per row; max_tokens is 200"):
         too_long.fit(texts, y)
     with pytest.raises(ConfigError, match="segment_stride must be at most segment_length - 2 = 10"):
         coder_config(tiny_bert, architecture="hier", segment_stride=11)

@@ -32,6 +32,7 @@ from medcoder.models.transformer import (
     TransformerCoderModule,
     layerwise_param_groups,
     load_encoder,
+    row_limit,
     save_encoder_files,
 )
 from medcoder.registry import MODELS
@@ -67,12 +68,11 @@ class TransformerCoder(CodingModel):
         except ValueError as exc:
             raise MedcoderError(f"encoder {cfg.encoder!r}: {exc}") from None
         self.tokenizer_, self.encoder_config_ = tokenizer, encoder.config
-        limit = getattr(encoder.config, "max_position_embeddings", None)
+        limit = row_limit(encoder.config)
         width = cfg.max_tokens if cfg.architecture == "trun" else cfg.segment_length
-        if limit is not None and width > limit - 2 and getattr(encoder.config, "model_type", "") != "longformer":
-            # RoBERTa-style position ids start after the padding index, so keep a margin of 2.
+        if limit is not None and width > limit:
             raise MedcoderError(
-                f"encoder {cfg.encoder!r} takes at most {limit - 2} tokens per row; "
+                f"encoder {cfg.encoder!r} takes at most {limit} tokens per row; "
                 f"{'max_tokens' if cfg.architecture == 'trun' else 'segment_length'} is {width}"
             )
         self.module_ = TransformerCoderModule(

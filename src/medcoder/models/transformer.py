@@ -125,6 +125,20 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+# Encoders whose position ids start after the padding index (RoBERTa family): 2 positions fewer.
+_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"})
+
+
+def row_limit(config: Any) -> int | None:
+    """The most tokens one input row may hold (None: no fixed limit)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
+        return int(limit) - int(getattr(config, "pad_token_id", 1) or 1) - 1
+    return int(limit)
+
+
 def save_encoder_files(encoder: nn.Module, tokenizer: Any, directory: Path) -> None:
     """The encoder's config and tokenizer (not its weights: the bundle's safetensors hold those)."""
     directory.mkdir(parents=True, exist_ok=True)
