@@ -94,8 +94,13 @@ def test_shipped_configs_validate() -> None:
     files = sorted(folder.glob("*.yaml"))
     assert len(files) >= 5
     for path in files:
-        if "variants" in read_config_file(path):
+        raw = read_config_file(path)
+        if "variants" in raw:
             assert load_experiment_config(path).runs()
+        elif "corpus" in raw:  # a stage-1 (masked-LM) config
+            from medcoder.config.stages import load_adapt_domain_config
+
+            assert load_adapt_domain_config(path).corpus
         else:
             assert load_run_config(path).name
 
