@@ -199,6 +199,9 @@ class TransformerCoderConfig(Strict):
     segment_stride: int | None = Field(None, ge=1)  # hier: content tokens between segment starts; None: no overlap
     segment_layers: int = Field(1, ge=1)  # hier + pooled: layers of the transformer over segment vectors
     projection: int = Field(256, ge=1)  # label attention: size of tanh(W h)
+    # descriptions: each label's attention query and output weights start from the encoder's
+    # embedding of its code description (the label space's catalog), instead of random
+    label_init: Literal["random", "descriptions"] = "random"
     dropout: float = Field(0.1, ge=0.0, lt=1.0)  # before the head
     # None keeps the checkpoint's value; 0 is the default because at 512 tokens on CPU it costs > 2x
     attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)

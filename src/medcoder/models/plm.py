@@ -26,9 +26,10 @@ from medcoder.data.encoding import LengthBucketPlan
 from medcoder.data.subwords import EncodedSubwords, SubwordEncoder, collate_segments, collate_truncated
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.models.base import CodingModel, DevSet, Progress, TaskType
-from medcoder.models.heads import top_evidence
+from medcoder.models.heads import masked_mean_pool, top_evidence
 from medcoder.models.torch_common import coder_loss, dev_metrics, set_prior_bias, stopping_config
 from medcoder.models.transformer import (
+    ProjectedLabelAttention,
     TransformerCoderModule,
     layerwise_param_groups,
     load_encoder,
@@ -126,6 +127,48 @@ class TransformerCoder(CodingModel):
             tags.append(inside)
         return tags
 
+    def _describe_labels(self) -> torch.Tensor:
+        """The encoder's mean token state of each label's description (its code when it has none): ``[labels, hidden]``."""
+        descriptions = self.label_descriptions or [None] * self.n_labels
+        codes = self.label_codes or [""] * self.n_labels
+        texts = [d or c or "" for d, c in zip(descriptions, codes, strict=True)]
+        corpus = self.subwords_.encode(texts, max_tokens=32)
+        encoder = self.module_.encoder
+        vectors = []
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            for start in range(0, len(texts), 64):
+                batch = collate_truncated(self.subwords_, corpus, range(start, min(start + 64, len(texts))))
+                states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                vectors.append(masked_mean_pool(states, batch["content_index"] >= 0))
+        encoder.train(was_training)
+        return torch.cat(vectors)
+
+    def _init_from_descriptions(self) -> None:
+        """Label queries/weights along the description embeddings, at the norm the random init had.
+
+        Label attention: the query and output weight of label ``l`` become
+        ``tanh(W d_l)`` (``d_l`` its description's embedding, ``W`` the head's
+        projection), so the positions that resemble the description get the
+        attention from the first step. Pooled head: the output weights become ``d_l``.
+        """
+        if not self.label_descriptions and not self.label_codes:
+            raise MedcoderError("label_init: descriptions needs the label space's descriptions (an ICD label system)")
+        head = self.module_.head
+        vectors = self._describe_labels()
+        with torch.no_grad():
+            if isinstance(head, ProjectedLabelAttention):
+                directions = torch.tanh(head.projection(vectors))
+                targets = [head.attention.attention_weight, head.attention.output_weight]
+            else:
+                directions = vectors
+                targets = [head.linear.weight]
+            unit = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            for weight in targets:
+                weight.copy_(unit * weight.norm(dim=1, keepdim=True).mean())
+        logger.info("label weights initialised from %d code descriptions", len(vectors))
+
     def _encode(self, texts: Sequence[str]) -> EncodedSubwords:
         cfg = self.config
         content = cfg.max_tokens - 2 if cfg.architecture == "trun" else cfg.max_tokens
@@ -187,6 +230,8 @@ class TransformerCoder(CodingModel):
         module = self.module_
         if cfg.gradient_checkpointing:
             module.encoder.gradient_checkpointing_enable()
+        if cfg.label_init == "descriptions":
+            self._init_from_descriptions()
         if not self.single_label:
             set_prior_bias(module.head.output_bias, y)
             for name, target in levels.items():
