@@ -17,6 +17,7 @@ rank trains on its share of every epoch's batches through PyTorch DDP
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -369,12 +370,16 @@ def _run_epoch(
         group = batches[first : first + config.grad_accum]
         for offset, indices in enumerate(group):
             batch = _to_device(make_batch(indices, epoch, first + offset), training.device)
-            with training.autocast():
-                loss = loss_fn(training.forward_model, batch)
-            loss_sum += loss.detach().to(sum_dtype) * len(indices)
-            # Divide by the group's real size so a trailing partial group is a mean too.
-            scaled = loss / len(group)
-            (training.scaler.scale(scaled) if training.scaler is not None else scaled).backward()
+            # Under DDP only the group's last backward all-reduces; the others accumulate locally.
+            no_sync = getattr(training.forward_model, "no_sync", None)
+            sync = no_sync() if no_sync is not None and offset < len(group) - 1 else contextlib.nullcontext()
+            with sync:
+                with training.autocast():
+                    loss = loss_fn(training.forward_model, batch)
+                loss_sum += loss.detach().to(sum_dtype) * len(indices)
+                # Divide by the group's real size so a trailing partial group is a mean too.
+                scaled = loss / len(group)
+                (training.scaler.scale(scaled) if training.scaler is not None else scaled).backward()
             state.epoch_docs += len(indices)
         training.optimizer_step()
         state.step_in_epoch = first + len(group)
