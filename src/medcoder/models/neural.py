@@ -40,7 +40,7 @@ from medcoder.models.base import CodingModel, DevSet, Progress, TaskType
 from medcoder.models.cnn import CAML, DRCAML, MultiResCNN, TextCNN
 from medcoder.models.heads import top_evidence
 from medcoder.models.rnn import BiGRU
-from medcoder.models.torch_common import coder_loss, dev_metrics, set_prior_bias, stopping_config
+from medcoder.models.torch_common import coder_loss, dev_metrics, member_record, set_prior_bias, stopping_config
 from medcoder.models.transfer import TransferTextCNN, load_source_textcnn
 from medcoder.registry import MODELS
 from medcoder.training.loop import train_loop
@@ -232,18 +232,7 @@ class WordCoder(CodingModel):
             )
             module.eval()
             self.members_.append(module)
-            self.history_.append(
-                {
-                    "member": member,
-                    "seed": seed,
-                    "best_epoch": result.best_epoch,
-                    "best_dev": result.best_score,
-                    "epochs_run": result.epochs_run,
-                    "stopped_early": result.stopped_early,
-                    "resumed_from_step": result.resumed_from,
-                    "history": result.history,
-                }
-            )
+            self.history_.append(member_record(member, seed, result))
         return self
 
     def training_report(self) -> dict[str, Any]:

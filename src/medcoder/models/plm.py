@@ -27,7 +27,7 @@ from medcoder.data.subwords import EncodedSubwords, SubwordEncoder, collate_segm
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.models.base import CodingModel, DevSet, Progress, TaskType
 from medcoder.models.heads import masked_mean_pool, top_evidence
-from medcoder.models.torch_common import coder_loss, dev_metrics, set_prior_bias, stopping_config
+from medcoder.models.torch_common import coder_loss, dev_metrics, member_record, set_prior_bias, stopping_config
 from medcoder.models.transformer import (
     ProjectedLabelAttention,
     TransformerCoderModule,
@@ -291,18 +291,7 @@ class TransformerCoder(CodingModel):
         module.drop_auxiliary()
         module.eval()
         self.auxiliary_ = {"levels": aux_sizes, "span_tagging": span_tagging}
-        self.history_ = [
-            {
-                "member": 0,
-                "seed": self.seed,
-                "best_epoch": result.best_epoch,
-                "best_dev": result.best_score,
-                "epochs_run": result.epochs_run,
-                "stopped_early": result.stopped_early,
-                "resumed_from_step": result.resumed_from,
-                "history": result.history,
-            }
-        ]
+        self.history_ = [member_record(0, self.seed, result)]
         return self
 
     def training_report(self) -> dict[str, Any]:

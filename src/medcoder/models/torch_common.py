@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -39,6 +41,20 @@ def dev_metrics(scores: np.ndarray, y: np.ndarray, *, single_label: bool) -> dic
     loss = float(-(y * np.log(clipped) + (~y) * np.log(1 - clipped)).mean())
     threshold = tune_global_threshold(y, scores)
     return {"map": mean_average_precision(y, scores), "micro_f1": micro_prf(y, scores >= threshold)[2], "loss": loss}
+
+
+def member_record(member: int, seed: int, result: Any) -> dict[str, Any]:
+    """What a model's training report says of one trained network (a ``LoopResult``)."""
+    return {
+        "member": member,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "best_dev": result.best_score,
+        "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early,
+        "resumed_from_step": result.resumed_from,
+        "history": result.history,
+    }
 
 
 def set_prior_bias(bias: torch.Tensor, y: np.ndarray) -> None:
