@@ -141,6 +141,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--encoder", default="minilm")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 inference (emulated, very slow, on CPUs without AVX512-BF16/AMX)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "transformer_memory")
     parser.add_argument("--child", choices=["train", "train-checkpointing", "infer-auto", "infer-bf16"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,7 +156,8 @@ def main() -> int:
         print(f"error: {DATA} not found (the shared data folder sits beside the repository)", file=sys.stderr)
         return 2
     results = {}
-    for child in ("train", "train-checkpointing", "infer-auto", "infer-bf16"):
+    children = ["train", "train-checkpointing", "infer-auto"] + (["infer-bf16"] if args.bf16 else [])
+    for child in children:
         command = [sys.executable, __file__, "--child", child, "--docs", str(args.docs), "--tokens", str(args.tokens),
                    "--threads", str(args.threads), "--repeats", str(args.repeats), "--encoder", args.encoder]
         done = subprocess.run(command, capture_output=True, text=True)
@@ -179,7 +181,7 @@ def main() -> int:
             f"| {name} | {r['tokens_per_doc']:.0f} | {r['segments_per_doc']:.0f} | {r['docs_per_s']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
     lines += ["", "| inference through Predictor (trun 512) | notes | notes/s (median) | runs |", "|---|---|---|---|"]
-    for child in ("infer-auto", "infer-bf16"):
+    for child in [c for c in children if c.startswith("infer")]:
         r = results[child]
         runs = ", ".join(f"{x:.2f}" for x in r["runs"])
         lines.append(f"| precision {r['precision']} | {r['notes']} | {r['notes_per_s']:.2f} | {runs} |")
