@@ -155,7 +155,7 @@ def test_segments_cover_the_note_in_order_with_overlap(tiny_bert) -> None:
     corpus = encoder.encode(texts, max_tokens=100)
     n0 = len(corpus.ids[0])
     assert [len(a) for a in corpus.ids[1:]] == [1, 0] and corpus.n_truncated == 0
-    batch = collate_segments(encoder, corpus, [0, 1, 2], segment_length=6, stride=2)  # 4 content tokens, step 2
+    batch = collate_segments(encoder, corpus.ids, [0, 1, 2], segment_length=6, stride=2)  # 4 content tokens, step 2
     starts = list(range(0, n0 - 4 + 2, 2))
     if starts[-1] + 4 < n0:
         starts.append(starts[-1] + 2)
@@ -177,7 +177,7 @@ def test_segments_cover_the_note_in_order_with_overlap(tiny_bert) -> None:
 
     truncated = encoder.encode(texts, max_tokens=3)
     assert truncated.n_truncated == 1 and len(truncated.ids[0]) == 3
-    row = collate_truncated(encoder, truncated, [0, 1])
+    row = collate_truncated(encoder, truncated.ids, [0, 1])
     assert row["input_ids"].shape == (2, 5) and row["attention_mask"].sum(dim=1).tolist() == [5, 3]
     assert row["content_index"][1].tolist() == [-1, 0, -1, -1, -1]
 

@@ -83,22 +83,19 @@ def segment_starts(n_tokens: int, content_length: int, stride: int) -> list[int]
     return [i * stride for i in range(math.ceil((n_tokens - content_length) / stride) + 1)]
 
 
-def collate_truncated(
-    encoder: SubwordEncoder, corpus: EncodedSubwords, indices: Sequence[int]
-) -> dict[str, torch.Tensor]:
-    """``[CLS] content [SEP]`` rows padded to the batch's longest: input_ids/attention_mask/content_index ``[B, T]``."""
-    width = 2 + max(len(corpus.ids[i]) for i in indices)
+def collate_truncated(encoder: SubwordEncoder, ids: Sequence[np.ndarray], indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    """``[CLS] content [SEP]`` rows of ``ids[i]`` padded to the batch's longest: input_ids/attention_mask/content_index ``[B, T]``."""
+    width = 2 + max(len(ids[i]) for i in indices)
     input_ids = np.full((len(indices), width), encoder.pad_id, dtype=np.int64)
+    attention = np.zeros((len(indices), width), dtype=bool)
     content_index = np.full((len(indices), width), -1, dtype=np.int64)
     for row, i in enumerate(indices):
-        n = len(corpus.ids[i])
+        n = len(ids[i])
         input_ids[row, 0] = encoder.cls_id
-        input_ids[row, 1 : n + 1] = corpus.ids[i]
+        input_ids[row, 1 : n + 1] = ids[i]
         input_ids[row, n + 1] = encoder.sep_id
+        attention[row, : n + 2] = True
         content_index[row, 1 : n + 1] = np.arange(n)
-    attention = np.zeros_like(input_ids, dtype=bool)
-    for row, i in enumerate(indices):
-        attention[row, : len(corpus.ids[i]) + 2] = True
     return {
         "input_ids": torch.from_numpy(input_ids),
         "attention_mask": torch.from_numpy(attention),
@@ -108,13 +105,13 @@ def collate_truncated(
 
 def collate_segments(
     encoder: SubwordEncoder,
-    corpus: EncodedSubwords,
+    ids: Sequence[np.ndarray],
     indices: Sequence[int],
     *,
     segment_length: int,
     stride: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every note of the batch cut into ``[CLS] content [SEP]`` segments, all segments in one tensor.
+    """Every note ``ids[i]`` of the batch cut into ``[CLS] content [SEP]`` segments, all segments in one tensor.
 
     Returns input_ids/attention_mask ``[segments, segment_length]`` (rows padded
     to the longest segment of the batch), segment_doc/segment_slot ``[segments]``
@@ -127,9 +124,9 @@ def collate_segments(
     stride = content_length if stride is None else stride
     if not 1 <= stride <= content_length:
         raise ValueError(f"segment stride must be in 1..{content_length}, got {stride}")
-    starts = [segment_starts(len(corpus.ids[i]), content_length, stride) for i in indices]
+    starts = [segment_starts(len(ids[i]), content_length, stride) for i in indices]
     n_segments = sum(len(s) for s in starts)
-    longest = max(min(len(corpus.ids[i]), content_length) for i in indices)
+    longest = max(min(len(ids[i]), content_length) for i in indices)
     width = longest + 2
     slots = max(len(s) for s in starts)
     input_ids = np.full((n_segments, width), encoder.pad_id, dtype=np.int64)
@@ -139,9 +136,9 @@ def collate_segments(
     content_index = np.full((len(indices), slots * width), -1, dtype=np.int64)
     row = 0
     for doc, (i, doc_starts) in enumerate(zip(indices, starts, strict=True)):
-        ids = corpus.ids[i]
+        note = ids[i]
         for slot, start in enumerate(doc_starts):
-            piece = ids[start : start + content_length]
+            piece = note[start : start + content_length]
             n = len(piece)
             input_ids[row, 0] = encoder.cls_id
             input_ids[row, 1 : n + 1] = piece

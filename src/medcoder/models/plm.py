@@ -68,7 +68,7 @@ class TransformerCoder(CodingModel):
             self.subwords_ = SubwordEncoder(tokenizer)
         except ValueError as exc:
             raise MedcoderError(f"encoder {cfg.encoder!r}: {exc}") from None
-        self.tokenizer_, self.encoder_config_ = tokenizer, encoder.config
+        self.tokenizer_ = tokenizer
         limit = row_limit(encoder.config)
         width = cfg.max_tokens if cfg.architecture == "trun" else cfg.segment_length
         if limit is not None and width > limit:
@@ -139,7 +139,7 @@ class TransformerCoder(CodingModel):
         encoder.eval()
         with torch.no_grad():
             for start in range(0, len(texts), 64):
-                batch = collate_truncated(self.subwords_, corpus, range(start, min(start + 64, len(texts))))
+                batch = collate_truncated(self.subwords_, corpus.ids, range(start, min(start + 64, len(texts))))
                 states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
                 vectors.append(masked_mean_pool(states, batch["content_index"] >= 0))
         encoder.train(was_training)
@@ -177,9 +177,9 @@ class TransformerCoder(CodingModel):
     def _collate(self, corpus: EncodedSubwords, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         cfg = self.config
         if cfg.architecture == "trun":
-            return collate_truncated(self.subwords_, corpus, indices)
+            return collate_truncated(self.subwords_, corpus.ids, indices)
         return collate_segments(
-            self.subwords_, corpus, indices, segment_length=cfg.segment_length, stride=cfg.segment_stride
+            self.subwords_, corpus.ids, indices, segment_length=cfg.segment_length, stride=cfg.segment_stride
         )
 
     # ------------------------------------------------------------ training

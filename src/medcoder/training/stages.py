@@ -22,11 +22,11 @@ import torch
 
 from medcoder.config.stages import AdaptDomainConfig
 from medcoder.data.encoding import LengthBucketPlan, dropout_seed
-from medcoder.data.subwords import SubwordEncoder
+from medcoder.data.subwords import SubwordEncoder, collate_truncated
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_directory, atomic_write_json, recover_directory
 from medcoder.models.embeddings import read_unlabeled_texts
-from medcoder.models.transformer import quiet_transformers, resolve_encoder
+from medcoder.models.transformer import load_config_and_tokenizer, quiet_transformers, resolve_encoder
 from medcoder.progress import LogReporter, Reporter
 from medcoder.training.loop import train_loop
 
@@ -56,15 +56,9 @@ def mask_tokens(
     chosen positions. The choice depends only on ``seed``; at least one token is chosen.
     """
     rng = np.random.default_rng(seed)
-    width = 2 + max(len(b) for b in blocks)
-    input_ids = np.full((len(blocks), width), encoder.pad_id, dtype=np.int64)
-    attention = np.zeros((len(blocks), width), dtype=bool)
-    content = np.zeros((len(blocks), width), dtype=bool)
-    for row, block in enumerate(blocks):
-        n = len(block)
-        input_ids[row, 0], input_ids[row, 1 : n + 1], input_ids[row, n + 1] = encoder.cls_id, block, encoder.sep_id
-        attention[row, : n + 2] = True
-        content[row, 1 : n + 1] = True
+    rows = collate_truncated(encoder, blocks, range(len(blocks)))
+    input_ids, attention = rows["input_ids"].numpy(), rows["attention_mask"]
+    content = rows["content_index"].numpy() >= 0
     content &= ~np.isin(input_ids, list(special_ids))
     chosen = content & (rng.random(input_ids.shape) < probability)
     if not chosen.any() and content.any():
@@ -77,27 +71,19 @@ def mask_tokens(
     input_ids = np.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, input_ids)
     return {
         "input_ids": torch.from_numpy(input_ids),
-        "attention_mask": torch.from_numpy(attention),
+        "attention_mask": attention,
         "labels": torch.from_numpy(labels),
     }
 
 
-def _load_masked_lm(location: str, attention_dropout: float | None) -> tuple[torch.nn.Module, Any, bool]:
+def _load_masked_lm(name: str, attention_dropout: float | None) -> tuple[torch.nn.Module, Any, bool]:
     """(masked-LM model, tokenizer, whether the MLM head was created here because the checkpoint had none)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
 
-    try:
-        config = AutoConfig.from_pretrained(location)
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedcoderError(f"cannot load encoder {location!r} ({first})") from None
+    location = resolve_encoder(name)
+    config, tokenizer = load_config_and_tokenizer(location, name, attention_dropout=attention_dropout)
     if tokenizer.mask_token_id is None:
-        raise MedcoderError(f"encoder {location!r}: its tokenizer has no mask token, so it cannot do masked-LM")
-    if attention_dropout is not None:
-        for attribute in ("attention_probs_dropout_prob", "attention_dropout"):
-            if hasattr(config, attribute):
-                setattr(config, attribute, attention_dropout)
+        raise MedcoderError(f"encoder {name!r}: its tokenizer has no mask token, so it cannot do masked-LM")
     with quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(location, config=config, output_loading_info=True)
     created = any(not key.startswith(model.base_model_prefix) for key in info.get("missing_keys", []))
@@ -116,8 +102,7 @@ def adapt_domain(
             raise MedcoderError(f"{output_dir}: exists and is not an encoder written by medcoder; choose a new folder")
     with reporter.task("reading the corpus"):  # before the encoder: a bad file fails fast
         texts = [text for path in config.corpus for text in read_unlabeled_texts(path, config.text_field)]
-    location = resolve_encoder(config.encoder)
-    model, tokenizer, created_head = _load_masked_lm(location, config.attention_dropout)
+    model, tokenizer, created_head = _load_masked_lm(config.encoder, config.attention_dropout)
     if created_head:
         logger.info("%s has no masked-LM head: a new one is trained (tied to the word embeddings)", config.encoder)
     subwords = SubwordEncoder(tokenizer)
