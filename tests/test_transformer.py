@@ -388,3 +388,28 @@ def test_description_init_points_labels_at_their_descriptions(data, head) -> Non
             model._init_from_descriptions()
         maps[init] = mean_average_precision(test_y, model.predict_scores(test_texts))
     assert maps["descriptions"] > 0.9 > 0.7 > maps["random"], maps
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_masked_lm_loss_on_masked_positions_only_equals_the_full_loss(tiny_bert, tiny_bpe_encoders, family) -> None:
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from medcoder.data.subwords import SubwordEncoder
+    from medcoder.training.stages import mask_tokens, masked_lm_loss
+
+    folder = tiny_bert if family == "bert" else tiny_bpe_encoders["roberta"]
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    subwords = SubwordEncoder(tokenizer)
+    texts, _ = corpus(6, seed=4, min_words=10, max_words=20)
+    blocks = subwords.encode(texts, max_tokens=30).ids
+    batch = mask_tokens(
+        blocks, subwords, probability=0.3, vocab_size=model.config.vocab_size, special_ids=set(tokenizer.all_special_ids), seed=1
+    )
+    assert int((batch["labels"] != -100).sum()) > 5
+    with torch.no_grad():
+        full = float(model(**batch).loss)
+        picked = float(masked_lm_loss(model, batch))
+    assert picked == pytest.approx(full, rel=1e-5)
+    assert full > 1.0  # a random model: the loss is far from zero, so the match is not trivial
