@@ -40,7 +40,7 @@ import threading
 import warnings
 from typing import Any
 
-from medcoder.errors import ConfigError
+from medcoder.errors import ConfigError, MedcoderError
 
 SYSTEMS = ("icd10cm", "icd9cm", "none")
 LEVELS = ("full", "category", "block", "chapter")
@@ -316,3 +316,25 @@ def describe(code: str, system: str) -> str | None:
     when unknown, for system ``"none"`` and for ICD-9 procedures.
     """
     return _describe(normalize_code(code, system), system)
+
+
+@functools.cache
+def catalog_entries(system: str = "icd10cm", *, leaves_only: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(codes, descriptions) of a whole catalog, in catalog order; chapters and blocks (ranges) are left out.
+
+    ``leaves_only`` keeps the leaf codes (74,724 in ICD-10-CM); by default the
+    non-leaf categories are kept too, since coded data (CodiEsp among them) assigns
+    those as well. Only ICD-10-CM has a catalog here. Computed once per process (~4 s).
+    """
+    if system != "icd10cm":
+        raise MedcoderError(f"a whole-catalog listing exists for icd10cm only, not {system!r}")
+    cm = _cm()
+    # A block named like its only category ("B10") is listed twice: once is enough.
+    codes = tuple(
+        dict.fromkeys(
+            str(c)
+            for c in cm.get_all_codes(True)
+            if cm.is_category_or_subcategory(c) and (not leaves_only or cm.is_leaf(c))
+        )
+    )
+    return codes, tuple(str(cm.get_description(c)) for c in codes)
