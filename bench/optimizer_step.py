@@ -14,13 +14,14 @@ Writes bench/results/optimizer_step.md and .json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from medcoder.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,9 +79,8 @@ def main() -> int:
         *(f"| {name} | {r['median_s']:.3f} | {base / r['median_s']:.1f}x |" for name, r in results.items()),
         "",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text("\n".join(lines))
-    args.output.with_suffix(".json").write_text(json.dumps({"parameters": n_params, "threads": args.threads, **results}, indent=2) + "\n")
+    atomic_write_text(args.output.with_suffix(".md"), "\n".join(lines))
+    atomic_write_json(args.output.with_suffix(".json"), {"parameters": n_params, "threads": args.threads, **results})
     print("\n".join(lines))
     return 0
 

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from medcoder.io import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,9 +98,7 @@ def main() -> int:
     lines += ["", f"bf16 / fp32 speed ratio: {medians['bf16'] / medians['fp32']:.2f}", ""]
     report = "\n".join(lines)
     print(report)
-    out = ROOT / "bench" / "results" / "textcnn_speed.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report)
+    atomic_write_text(ROOT / "bench" / "results" / "textcnn_speed.md", report)
     return 0
 
 

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from medcoder.io import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl"
 
@@ -187,9 +189,8 @@ def main() -> int:
         lines.append(f"| precision {r['precision']} | {r['notes']} | {r['notes_per_s']:.2f} | {runs} |")
     table = "\n".join(lines) + "\n"
     print(table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text(table, encoding="utf-8")
-    args.output.with_suffix(".json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    atomic_write_text(args.output.with_suffix(".md"), table)
+    atomic_write_json(args.output.with_suffix(".json"), results)
     return 0
 
 

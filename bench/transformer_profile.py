@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import pstats
 import sys
 from pathlib import Path
+
+from medcoder.io import atomic_write_json, atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from transformer_speed import DATA, ROOT, load_notes  # noqa: E402  (the same notes as the speed benchmark)
@@ -126,9 +127,8 @@ def main() -> int:
         *(f"| {t:.2f} | {c} | {k} | `{f}` |" for t, c, k, f in rows[: args.top]),
         "",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text("\n".join(lines))
-    args.output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.output.with_suffix(".md"), "\n".join(lines))
+    atomic_write_json(args.output.with_suffix(".json"), report)
     print("\n".join(lines))
     return 0
 

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from medcoder.io import atomic_write_json, atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl"
 VARIANTS = ("hf-trainer", "medcoder-pooled-auto", "medcoder-law-auto", "medcoder-pooled-bf16", "medcoder-law-bf16")
@@ -208,9 +210,8 @@ def main() -> int:
         lines.append(f"| {variant} | {row['docs_per_s']:.2f} | {runs} | {ratio} | {row['peak_rss_mb']:.0f} |")
     table = "\n".join(lines) + "\n"
     print(table)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".md").write_text(table, encoding="utf-8")
-    args.output.with_suffix(".json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    atomic_write_text(args.output.with_suffix(".md"), table)
+    atomic_write_json(args.output.with_suffix(".json"), rows)
     return 0
 
 

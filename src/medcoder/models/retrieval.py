@@ -67,7 +67,6 @@ class CodeIndex:
         self.codes = list(codes)
         self.vectors = _unit_rows(vectors)
         self.meta = dict(meta or {})
-        self.position = {code: i for i, code in enumerate(self.codes)}
 
     @property
     def dim(self) -> int:
