@@ -95,6 +95,11 @@ def test_whole_catalog_index_is_built_once_per_encoder_and_finds_the_described_c
     assert cached and calls == [] and again.codes == index.codes
     _, cached = cached_index(encode, "encoder-B", tmp_path / "cache")  # another encoder: its own vectors
     assert not cached and sum(calls) == len(index.codes)
+    chapter, cached = cached_index(encode, "encoder-A", tmp_path / "cache", prefixes=["A0"])  # part of the catalog
+    assert not cached and 50 < len(chapter.codes) < 500 and all(c.startswith("A0") for c in chapter.codes)
+    np.testing.assert_allclose(chapter.vectors[chapter.codes.index("A00.1")], index.vectors[index.codes.index("A00.1")])
+    with pytest.raises(MedcoderError, match="no icd10cm code starts with"):
+        cached_index(encode, "encoder-A", tmp_path / "cache", prefixes=["??"])
 
 
 def test_fingerprint_changes_with_any_weight_byte(tmp_path) -> None:

@@ -158,6 +158,9 @@ def predict(
 
     if stdin_format not in ("text", "jsonl"):
         raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
+    if (model / "retrieval.json").is_file():  # a `medcoder retrieval` folder: classifier + catalog retrieval
+        _predict_retrieval(model, inputs, output, top_k, stdin_format, text_field, id_field)
+        return
     predictor = Predictor.from_dir(model)
     ids, texts, pairs = read_prediction_inputs(
         inputs or [],
@@ -172,6 +175,21 @@ def predict(
         )
     lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
     _write_or_print(lines, output)
+
+
+def _predict_retrieval(model: Path, inputs: list[Path] | None, output: Path | None, top_k: int, stdin_format: str,
+                       text_field: str, id_field: str) -> None:
+    from medcoder.inference.inputs import read_prediction_inputs
+    from medcoder.retrieval.coder import RetrievalCoder
+
+    ids, texts, _ = read_prediction_inputs(inputs or [], stdin_format=stdin_format, text_field=text_field,
+                                           id_field=id_field, pair_field=None)
+    reporter = RichReporter()
+    with reporter.task("opening the model and the catalog index") as update:
+        coder = RetrievalCoder.from_dir(model, progress=update)
+    with reporter.task("coding notes", total=len(texts)) as update:
+        predictions = coder.predict(texts, ids=ids, top_k=top_k, progress=update)
+    _write_or_print("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions), output)
 
 
 @app.command()
@@ -231,6 +249,23 @@ def adapt_domain_command(
         + ("; new MLM head" if report["created_mlm_head"] else "")
         + "\n"
     )
+
+
+@app.command("retrieval")
+def retrieval_command(
+    config: Annotated[Path, typer.Argument(help="Retrieval config (YAML): data, encoder, classifier, index, fusion.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the bi-encoder and the results.")],
+) -> None:
+    """Fine-tune the code bi-encoder, index the whole ICD-10-CM catalog, fuse with a classifier, report.
+
+    Writes <output>/biencoder (sentence-transformers folder), retrieval.json and results.md.
+    """
+    from medcoder.config.retrieval import load_retrieval_config
+    from medcoder.retrieval.pipeline import render_markdown, run_retrieval
+
+    result = run_retrieval(load_retrieval_config(config), output, reporter=RichReporter(), source=str(config))
+    sys.stdout.write(render_markdown(result))
+    sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'retrieval.json'}\n")
 
 
 def _print_error(message: str) -> None:

@@ -83,15 +83,24 @@ class CodeIndex:
         meta: dict[str, Any] | None = None,
         progress: Progress | None = None,
     ) -> CodeIndex:
-        """Embed ``descriptions`` with ``encode`` (a list of texts -> ``[n, dim]``) in batches."""
+        """Embed ``descriptions`` with ``encode`` (a list of texts -> ``[n, dim]``) in batches.
+
+        Descriptions go in order of length, so a batch pads little (the vectors come
+        back in the codes' order).
+        """
         if len(codes) != len(descriptions):
             raise MedcoderError(f"{len(codes)} codes but {len(descriptions)} descriptions")
+        order = sorted(range(len(descriptions)), key=lambda i: len(descriptions[i]))
         parts = []
-        for start in range(0, len(descriptions), batch_size):
-            parts.append(np.asarray(encode(list(descriptions[start : start + batch_size])), dtype=np.float32))
+        for start in range(0, len(order), batch_size):
+            batch = [descriptions[i] for i in order[start : start + batch_size]]
+            parts.append(np.asarray(encode(batch), dtype=np.float32))
             if progress is not None:
-                progress(min(start + batch_size, len(descriptions)), len(descriptions))
-        vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+                progress(min(start + batch_size, len(order)), len(order))
+        if not parts:
+            return cls(codes, np.zeros((0, 1), dtype=np.float32), meta=meta)
+        vectors = np.empty((len(order), parts[0].shape[1]), dtype=np.float32)
+        vectors[order] = np.concatenate(parts)
         return cls(codes, vectors, meta=meta)
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -149,15 +158,18 @@ def cached_index(
     *,
     system: str = "icd10cm",
     leaves_only: bool = False,
+    prefixes: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> tuple[CodeIndex, bool]:
     """The catalog's index for this encoder: loaded from ``cache_dir`` when built before, else built and saved.
 
-    Returns (index, whether it came from the cache). The cache key is the encoder's
-    fingerprint and the catalog (system, leaves_only), so a fine-tuned encoder never
-    reuses the vectors of another.
+    Returns (index, whether it came from the cache). ``prefixes`` keeps only the codes
+    starting with one of them (a chapter, say). The cache key is the encoder's
+    fingerprint and the catalog (system, leaves_only, prefixes), so a fine-tuned
+    encoder never reuses the vectors of another.
     """
-    key = hashlib.sha256(f"{encoder_fingerprint}|{system}|{int(leaves_only)}".encode()).hexdigest()[:20]
+    wanted = tuple(sorted(set(prefixes))) if prefixes else ()
+    key = hashlib.sha256(f"{encoder_fingerprint}|{system}|{int(leaves_only)}|{','.join(wanted)}".encode()).hexdigest()[:20]
     folder = Path(cache_dir) / f"{system}-{'leaves' if leaves_only else 'all'}-{key}"
     if (folder / "index.json").is_file():
         try:
@@ -167,7 +179,13 @@ def cached_index(
         except InputError as error:
             logger.warning("rebuilding the code index: %s", error)
     codes, descriptions = catalog_entries(system, leaves_only=leaves_only)
-    meta = {"encoder_fingerprint": encoder_fingerprint, "system": system, "leaves_only": leaves_only}
+    if wanted:
+        kept = [i for i, code in enumerate(codes) if code.startswith(wanted)]
+        if not kept:
+            raise MedcoderError(f"no {system} code starts with any of {list(wanted)}")
+        codes, descriptions = tuple(codes[i] for i in kept), tuple(descriptions[i] for i in kept)
+    meta = {"encoder_fingerprint": encoder_fingerprint, "system": system, "leaves_only": leaves_only,
+            "prefixes": list(wanted)}
     index = CodeIndex.build(encode, codes, descriptions, meta=meta, progress=progress)
     index.save(folder)
     return index, False
