@@ -1,7 +1,7 @@
 """Benchmark: build the whole ICD-10-CM code index, then time queries against it, on CPU.
 
 1. Index build: embed every code description of the catalog (98,186 codes: the
-   74,724 leaves and the categories above them; ``--leaves-only`` for the leaves
+   74,719 leaves and the 23,467 categories above them; ``--leaves-only`` for the leaves
    alone) with the bi-encoder, into a fresh folder (no cache), and save it.
 2. Query latency, one query at a time, for --queries mentions taken from
    CodiEsp-D English test notes (the synthetic notes when ../shared is absent):

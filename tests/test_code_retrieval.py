@@ -13,7 +13,7 @@ import torch
 from medcoder.data.synthetic import SyntheticConfig, code_title, generate_notes, surface_forms
 from medcoder.data.synthetic_lexicon import INVENTORY
 from medcoder.errors import MedcoderError
-from medcoder.retrieval.biencoder import BiEncoder, Pair, chapter_triplets, no_duplicate_batches
+from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_duplicate_batches
 from medcoder.retrieval.fusion import (
     best_threshold,
     fuse,
@@ -92,6 +92,30 @@ def test_no_duplicate_batches_keep_every_pair_once_and_a_code_once_per_batch() -
         no_duplicate_batches(pairs, 1, rng)
 
 
+def test_hard_negatives_are_the_top_wrong_codes_and_batches_keep_them_apart() -> None:
+    from medcoder.models.retrieval import CodeIndex
+    from medcoder.retrieval.biencoder import mine_hard_negatives
+
+    class Axes:  # query i points along axis i
+        def encode(self, texts):
+            return np.stack([np.eye(4)[int(t)] for t in texts])
+
+    # the index ranks, for query "0": E11.9 (gold), E11.65 (a sibling of gold), I10 (wrong), J45 (wrong)
+    index = CodeIndex(["E11.9", "E11.65", "I10", "J45"], np.array(
+        [[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0.8, 0, 0.2, 0], [0.1, 0, 0, 1]]))
+    descriptions = dict.fromkeys(index.codes, "d") | {"I10": "Essential (primary) hypertension"}
+    pairs = [Pair("0", "E11.9", "Type 2 diabetes", note=0), Pair("3", "R52", "Pain", note=1)]
+    mined = mine_hard_negatives(Axes(), pairs, [["E11.9"], ["R52", "J45"]], index, descriptions, k=4)
+    assert (mined[0].negative_code, mined[0].negative) == ("I10", "Essential (primary) hypertension")
+    assert mined[1].negative_code == "E11.9"  # J45 is gold for note 1
+    with pytest.raises(MedcoderError, match="name their note"):
+        mine_hard_negatives(Axes(), [Pair("0", "E11.9", "d")], [["E11.9"]], index, descriptions)
+    # a pair never shares a batch with the pair whose positive is its negative
+    batches = no_duplicate_batches([Pair(str(i), f"C{i}", "", negative_code=f"C{i + 1}") for i in range(40)], 8,
+                                   random.Random(0))
+    assert all(not {p.code for p in b} & {p.negative_code for p in b} for b in batches)
+
+
 @pytest.fixture(scope="module")
 def tiny_sentence_encoder(tmp_path_factory) -> str:
     """A 2-layer, 32-wide random BERT with MiniLM's tokenizer: sentence-transformers adds mean pooling."""
@@ -111,6 +135,10 @@ def _form_pairs() -> list[Pair]:
     return [Pair(form, e.code, code_title(e.code)) for e in INVENTORY[:40] for form in surface_forms(e.code)]
 
 
+def catalog_code_of(description: str, catalog: dict[str, str]) -> str:
+    return next(code for code, text in catalog.items() if text == description)
+
+
 def _top1(encoder: BiEncoder, pairs: list[Pair]) -> float:
     codes = sorted({p.code for p in pairs})
     titles = encoder.encode([code_title(c) for c in codes])
@@ -123,12 +151,14 @@ def test_biencoder_learns_to_match_mentions_to_code_titles(tiny_sentence_encoder
     encoder = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
     before = _top1(encoder, pairs)
     catalog = {c: code_title(c) for c in {e.code for e in INVENTORY}}
-    report = encoder.fit(pairs, dev_triplets=chapter_triplets(pairs, catalog), epochs=8, batch_size=32, lr=1e-3)
+    triplets = hard_triplets(encoder, pairs, catalog, sorted(catalog))
+    assert all(catalog_code_of(n, catalog)[:3] != catalog_code_of(p, catalog)[:3] for _, p, n in zip(*triplets, strict=True))
+    report = encoder.fit(pairs, dev_triplets=triplets, epochs=8, batch_size=32, lr=1e-3)
     after = _top1(encoder, pairs)
     losses = [e["loss"] for e in report["epochs"]]
     assert losses[-1] < 0.5 * losses[0]
     assert after > 0.85 and after > before + 0.3, (before, after)  # measured 0.42 -> 0.95
-    assert report["best_dev_triplet_accuracy"] >= report["dev_triplet_accuracy_before"]
+    assert report["best_dev_triplet_accuracy"] > report["dev_triplet_accuracy_before"] and report["best_epoch"] > 0
     encoder.save(tmp_path / "enc")
     assert (tmp_path / "enc" / "model.safetensors").is_file() and not list((tmp_path / "enc").rglob("*.bin"))
     reloaded = BiEncoder.load(str(tmp_path / "enc"), max_seq_length=32)
@@ -199,6 +229,9 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
     assert metrics["fused"]["all"]["map"] >= metrics["classifier"]["all"]["map"] - 0.02
     assert {row["weight"] for row in run["fusion"]["dev_grid"]} == {0.0, 0.1, 1.0}
     assert "| fused |" in (tmp_path / "run" / "results.md").read_text()
+    sweep = run["fusion"]["novel_weight_sweep"]
+    assert [row["novel_weight"] for row in sweep] == [0.0, 1.0]
+    assert sweep[0]["test"]["unseen_recall@10"] == 0.0  # no weight: codes the classifier never saw never rank
 
     note = "She was found to have atrial fibrillation. She denies chest pain."
     result = cli("predict", tmp_path / "run", "--top-k", "5", stdin=note.encode())

@@ -24,6 +24,9 @@ class BiEncoderTrainConfig(Strict):
     epochs: int = Field(1, ge=0)  # 0: use the encoder as it is
     batch_size: int = Field(64, ge=2)  # in-batch negatives: batch_size - 1 per pair
     lr: float = Field(2e-5, gt=0)
+    # a third column per pair: the wrong catalog code the untrained encoder ranks highest for the mention
+    # (costs one extra catalog index, of the untrained encoder, cached like the other)
+    hard_negatives: bool = True
     seed: int = 0
 
 

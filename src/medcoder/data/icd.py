@@ -322,7 +322,7 @@ def describe(code: str, system: str) -> str | None:
 def catalog_entries(system: str = "icd10cm", *, leaves_only: bool = False) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(codes, descriptions) of a whole catalog, in catalog order; chapters and blocks (ranges) are left out.
 
-    ``leaves_only`` keeps the leaf codes (74,724 in ICD-10-CM); by default the
+    ``leaves_only`` keeps the leaf codes (74,719 in ICD-10-CM); by default the
     non-leaf categories are kept too, since coded data (CodiEsp among them) assigns
     those as well. Only ICD-10-CM has a catalog here. Computed once per process (~4 s).
     """

@@ -169,7 +169,8 @@ def cached_index(
     encoder never reuses the vectors of another.
     """
     wanted = tuple(sorted(set(prefixes))) if prefixes else ()
-    key = hashlib.sha256(f"{encoder_fingerprint}|{system}|{int(leaves_only)}|{','.join(wanted)}".encode()).hexdigest()[:20]
+    catalog = f"{system}|{int(leaves_only)}" + (f"|{','.join(wanted)}" if wanted else "")
+    key = hashlib.sha256(f"{encoder_fingerprint}|{catalog}".encode()).hexdigest()[:20]
     folder = Path(cache_dir) / f"{system}-{'leaves' if leaves_only else 'all'}-{key}"
     if (folder / "index.json").is_file():
         try:

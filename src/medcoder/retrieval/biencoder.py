@@ -9,9 +9,10 @@
   ``MultipleNegativesRankingLoss`` (every other description in the batch is a
   negative) over batches from :func:`no_duplicate_batches`, which never puts one code
   in a batch twice: a second pair of the same code would be scored as a negative
-  of the first (a false negative). A ``TripletEvaluator`` (mention, its code's
-  description, a description of another code of the same chapter) scores dev
-  after every epoch; the best epoch's weights are kept.
+  of the first (a false negative). A ``TripletEvaluator`` on dev (mention, its
+  code's description, the nearest description of another category: a hard
+  negative, :func:`hard_triplets`) scores the encoder before training and after
+  every epoch; the best of these is kept (so fine-tuning never makes it worse there).
 - :meth:`BiEncoder.save` writes a sentence-transformers folder (safetensors weights).
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ class Pair:
     query: str
     code: str
     description: str
+    negative_code: str | None = None  # a hard negative: a wrong code the query looks like
+    negative: str | None = None  # its description
+    note: int | None = None  # which note the query came from (align_pairs)
 
 
 def resolve_sentence_encoder(name: str | None) -> str:
@@ -120,15 +124,19 @@ class BiEncoder:
         )
         report: dict[str, Any] = {"pairs": len(pairs), "batch_size": batch_size, "epochs": []}
         best_accuracy, best_state = -1.0, None
-        if dev_triplets is not None:
+        if dev_triplets is not None:  # the encoder as it came is a candidate too: fine-tuning may not help
             best_accuracy = self.triplet_accuracy(*dev_triplets)
+            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             report["dev_triplet_accuracy_before"] = best_accuracy
+            report["best_epoch"] = 0
         step = 0
         for epoch in range(epochs):
             self.model.train()
             losses = []
             for batch in no_duplicate_batches(pairs, batch_size, random.Random(seed + epoch)):
                 features = [self._features([p.query for p in batch]), self._features([p.description for p in batch])]
+                if all(p.negative is not None for p in batch):  # a third column: every anchor sees them all
+                    features.append(self._features([p.negative for p in batch]))
                 loss = loss_fn(features, torch.empty(0))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -145,11 +153,11 @@ class BiEncoder:
                 if entry["dev_triplet_accuracy"] > best_accuracy:
                     best_accuracy = entry["dev_triplet_accuracy"]
                     best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    report["best_epoch"] = epoch + 1
             logger.info("bi-encoder epoch %d: %s", epoch + 1, entry)
             report["epochs"].append(entry)
-        if dev_triplets is not None:
-            if best_state is not None:
-                self.model.load_state_dict(best_state)
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
             report["best_dev_triplet_accuracy"] = best_accuracy
         self.model.eval()
         return report
@@ -171,8 +179,9 @@ def no_duplicate_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Ran
     """Shuffled batches of ``pairs`` in which no code (so no description) appears twice.
 
     Pairs are dealt in a random order into the first open batch that lacks their
-    code; so every pair is used once per epoch and batches stay full except for
-    the last few (a code with many pairs spreads over many batches).
+    code (and their hard negative's code: it would be scored as a negative of the
+    pair whose positive it is); so every pair is used once per epoch and batches
+    stay full except for the last few (a code with many pairs spreads over many batches).
     """
     if batch_size < 2:
         raise MedcoderError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
@@ -182,14 +191,15 @@ def no_duplicate_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Ran
     codes: list[set[str]] = []
     open_batches: list[int] = []
     for pair in order:
-        target = next((b for b in open_batches if pair.code not in codes[b]), None)
+        keys = {pair.code} | ({pair.negative_code} if pair.negative_code else set())
+        target = next((b for b in open_batches if not keys & codes[b]), None)
         if target is None:
             batches.append([])
             codes.append(set())
             target = len(batches) - 1
             open_batches.append(target)
         batches[target].append(pair)
-        codes[target].add(pair.code)
+        codes[target] |= keys
         if len(batches[target]) == batch_size:
             open_batches.remove(target)
     return [batch for batch in batches if len(batch) >= 2]
@@ -214,35 +224,63 @@ def align_pairs(
     codes = sorted({c for codes_ in gold for c in codes_ if c in descriptions})
     code_vectors = encoder.encode([descriptions[c] for c in codes])
     row = {c: i for i, c in enumerate(codes)}
+    mention_vectors = encoder.encode([text for note in mentions for text in note])  # one call: batches stay full
     pairs = []
-    for note_mentions, note_gold in zip(mentions, gold, strict=True):
+    offset = 0
+    for note, (note_mentions, note_gold) in enumerate(zip(mentions, gold, strict=True)):
+        vectors = mention_vectors[offset : offset + len(note_mentions)]
+        offset += len(note_mentions)
         known = [c for c in note_gold if c in row]
         if not note_mentions or not known:
             continue
-        similarity = encoder.encode(list(note_mentions)) @ code_vectors[[row[c] for c in known]].T  # [m, codes]
+        similarity = vectors @ code_vectors[[row[c] for c in known]].T  # [mentions, codes]
         for column, code in enumerate(known):
             best = int(np.argmax(similarity[:, column]))
             if similarity[best, column] >= min_similarity:
-                pairs.append(Pair(note_mentions[best], code, descriptions[code]))
+                pairs.append(Pair(note_mentions[best], code, descriptions[code], note=note))
     return pairs
 
 
-def chapter_triplets(pairs: Sequence[Pair], catalog: dict[str, str], *, seed: int = 0) -> tuple[
-        list[str], list[str], list[str]]:
-    """(anchor, positive, negative) texts: the negative describes another code starting with the same letter."""
-    rng = random.Random(seed)
-    by_letter: dict[str, list[str]] = {}
-    for code in catalog:
-        by_letter.setdefault(code[:1], []).append(code)
-    anchors, positives, negatives = [], [], []
-    for pair in pairs:
-        pool = by_letter.get(pair.code[:1], [])
-        if len(pool) < 2:
-            continue
-        other = next((c for c in (rng.choice(pool) for _ in range(50)) if c[:3] != pair.code[:3]), None)
-        if other is None:
-            continue
-        anchors.append(pair.query)
-        positives.append(pair.description)
-        negatives.append(catalog[other])
-    return anchors, positives, negatives
+def mine_hard_negatives(encoder: BiEncoder, pairs: Sequence[Pair], gold: Sequence[Sequence[str]], index: Any,
+                        descriptions: dict[str, str], *, k: int = 20) -> list[Pair]:
+    """Each pair with a hard negative: the best-ranked catalog code (``index``) for its query that is wrong.
+
+    Wrong means not one of its note's gold codes (``gold[pair.note]``) and not in
+    the category of one (a sibling may be as right as the gold code). Pairs whose
+    top ``k`` hold nothing wrong keep no negative.
+    """
+    if any(p.note is None or not 0 <= p.note < len(gold) for p in pairs):
+        raise MedcoderError("hard negatives need pairs that name their note (align_pairs makes such pairs)")
+    top, _ = index.search(encoder.encode([p.query for p in pairs]), k)
+    mined = []
+    for pair, row in zip(pairs, top.tolist(), strict=True):
+        categories = {code[:3] for code in gold[pair.note]} | {pair.code[:3]}
+        wrong = next((index.codes[i] for i in row if index.codes[i][:3] not in categories
+                      and index.codes[i] in descriptions), None)
+        mined.append(replace(pair, negative_code=wrong, negative=descriptions[wrong]) if wrong else pair)
+    return mined
+
+
+def hard_triplets(encoder: BiEncoder, pairs: Sequence[Pair], descriptions: dict[str, str],
+                  pool: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """(anchor, positive, negative) texts whose negative is a hard one, fixed before training.
+
+    The negative of a pair is the code of ``pool`` (say, every code the data uses)
+    whose description ``encoder`` finds nearest to the pair's description, outside
+    the pair code's own category (a sibling such as "E11.9" for "E11.65" may be
+    right too, so it is no clean negative).
+    """
+    pool = [c for c in dict.fromkeys(pool) if c in descriptions]
+    codes = sorted({p.code for p in pairs if p.code in descriptions})
+    if len(pool) < 2 or not codes:
+        raise MedcoderError(f"hard triplets need >= 2 pool codes with descriptions and pairs; got {len(pool)} "
+                            f"pool codes, {len(codes)} pair codes")
+    similarity = encoder.encode([descriptions[c] for c in codes]) @ encoder.encode([descriptions[c] for c in pool]).T
+    negative: dict[str, str] = {}
+    for row, code in enumerate(codes):
+        for column in np.argsort(-similarity[row], kind="stable"):
+            if pool[column][:3] != code[:3]:
+                negative[code] = pool[column]
+                break
+    kept = [p for p in pairs if p.code in negative]
+    return [p.query for p in kept], [p.description for p in kept], [descriptions[negative[p.code]] for p in kept]

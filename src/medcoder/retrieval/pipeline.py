@@ -5,6 +5,8 @@ Steps (each timed, each with progress):
 2. weakly align train (and dev) gold codes to mentions -> (mention, description) pairs;
 3. fine-tune the bi-encoder (MultipleNegativesRankingLoss, no code twice in a batch,
    dev triplet accuracy picks the epoch) and save it;
+   (with hard negatives: the catalog code the encoder ranks highest for a mention
+   that is not one of the note's codes, mined from the untrained encoder's index);
 4. embed the whole catalog once (cached per encoder fingerprint);
 5. retrieve the top-k codes per mention, aggregate per note;
 6. when a classifier bundle is given: tune fusion on dev, then report test metrics
@@ -31,7 +33,7 @@ from medcoder.errors import MedcoderError
 from medcoder.io import atomic_write_json, atomic_write_text
 from medcoder.models.retrieval import cached_index, fingerprint_files
 from medcoder.progress import LogReporter, Reporter
-from medcoder.retrieval.biencoder import BiEncoder, align_pairs, chapter_triplets
+from medcoder.retrieval.biencoder import BiEncoder, align_pairs, hard_triplets, mine_hard_negatives
 from medcoder.retrieval.coder import RESULT_FORMAT, retrieve, similarities
 from medcoder.retrieval.fusion import (
     SparseScores,
@@ -82,6 +84,7 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
     timing["mentions_s"] = time.perf_counter() - clock
     mention_counts = {split: float(np.mean([len(m) for m in ms])) for split, ms in mentions.items()}
 
+    cache_dir = Path(config.index.cache_dir) if config.index.cache_dir else output / "index"
     encoder = BiEncoder.load(config.encoder, max_seq_length=config.max_seq_length)
     training: dict[str, Any] = {"epochs": []}
     if config.train.epochs > 0:
@@ -91,28 +94,35 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
                                       catalog, min_similarity=config.pairs.min_similarity)
             dev_pairs = align_pairs(encoder, [[m.text for m in ms] for ms in mentions["dev"]], gold["dev"],
                                     catalog, min_similarity=config.pairs.min_similarity)
+            pool = [c for split in ("train", "dev") for codes in gold[split] for c in codes]
+            dev_triplets = hard_triplets(encoder, dev_pairs, catalog, pool)
         if len(train_pairs) < 2:
             raise MedcoderError(f"only {len(train_pairs)} training pairs: lower pairs.min_similarity "
                                 f"({config.pairs.min_similarity}) or check that the notes carry catalog codes")
         timing["align_s"] = time.perf_counter() - clock
+        if config.train.hard_negatives:
+            clock = time.perf_counter()
+            with reporter.task("embedding the catalog with the encoder before training", total=None) as update:
+                base_index, _ = cached_index(encoder.encode, _fingerprint(encoder), cache_dir,
+                                             system=config.index.system, leaves_only=config.index.leaves_only,
+                                             prefixes=config.index.prefixes, progress=update)
+            with reporter.task("mining hard negatives"):
+                train_pairs = mine_hard_negatives(encoder, train_pairs, gold["train"], base_index, catalog)
+            timing["hard_negatives_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
         with reporter.task("fine-tuning the bi-encoder", total=None) as update:
             training = encoder.fit(
-                train_pairs, dev_triplets=chapter_triplets(dev_pairs, catalog, seed=config.train.seed),
+                train_pairs, dev_triplets=dev_triplets,
                 epochs=config.train.epochs, batch_size=config.train.batch_size, lr=config.train.lr,
                 seed=config.train.seed, progress=update,
             )
         training["dev_pairs"] = len(dev_pairs)
         timing["train_s"] = time.perf_counter() - clock
         encoder.save(output / "biencoder")
-        fingerprint = fingerprint_files(output / "biencoder")
-    else:
-        fingerprint = fingerprint_files(encoder.source) if Path(encoder.source).is_dir() else encoder.source
 
     clock = time.perf_counter()
-    cache_dir = Path(config.index.cache_dir) if config.index.cache_dir else output / "index"
     with reporter.task("embedding the catalog", total=None) as update:
-        index, from_cache = cached_index(encoder.encode, fingerprint, cache_dir, system=config.index.system,
+        index, from_cache = cached_index(encoder.encode, _fingerprint(encoder), cache_dir, system=config.index.system,
                                          leaves_only=config.index.leaves_only, prefixes=config.index.prefixes,
                                          progress=update)
     timing["index_s" if not from_cache else "index_load_s"] = time.perf_counter() - clock
@@ -145,8 +155,18 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
                           novel_weight=params.novel_weight, known=known)
         metrics["classifier"] = _report(probs["test"], gold["test"], seen, threshold=classifier_threshold)
         metrics["fused"] = _report(fused_test, gold["test"], seen, threshold=params.threshold)
+        sweep = []  # what a larger weight on never-seen codes buys (unseen recall) and costs (MAP); chosen on dev
+        for novel_weight in config.fusion.novel_weights:
+            row: dict[str, Any] = {"novel_weight": novel_weight}
+            for split in ("dev", "test"):
+                fused = fuse(probs[split], retrieved[split], weight=params.weight, floor=params.floor,
+                             novel_weight=novel_weight, known=known)
+                report = _report(fused, gold[split], seen)
+                row[split] = {"map": report["all"]["map"], "unseen_map": report["unseen"]["map"],
+                              "unseen_recall@10": report["unseen"]["recall@10"]}
+            sweep.append(row)
         fusion_report = {"weight": params.weight, "novel_weight": params.novel_weight, "floor": params.floor,
-                         "threshold": params.threshold,
+                         "threshold": params.threshold, "novel_weight_sweep": sweep,
                          "classifier_threshold": classifier_threshold, "dev_grid": grid}
 
     result = {
@@ -161,6 +181,11 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
     atomic_write_json(output / "retrieval.json", result)
     atomic_write_text(output / "results.md", render_markdown(result))
     return result
+
+
+def _fingerprint(encoder: BiEncoder) -> str:
+    """What identifies the encoder's weights: a hash of its folder, or its hub id."""
+    return fingerprint_files(encoder.source) if Path(encoder.source).is_dir() else encoder.source
 
 
 def _report(scores: list[SparseScores], gold: list[list[str]], seen: set[str], *,
@@ -193,9 +218,18 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"fusion tuned on dev: weight {fusion['weight']} (classifier codes), "
                       f"{fusion['novel_weight']} (codes it never saw), floor {fusion['floor']}, "
                       f"threshold {fusion['threshold']:.4f}"]
+    if result.get("fusion"):
+        lines += ["", "Weight on codes the classifier never saw (other fusion settings as tuned; the dev MAP picks):",
+                  "", "| novel weight | dev MAP | test MAP | test MAP (unseen gold) | test recall@10 (unseen gold) |",
+                  "|---|---|---|---|---|"]
+        for row in result["fusion"]["novel_weight_sweep"]:
+            dev, test = row["dev"], row["test"]
+            lines.append(f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
+                         f"{test['unseen_recall@10']:.3f} |")
     training = result.get("training") or {}
     if training.get("epochs"):
-        lines += ["", f"bi-encoder: {training['pairs']} train pairs, dev triplet accuracy "
+        lines += ["", f"bi-encoder: {training['pairs']} train pairs, best epoch {training.get('best_epoch')}, "
+                      "dev triplet accuracy "
                       f"{training.get('dev_triplet_accuracy_before', float('nan')):.3f} before -> "
                       + ", ".join(f"{e.get('dev_triplet_accuracy', float('nan')):.3f}" for e in training["epochs"])]
     lines += ["", "timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timing"].items()), ""]
