@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from medcoder.config.retrieval import RetrievalConfig
-from medcoder.data.icd import catalog_entries
+from medcoder.data.icd import catalog_entries, normalize_code
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_write_json, atomic_write_text
@@ -80,7 +80,9 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
     catalog = dict(zip(catalog_codes, catalog_descriptions, strict=True))
     extractor = MentionExtractor(max_tokens=config.mentions.max_tokens)
     mentions = {split: _codable(extractor, notes, reporter, split) for split, notes in splits.items()}
-    gold = {split: [list(dict.fromkeys(n.labels)) for n in notes] for split, notes in splits.items()}
+    # catalog spelling ("e119" -> "E11.9"), as the classifier's label space and the index spell codes
+    gold = {split: [list(dict.fromkeys(normalize_code(c, config.index.system) for c in n.labels)) for n in notes]
+            for split, notes in splits.items()}
     timing["mentions_s"] = time.perf_counter() - clock
     mention_counts = {split: float(np.mean([len(m) for m in ms])) for split, ms in mentions.items()}
 
