@@ -101,6 +101,10 @@ def test_shipped_configs_validate() -> None:
             from medcoder.config.stages import load_adapt_domain_config
 
             assert load_adapt_domain_config(path).corpus
+        elif raw.get("stage") == "retrieval":
+            from medcoder.config.retrieval import load_retrieval_config
+
+            assert load_retrieval_config(path).search.k >= 1
         else:
             assert load_run_config(path).name
 
@@ -114,3 +118,10 @@ def test_variant_names_cannot_leave_the_output_folder(name) -> None:
 def test_experiment_seeds_unique() -> None:
     with pytest.raises(ConfigError, match="seeds must be unique, repeated: 1"):
         validate(ExperimentConfig, {"variants": [{"name": "a"}], "seeds": [0, 1, 1]}, source="t")
+
+
+def test_another_commands_config_given_to_train_names_the_command(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("stage: retrieval\nsearch: {k: 5}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="'retrieval' config, not a training run; use `medcoder retrieval`"):
+        load_run_config(path)

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from medcoder.config.base import Strict, deep_merge, read_config_file, validate
 from medcoder.config.data import DataConfig, LabelConfig, TaskConfig
 from medcoder.config.models import DEFAULT_MODEL_TYPE, ModelConfig, TfidfLrConfig
+from medcoder.errors import ConfigError
 
 
 class ThresholdConfig(Strict):
@@ -90,9 +91,16 @@ class ExperimentConfig(Strict):
         return expanded
 
 
+_STAGE_COMMANDS = {"adapt_domain": "medcoder adapt-domain", "retrieval": "medcoder retrieval"}
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a run config file."""
-    return validate(RunConfig, read_config_file(path), source=str(path))
+    raw = read_config_file(path)
+    stage = raw.get("stage") if isinstance(raw, dict) else None
+    if isinstance(stage, str) and stage in _STAGE_COMMANDS:  # another command's config: say which
+        raise ConfigError(f"{path}: this is a '{stage}' config, not a training run; use `{_STAGE_COMMANDS[stage]}`")
+    return validate(RunConfig, raw, source=str(path))
 
 
 def load_experiment_config(path: str | Path) -> ExperimentConfig:
