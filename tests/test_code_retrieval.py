@@ -17,9 +17,12 @@ from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_dupl
 from medcoder.retrieval.fusion import (
     best_threshold,
     fuse,
+    novel_suggestions,
     open_set_metrics,
     restrict_to_unseen,
+    suggestion_metrics,
     tune_fusion,
+    tune_novel_threshold,
 )
 from medcoder.retrieval.mentions import MentionExtractor
 
@@ -239,6 +242,9 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
     result = cli("predict", tmp_path / "run", "--top-k", "5", stdin=note.encode())
     assert result.code == 0, result.err
     prediction = json.loads(result.out)
+    assert isinstance(prediction["new_codes"], list) and len(prediction["new_codes"]) <= 3
+    assert not {c["code"] for c in prediction["new_codes"]} & set(json.loads(
+        (synthetic_run.bundle / "labels.json").read_text())["codes"])  # only codes the classifier never saw
     assert 5 <= len(prediction["codes"]) and [c["rank"] for c in prediction["codes"]][:5] == [1, 2, 3, 4, 5]
     for code in prediction["codes"]:
         for evidence in code["evidence"]:
@@ -260,3 +266,15 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     (tmp_path / "fake" / "retrieval.json").write_text('{"format": "something else"}')
     with pytest.raises(InputError, match=r"retrieval\.json: not a medcoder retrieval run"):
         RetrievalCoder.from_dir(tmp_path / "fake")
+
+
+def test_new_codes_are_suggested_apart_above_a_dev_tuned_cosine() -> None:
+    retrieval = [{"A": 0.9, "N1": 0.8, "N2": 0.5, "N3": 0.7}, {"N4": 0.6, "N5": 0.4}]
+    known = {"A"}
+    assert novel_suggestions(retrieval, known, threshold=0.55, top=2) == [{"N1": 0.8, "N3": 0.7}, {"N4": 0.6}]
+    gold = [["A", "N1"], ["N4"]]
+    threshold = tune_novel_threshold(retrieval, gold, known, top=3)
+    assert threshold == pytest.approx(0.6)  # keeps N1, N3 and N4: 2 of 3 right, both new gold codes found
+    metrics = suggestion_metrics(novel_suggestions(retrieval, known, threshold=threshold, top=3), gold, known)
+    assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
+    assert metrics["suggested_per_note"] == 1.5 and metrics["gold_new_assignments"] == 2

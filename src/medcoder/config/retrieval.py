@@ -46,6 +46,7 @@ class FusionConfig(Strict):
     weights: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0], min_length=1)
     novel_weights: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0], min_length=1)
     floors: list[float] = Field(default_factory=lambda: [0.2, 0.3, 0.4, 0.5, 0.6], min_length=1)
+    novel_top: int = Field(3, ge=0)  # codes the classifier never saw, suggested apart per note (0: none)
     classifier_top: int | None = Field(None, ge=1)  # classifier codes kept per note; None: all of them
 
 

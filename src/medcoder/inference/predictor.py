@@ -44,17 +44,25 @@ class NotePrediction:
 
     id: str | None
     codes: list[CodeScore]
+    # retrieval folders only: codes the classifier never saw, suggested apart from the ranking
+    new_codes: list[CodeScore] | None = None
 
     @property
     def predicted(self) -> list[CodeScore]:
         return [c for c in self.codes if c.predicted]
 
     def to_dict(self) -> dict[str, Any]:
-        codes = [asdict(c) for c in self.codes]
-        for code in codes:
-            if code["evidence"] is None:  # only explained predictions carry the key
-                del code["evidence"]
-        return {"id": self.id, "codes": codes}
+        def rows(items: list[CodeScore]) -> list[dict[str, Any]]:
+            out = [asdict(c) for c in items]
+            for code in out:
+                if code["evidence"] is None:  # only explained predictions carry the key
+                    del code["evidence"]
+            return out
+
+        result = {"id": self.id, "codes": rows(self.codes)}
+        if self.new_codes is not None:
+            result["new_codes"] = rows(self.new_codes)
+        return result
 
 
 class Predictor:

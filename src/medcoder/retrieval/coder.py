@@ -4,8 +4,10 @@
 :class:`~medcoder.inference.predictor.NotePrediction` records as a bundle's
 ``Predictor``: codes ranked by fused score, ``predicted`` above the threshold tuned
 on dev, and as evidence the note's mentions that matched the code's description
-(``weight`` = cosine similarity). Codes the classifier never saw can appear: they
-come from the whole catalog's index.
+(``weight`` = cosine similarity). Codes the classifier never saw can appear in the
+ranking (they come from the whole catalog's index), and up to ``novel_top`` of them
+are listed apart as ``new_codes`` when their cosine reaches the dev-tuned threshold
+(``probability`` there is the cosine).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from medcoder.io import read_json_file
 from medcoder.models.retrieval import CodeIndex, cached_index, fingerprint_files
 from medcoder.progress import Update
 from medcoder.retrieval.biencoder import BiEncoder
-from medcoder.retrieval.fusion import SparseScores, dense_to_sparse, fuse
+from medcoder.retrieval.fusion import SparseScores, dense_to_sparse, fuse, novel_suggestions
 from medcoder.retrieval.mentions import Mention, MentionExtractor
 
 RESULT_FORMAT = "medcoder.retrieval_run.v1"
@@ -58,11 +60,13 @@ class RetrievalCoder:
 
     def __init__(self, encoder: BiEncoder, index: CodeIndex, *, classifier: Any = None, weight: float = 1.0,
                  novel_weight: float = 1.0, floor: float = 0.5, threshold: float = 0.5, k: int = 10,
-                 max_tokens: int = 10, classifier_top: int | None = None) -> None:
+                 max_tokens: int = 10, classifier_top: int | None = None, novel_threshold: float = 1.0,
+                 novel_top: int = 0) -> None:
         self.encoder, self.index, self.classifier = encoder, index, classifier
         self.weight, self.novel_weight, self.floor = weight, novel_weight, floor
         self.threshold, self.k, self.classifier_top = threshold, k, classifier_top
         self._known = set(classifier.codes) if classifier is not None else set()
+        self.novel_threshold, self.novel_top = novel_threshold, novel_top if classifier is not None else 0
         self.extractor = MentionExtractor(max_tokens=max_tokens)
         codes, descriptions = catalog_entries(index.meta.get("system", "icd10cm"))
         self._descriptions = dict(zip(codes, descriptions, strict=True))
@@ -96,18 +100,26 @@ class RetrievalCoder:
                    novel_weight=fusion.get("novel_weight", 1.0), floor=fusion.get("floor", 0.0),
                    threshold=fusion.get("threshold", result["retrieval_threshold"]),
                    k=config["search"]["k"], max_tokens=config["mentions"]["max_tokens"],
-                   classifier_top=config["fusion"]["classifier_top"])
+                   classifier_top=config["fusion"]["classifier_top"],
+                   novel_threshold=fusion.get("novel_threshold", 1.0), novel_top=fusion.get("novel_top", 0))
 
-    def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[dict[str, Hit]]]:
-        """Fused ``{code: score}`` per note and, per note, each retrieved code's best (cosine, mention)."""
+    def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[SparseScores], list[dict[str, Hit]]]:
+        """Per note: fused ``{code: score}``, new-code suggestions ``{code: cosine}``, each code's (cosine, mention)."""
         hits = retrieve(self.encoder, self.index, [self.extractor.codable(text) for text in texts], k=self.k)
         retrieval = similarities(hits)
         if self.classifier is None:
-            return retrieval, hits
+            return retrieval, [{} for _ in texts], hits
         probs = dense_to_sparse(self.classifier.predict_proba(list(texts)), self.classifier.codes,
                                 top=self.classifier_top)
-        return fuse(probs, retrieval, weight=self.weight, floor=self.floor, novel_weight=self.novel_weight,
-                    known=self._known), hits
+        fused = fuse(probs, retrieval, weight=self.weight, floor=self.floor, novel_weight=self.novel_weight,
+                     known=self._known)
+        new = novel_suggestions(retrieval, self._known, threshold=self.novel_threshold, top=self.novel_top)
+        return fused, new, hits
+
+    def _code(self, code: str, score: float, rank: int, predicted: bool, hit: Hit | None) -> CodeScore:
+        evidence = [Evidence(hit[1].start, hit[1].end, hit[1].text, round(hit[0], 4))] if hit else []
+        return CodeScore(code=code, description=self._descriptions.get(code), probability=round(float(score), 6),
+                         predicted=predicted, rank=rank, evidence=evidence)
 
     def predict(self, texts: Sequence[str], *, ids: Sequence[str] | None = None, top_k: int = 10,
                 progress: Update | None = None) -> list[NotePrediction]:
@@ -122,21 +134,19 @@ class RetrievalCoder:
         results = []
         for start in range(0, len(texts), 64):
             batch = list(texts[start : start + 64])
-            fused, evidence = self.scores(batch)
-            for row, (scores, hits) in enumerate(zip(fused, evidence, strict=True)):
+            fused, new, evidence = self.scores(batch)
+            for row, (scores, new_codes, hits) in enumerate(zip(fused, new, evidence, strict=True)):
                 ranked = sorted(scores.items(), key=lambda item: -item[1])
                 codes = []
                 for rank, (code, score) in enumerate(ranked, start=1):
                     if score < self.threshold and rank > top_k:
                         break
-                    hit = hits.get(code)
-                    codes.append(CodeScore(
-                        code=code, description=self._descriptions.get(code), probability=round(float(score), 6),
-                        predicted=score >= self.threshold, rank=rank,
-                        evidence=[Evidence(hit[1].start, hit[1].end, hit[1].text, round(hit[0], 4))] if hit else [],
-                    ))
+                    codes.append(self._code(code, score, rank, score >= self.threshold, hits.get(code)))
+                suggested = [self._code(code, cosine, rank, True, hits.get(code))
+                             for rank, (code, cosine) in enumerate(new_codes.items(), start=1)]
                 note_id = None if ids is None else ids[start + row]
-                results.append(NotePrediction(id=note_id, codes=codes))
+                results.append(NotePrediction(id=note_id, codes=codes,
+                                              new_codes=suggested if self.classifier is not None else None))
             if progress is not None:
                 progress(min(start + 64, len(texts)), len(texts))
         return results

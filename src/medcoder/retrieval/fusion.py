@@ -9,6 +9,10 @@
   better than ``floor``.
 - :func:`tune_fusion` picks the two weights and ``floor`` by dev MAP, then one global
   decision threshold by dev micro-F1 (METRICS.md: never on test).
+- :func:`novel_suggestions`: besides the fused ranking, up to a few codes the
+  classifier never saw, whose cosine reaches a threshold tuned on dev
+  (:func:`tune_novel_threshold`): the ranking stays as precise as dev MAP wants,
+  and new codes are still shown, apart.
 - :class:`ScoreTable` lays sparse per-note scores out as a dense matrix over the
   codes anything scored; :func:`open_set_metrics` computes MAP / micro-F1 /
   recall@k on it, counting gold codes no column holds as misses (they add 0 to AP).
@@ -166,3 +170,34 @@ def tune_fusion(classifier: Sequence[Mapping[str, float]], retrieval: Sequence[M
     fused = fuse(classifier, retrieval, weight=best["weight"], floor=best["floor"], novel_weight=best["novel_weight"],
                  known=known)
     return FusionParams(best["weight"], best["novel_weight"], best["floor"], best_threshold(fused, gold)), grid
+
+
+def novel_suggestions(retrieval: Sequence[Mapping[str, float]], known: Set[str], *, threshold: float,
+                      top: int) -> list[SparseScores]:
+    """Per note, up to ``top`` codes outside ``known`` whose retrieval cosine reaches ``threshold``, best first."""
+    out = []
+    for sims in retrieval:
+        novel = sorted(((c, s) for c, s in sims.items() if c not in known and s >= threshold), key=lambda cs: -cs[1])
+        out.append(dict(novel[:top]))
+    return out
+
+
+def tune_novel_threshold(retrieval: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str],
+                         *, top: int) -> float:
+    """The cosine threshold for :func:`novel_suggestions` with the best micro-F1 against gold codes outside ``known``."""
+    candidates = novel_suggestions(retrieval, known, threshold=-1.0, top=top)
+    return best_threshold(candidates, [[c for c in codes if c not in known] for codes in gold])
+
+
+def suggestion_metrics(suggested: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]],
+                       known: Set[str]) -> dict[str, float]:
+    """Precision / recall / F1 of suggested new codes against the gold codes outside ``known``."""
+    wanted = [{c for c in codes if c not in known} for codes in gold]
+    tp = sum(len(set(row) & want) for row, want in zip(suggested, wanted, strict=True))
+    n_suggested = sum(len(row) for row in suggested)
+    n_gold = sum(len(want) for want in wanted)
+    precision = tp / n_suggested if n_suggested else 0.0
+    recall = tp / n_gold if n_gold else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "suggested_per_note": n_suggested / max(1, len(gold)),
+            "gold_new_assignments": n_gold}

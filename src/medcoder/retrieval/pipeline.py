@@ -40,9 +40,12 @@ from medcoder.retrieval.fusion import (
     best_threshold,
     dense_to_sparse,
     fuse,
+    novel_suggestions,
     open_set_metrics,
     restrict_to_unseen,
+    suggestion_metrics,
     tune_fusion,
+    tune_novel_threshold,
 )
 from medcoder.retrieval.mentions import Mention, MentionExtractor
 
@@ -167,8 +170,12 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
                 row[split] = {"map": report["all"]["map"], "unseen_map": report["unseen"]["map"],
                               "unseen_recall@10": report["unseen"]["recall@10"]}
             sweep.append(row)
+        novel_threshold = tune_novel_threshold(retrieved["dev"], gold["dev"], known, top=config.fusion.novel_top)
+        suggested = novel_suggestions(retrieved["test"], known, threshold=novel_threshold, top=config.fusion.novel_top)
+        metrics["new_code_suggestions"] = suggestion_metrics(suggested, gold["test"], known)
         fusion_report = {"weight": params.weight, "novel_weight": params.novel_weight, "floor": params.floor,
                          "threshold": params.threshold, "novel_weight_sweep": sweep,
+                         "novel_threshold": novel_threshold, "novel_top": config.fusion.novel_top,
                          "classifier_threshold": classifier_threshold, "dev_grid": grid}
 
     result = {
@@ -228,6 +235,12 @@ def render_markdown(result: dict[str, Any]) -> str:
             dev, test = row["dev"], row["test"]
             lines.append(f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
                          f"{test['unseen_recall@10']:.3f} |")
+    if "new_code_suggestions" in metrics:
+        new = metrics["new_code_suggestions"]
+        lines += ["", f"Codes the classifier never saw, suggested apart (up to {result['fusion']['novel_top']} a note, "
+                      f"cosine >= {result['fusion']['novel_threshold']:.3f}, tuned on dev): "
+                      f"{new['suggested_per_note']:.2f} a note, precision {new['precision']:.3f}, "
+                      f"recall {new['recall']:.3f} of the {new['gold_new_assignments']} such test assignments."]
     training = result.get("training") or {}
     if training.get("epochs"):
         lines += ["", f"bi-encoder: {training['pairs']} train pairs, best epoch {training.get('best_epoch')}, "
