@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from medcoder.io import atomic_write_json, atomic_write_text
-from medcoder.models.retrieval import CodeIndex, cached_index, fingerprint_files
+from medcoder.models.retrieval import CodeIndex, cached_index
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.coder import retrieve
 from medcoder.retrieval.mentions import MentionExtractor
@@ -77,8 +77,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     encoder = BiEncoder.load(args.encoder)
-    source = Path(encoder.source)
-    fingerprint = fingerprint_files(source) if source.is_dir() else encoder.source
+    fingerprint = encoder.fingerprint()
     with tempfile.TemporaryDirectory() as cache:
         start = time.perf_counter()
         index, from_cache = cached_index(encoder.encode, fingerprint, cache, leaves_only=args.leaves_only)

@@ -12,7 +12,7 @@ import torch
 
 from medcoder.data.synthetic import SyntheticConfig, code_title, generate_notes, surface_forms
 from medcoder.data.synthetic_lexicon import INVENTORY
-from medcoder.errors import MedcoderError
+from medcoder.errors import ConfigError, MedcoderError
 from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_duplicate_batches
 from medcoder.retrieval.fusion import (
     best_threshold,
@@ -265,6 +265,12 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     (tmp_path / "fake").mkdir()
     (tmp_path / "fake" / "retrieval.json").write_text('{"format": "something else"}')
     with pytest.raises(InputError, match=r"retrieval\.json: not a medcoder retrieval run"):
+        RetrievalCoder.from_dir(tmp_path / "fake")
+    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "medcoder.retrieval_run.v1", "config": {"k": 3}}')
+    with pytest.raises(ConfigError, match=r"retrieval\.json: config: unknown key 'k'"):
+        RetrievalCoder.from_dir(tmp_path / "fake")
+    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "medcoder.retrieval_run.v1", "config": {}}')
+    with pytest.raises(InputError, match="'index.folder' .* required"):
         RetrievalCoder.from_dir(tmp_path / "fake")
 
 

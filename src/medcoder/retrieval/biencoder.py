@@ -73,6 +73,12 @@ class BiEncoder:
         model.max_seq_length = max_seq_length  # mentions and descriptions are short
         return cls(model, source)
 
+    def fingerprint(self) -> str:
+        """What identifies the weights: a hash of the folder it was loaded from or saved to, or its hub id."""
+        from medcoder.models.retrieval import fingerprint_files
+
+        return fingerprint_files(self.source) if Path(self.source).is_dir() else self.source
+
     @property
     def dim(self) -> int:
         return int(self.model.get_embedding_dimension())

@@ -20,7 +20,7 @@ from medcoder.data.icd import catalog_entries
 from medcoder.errors import InputError, MedcoderError
 from medcoder.inference.predictor import CodeScore, Evidence, NotePrediction
 from medcoder.io import read_json_file
-from medcoder.models.retrieval import CodeIndex, cached_index, fingerprint_files
+from medcoder.models.retrieval import CodeIndex, cached_index
 from medcoder.progress import Update
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.fusion import SparseScores, dense_to_sparse, fuse, novel_suggestions
@@ -74,19 +74,23 @@ class RetrievalCoder:
     @classmethod
     def from_dir(cls, path: str | Path, *, progress: Update | None = None) -> RetrievalCoder:
         """Open a ``medcoder retrieval`` output folder (the index is rebuilt if its cache is gone)."""
+        from medcoder.config.base import validate
+        from medcoder.config.retrieval import RetrievalConfig
+
         folder = Path(path)
-        result = read_json_file(folder / "retrieval.json")
+        source = folder / "retrieval.json"
+        result = read_json_file(source)
         if not isinstance(result, dict) or result.get("format") != RESULT_FORMAT:
-            raise InputError(f"{folder / 'retrieval.json'}: not a medcoder retrieval run (expected {RESULT_FORMAT!r})")
-        config = result["config"]
+            raise InputError(f"{source}: not a medcoder retrieval run (expected {RESULT_FORMAT!r})")
+        config = validate(RetrievalConfig, result.get("config"), source=f"{source}: config")
+        index_folder = (result.get("index") or {}).get("folder")
+        if not isinstance(index_folder, str) or not isinstance(result.get("retrieval_threshold"), float):
+            raise InputError(f"{source}: 'index.folder' (a string) and 'retrieval_threshold' (a number) are required")
         encoder_dir = folder / "biencoder"
-        encoder = BiEncoder.load(str(encoder_dir) if encoder_dir.is_dir() else config["encoder"],
-                                 max_seq_length=config["max_seq_length"])
-        source = Path(encoder.source)
-        fingerprint = fingerprint_files(source) if source.is_dir() else encoder.source
-        index_config = config["index"]
-        index, _ = cached_index(encoder.encode, fingerprint, result["index"]["folder"], system=index_config["system"],
-                                leaves_only=index_config["leaves_only"], prefixes=index_config.get("prefixes"),
+        encoder = BiEncoder.load(str(encoder_dir) if encoder_dir.is_dir() else config.encoder,
+                                 max_seq_length=config.max_seq_length)
+        index, _ = cached_index(encoder.encode, encoder.fingerprint(), index_folder, system=config.index.system,
+                                leaves_only=config.index.leaves_only, prefixes=config.index.prefixes,
                                 progress=progress)
         classifier = None
         fusion = result.get("fusion") or {}
@@ -94,13 +98,12 @@ class RetrievalCoder:
             from medcoder.inference.predictor import Predictor
 
             if not Path(result["classifier_dir"]).is_dir():
-                raise InputError(f"{folder / 'retrieval.json'}: its classifier {result['classifier_dir']} is gone")
+                raise InputError(f"{source}: its classifier {result['classifier_dir']} is gone")
             classifier = Predictor.from_dir(result["classifier_dir"])
         return cls(encoder, index, classifier=classifier, weight=fusion.get("weight", 1.0),
                    novel_weight=fusion.get("novel_weight", 1.0), floor=fusion.get("floor", 0.0),
-                   threshold=fusion.get("threshold", result["retrieval_threshold"]),
-                   k=config["search"]["k"], max_tokens=config["mentions"]["max_tokens"],
-                   classifier_top=config["fusion"]["classifier_top"],
+                   threshold=fusion.get("threshold", result["retrieval_threshold"]), k=config.search.k,
+                   max_tokens=config.mentions.max_tokens, classifier_top=config.fusion.classifier_top,
                    novel_threshold=fusion.get("novel_threshold", 1.0), novel_top=fusion.get("novel_top", 0))
 
     def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[SparseScores], list[dict[str, Hit]]]:

@@ -31,7 +31,7 @@ from medcoder.data.icd import catalog_entries, normalize_code
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_write_json, atomic_write_text
-from medcoder.models.retrieval import cached_index, fingerprint_files
+from medcoder.models.retrieval import cached_index
 from medcoder.progress import LogReporter, Reporter
 from medcoder.retrieval.biencoder import BiEncoder, align_pairs, hard_triplets, mine_hard_negatives
 from medcoder.retrieval.coder import RESULT_FORMAT, retrieve, similarities
@@ -108,7 +108,7 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
         if config.train.hard_negatives:
             clock = time.perf_counter()
             with reporter.task("embedding the catalog with the encoder before training", total=None) as update:
-                base_index, _ = cached_index(encoder.encode, _fingerprint(encoder), cache_dir,
+                base_index, _ = cached_index(encoder.encode, encoder.fingerprint(), cache_dir,
                                              system=config.index.system, leaves_only=config.index.leaves_only,
                                              prefixes=config.index.prefixes, progress=update)
             with reporter.task("mining hard negatives"):
@@ -127,7 +127,7 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
 
     clock = time.perf_counter()
     with reporter.task("embedding the catalog", total=None) as update:
-        index, from_cache = cached_index(encoder.encode, _fingerprint(encoder), cache_dir, system=config.index.system,
+        index, from_cache = cached_index(encoder.encode, encoder.fingerprint(), cache_dir, system=config.index.system,
                                          leaves_only=config.index.leaves_only, prefixes=config.index.prefixes,
                                          progress=update)
     timing["index_s" if not from_cache else "index_load_s"] = time.perf_counter() - clock
@@ -190,11 +190,6 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
     atomic_write_json(output / "retrieval.json", result)
     atomic_write_text(output / "results.md", render_markdown(result))
     return result
-
-
-def _fingerprint(encoder: BiEncoder) -> str:
-    """What identifies the encoder's weights: a hash of its folder, or its hub id."""
-    return fingerprint_files(encoder.source) if Path(encoder.source).is_dir() else encoder.source
 
 
 def _report(scores: list[SparseScores], gold: list[list[str]], seen: set[str], *,
