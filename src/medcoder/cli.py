@@ -158,38 +158,32 @@ def predict(
 
     if stdin_format not in ("text", "jsonl"):
         raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
+    reporter = RichReporter()
     if (model / "retrieval.json").is_file():  # a `medcoder retrieval` folder: classifier + catalog retrieval
-        _predict_retrieval(model, inputs, output, top_k, stdin_format, text_field, id_field)
-        return
-    predictor = Predictor.from_dir(model)
-    ids, texts, pairs = read_prediction_inputs(
-        inputs or [],
-        stdin_format=stdin_format,
-        text_field=text_field,
-        id_field=id_field,
-        pair_field=pair_field if predictor.bundle.task == "pair" else None,
-    )
-    with RichReporter().task("coding notes", total=len(texts)) as update:
-        predictions = predictor.predict(
-            texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update
+        from medcoder.retrieval.coder import RetrievalCoder
+
+        with reporter.task("opening the model and the catalog index") as update:
+            coder = RetrievalCoder.from_dir(model, progress=update)
+        ids, texts, _ = read_prediction_inputs(
+            inputs or [], stdin_format=stdin_format, text_field=text_field, id_field=id_field, pair_field=None
         )
+        with reporter.task("coding notes", total=len(texts)) as update:
+            predictions = coder.predict(texts, ids=ids, top_k=top_k, progress=update)
+    else:
+        predictor = Predictor.from_dir(model)
+        ids, texts, pairs = read_prediction_inputs(
+            inputs or [],
+            stdin_format=stdin_format,
+            text_field=text_field,
+            id_field=id_field,
+            pair_field=pair_field if predictor.bundle.task == "pair" else None,
+        )
+        with reporter.task("coding notes", total=len(texts)) as update:
+            predictions = predictor.predict(
+                texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update
+            )
     lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
     _write_or_print(lines, output)
-
-
-def _predict_retrieval(model: Path, inputs: list[Path] | None, output: Path | None, top_k: int, stdin_format: str,
-                       text_field: str, id_field: str) -> None:
-    from medcoder.inference.inputs import read_prediction_inputs
-    from medcoder.retrieval.coder import RetrievalCoder
-
-    ids, texts, _ = read_prediction_inputs(inputs or [], stdin_format=stdin_format, text_field=text_field,
-                                           id_field=id_field, pair_field=None)
-    reporter = RichReporter()
-    with reporter.task("opening the model and the catalog index") as update:
-        coder = RetrievalCoder.from_dir(model, progress=update)
-    with reporter.task("coding notes", total=len(texts)) as update:
-        predictions = coder.predict(texts, ids=ids, top_k=top_k, progress=update)
-    _write_or_print("".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions), output)
 
 
 @app.command()

@@ -65,6 +65,15 @@ class NotePrediction:
         return result
 
 
+def check_note_texts(texts: Sequence[str], caller: str) -> None:
+    """Raise unless ``texts`` is a sequence (not one string) of non-empty strings."""
+    if isinstance(texts, str):
+        raise TypeError(f"{caller} takes a sequence of texts, not one string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise MedcoderError(f"note {i}: text is empty or not a string")
+
+
 class Predictor:
     """Loads a bundle once, then codes any number of notes."""
 
@@ -85,13 +94,9 @@ class Predictor:
         self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
     ) -> np.ndarray:
         """Probabilities float32 ``[n_notes, n_labels]`` (columns in ``self.codes`` order)."""
-        if isinstance(texts, str):
-            raise TypeError("predict_proba takes a sequence of texts, not one string")
+        check_note_texts(texts, "predict_proba")
         if self.bundle.task == "pair" and (pairs is None or len(pairs) != len(texts)):
             raise MedcoderError("this model codes text pairs: give one second text per note")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise MedcoderError(f"note {i}: text is empty or not a string")
         out = np.zeros((len(texts), len(self.codes)), dtype=np.float32)
         for start in range(0, len(texts), _BATCH):
             stop = min(start + _BATCH, len(texts))

@@ -18,7 +18,7 @@ from typing import Any
 
 from medcoder.data.icd import catalog_entries
 from medcoder.errors import InputError, MedcoderError
-from medcoder.inference.predictor import CodeScore, Evidence, NotePrediction
+from medcoder.inference.predictor import CodeScore, Evidence, NotePrediction, check_note_texts
 from medcoder.io import read_json_file
 from medcoder.models.retrieval import CodeIndex, cached_index
 from medcoder.progress import Update
@@ -127,13 +127,9 @@ class RetrievalCoder:
     def predict(self, texts: Sequence[str], *, ids: Sequence[str] | None = None, top_k: int = 10,
                 progress: Update | None = None) -> list[NotePrediction]:
         """Per note: the codes above the threshold plus the ``top_k`` best-ranked, with matching mentions."""
-        if isinstance(texts, str):
-            raise TypeError("predict takes a sequence of texts, not one string")
+        check_note_texts(texts, "predict")
         if ids is not None and len(ids) != len(texts):
             raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
-        for i, text in enumerate(texts):
-            if not isinstance(text, str) or not text.strip():
-                raise MedcoderError(f"note {i}: text is empty or not a string")
         results = []
         for start in range(0, len(texts), 64):
             batch = list(texts[start : start + 64])

@@ -114,14 +114,17 @@ def open_set_metrics(scores: Sequence[Mapping[str, float]], gold: Sequence[Seque
     result[f"recall@{k}"] = float(top_hits / n_gold[keep].sum())
     if threshold is not None:
         predicted = table.matrix >= threshold
-        tp = int((predicted & y).sum())
-        fp = int(predicted.sum()) - tp
-        fn = int(n_gold.sum()) - tp
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        precision, recall, f1 = _prf(int((predicted & y).sum()), int(predicted.sum()), int(n_gold.sum()))
         result |= {"micro_precision": precision, "micro_recall": recall, "micro_f1": f1}
     return result
+
+
+def _prf(tp: int, n_predicted: int, n_gold: int) -> tuple[float, float, float]:
+    """Precision, recall (NaN without gold) and F1 from pooled counts."""
+    precision = tp / n_predicted if n_predicted else 0.0
+    recall = tp / n_gold if n_gold else float("nan")
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
 
 
 def restrict_to_unseen(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]],
@@ -141,9 +144,10 @@ def restrict_to_unseen(scores: Sequence[Mapping[str, float]], gold: Sequence[Seq
 
 def best_threshold(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]]) -> float:
     """The global threshold maximising micro-F1 (candidates: every score)."""
-    pairs = sorted(((s, c in set(g)) for row, g in zip(scores, gold, strict=True) for c, s in row.items()),
+    gold_sets = [set(g) for g in gold]
+    pairs = sorted(((s, c in g) for row, g in zip(scores, gold_sets, strict=True) for c, s in row.items()),
                    key=lambda p: -p[0])
-    total_gold = sum(len(set(g)) for g in gold)
+    total_gold = sum(len(g) for g in gold_sets)
     best, best_f1, tp = 1.0, -1.0, 0
     for rank, (score, is_gold) in enumerate(pairs, start=1):
         tp += is_gold
@@ -196,8 +200,6 @@ def suggestion_metrics(suggested: Sequence[Mapping[str, float]], gold: Sequence[
     tp = sum(len(set(row) & want) for row, want in zip(suggested, wanted, strict=True))
     n_suggested = sum(len(row) for row in suggested)
     n_gold = sum(len(want) for want in wanted)
-    precision = tp / n_suggested if n_suggested else 0.0
-    recall = tp / n_gold if n_gold else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    precision, recall, f1 = _prf(tp, n_suggested, n_gold)
     return {"precision": precision, "recall": recall, "f1": f1, "suggested_per_note": n_suggested / max(1, len(gold)),
             "gold_new_assignments": n_gold}

@@ -56,7 +56,7 @@ def _codable(extractor: MentionExtractor, notes: list[Note], reporter: Reporter,
     out = []
     with reporter.task(f"mentions of {split} notes", total=len(notes)) as update:
         for i, note in enumerate(notes):
-            out.append([m for m in extractor.extract(note.text) if m.excluded is None])
+            out.append(extractor.codable(note.text))
             update(i + 1, len(notes))
     return out
 
@@ -222,18 +222,16 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"fusion tuned on dev: weight {fusion['weight']} (classifier codes), "
                       f"{fusion['novel_weight']} (codes it never saw), floor {fusion['floor']}, "
                       f"threshold {fusion['threshold']:.4f}"]
-    if result.get("fusion"):
         lines += ["", "Weight on codes the classifier never saw (other fusion settings as tuned; the dev MAP picks):",
                   "", "| novel weight | dev MAP | test MAP | test MAP (unseen gold) | test recall@10 (unseen gold) |",
                   "|---|---|---|---|---|"]
-        for row in result["fusion"]["novel_weight_sweep"]:
+        for row in fusion["novel_weight_sweep"]:
             dev, test = row["dev"], row["test"]
             lines.append(f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
                          f"{test['unseen_recall@10']:.3f} |")
-    if "new_code_suggestions" in metrics:
         new = metrics["new_code_suggestions"]
-        lines += ["", f"Codes the classifier never saw, suggested apart (up to {result['fusion']['novel_top']} a note, "
-                      f"cosine >= {result['fusion']['novel_threshold']:.3f}, tuned on dev): "
+        lines += ["", f"Codes the classifier never saw, suggested apart (up to {fusion['novel_top']} a note, "
+                      f"cosine >= {fusion['novel_threshold']:.3f}, tuned on dev): "
                       f"{new['suggested_per_note']:.2f} a note, precision {new['precision']:.3f}, "
                       f"recall {new['recall']:.3f} of the {new['gold_new_assignments']} such test assignments."]
     training = result.get("training") or {}
