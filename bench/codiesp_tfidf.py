@@ -18,14 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+import medcoder
 from medcoder.config import RunConfig, validate
+from medcoder.data.dataset import load_dataset
 from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
+from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
-from medcoder.inference.predictor import Predictor
 from medcoder.io import atomic_write_json, atomic_write_text
-from medcoder.training.run import evaluate_scores, load_dataset, train_run
+from medcoder.training.run import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl"
@@ -38,7 +40,7 @@ def frequency_baseline(labels: LabelSpace, splits: dict[str, list[Note]]) -> dic
     dev_scores = np.tile(prior, (len(splits["dev"]), 1))
     thresholds = Thresholds.tune(labels.transform([n.labels for n in splits["dev"]]), dev_scores, "global")
     test_scores = np.tile(prior, (len(splits["test"]), 1))
-    return evaluate_scores(test_scores, splits["test"], labels, thresholds)
+    return score_notes(test_scores, splits["test"], labels, thresholds)
 
 
 def main() -> int:
@@ -67,7 +69,7 @@ def main() -> int:
         splits = load_dataset(config.data)
         texts = [n.text for n in splits["test"]]
         load_start = time.perf_counter()
-        predictor = Predictor.from_dir(bundle_dir)
+        predictor = medcoder.load(bundle_dir)
         load_s = time.perf_counter() - load_start
         predict_start = time.perf_counter()
         predictor.predict(texts, top_k=8)
@@ -93,7 +95,7 @@ def main() -> int:
         + " | ".join(f"{test[k]:.3f}" for _, k in ROWS) + " |",
         "",
         f"- train time (features + {len(predictor.codes)} binary LRs, {args.jobs} processes): {result.timing['train']:.1f} s",
-        f"- bundle load: {load_s:.2f} s; predict {len(texts)} test notes via Predictor: {predict_s:.2f} s "
+        f"- bundle load: {load_s:.2f} s; predict {len(texts)} test notes via medcoder.load: {predict_s:.2f} s "
         f"({1000 * predict_s / len(texts):.1f} ms/note)",
         f"- bundle size: {sum(p.stat().st_size for p in bundle_dir.iterdir()) / 1e6:.1f} MB",
         "",

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from medcoder.data.synthetic import SyntheticConfig, generate_notes
+from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.io import atomic_write_json, atomic_write_text
 from medcoder.retrieval.mentions import EXCLUSION_REASONS, MentionExtractor
 
@@ -41,7 +41,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mention_extraction")
     args = parser.parse_args()
     extractor = MentionExtractor()
-    notes = generate_notes(SyntheticConfig(n_notes=args.notes, seed=11))
+    notes = SyntheticSource(n_notes=args.notes, seed=11).read()
     coded = found = mentions_total = 0
     leaks: collections.Counter[str] = collections.Counter()
     distractors: collections.Counter[str] = collections.Counter()

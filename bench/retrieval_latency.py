@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from medcoder.io import atomic_write_json, atomic_write_text
-from medcoder.models.retrieval import CodeIndex, cached_index
 from medcoder.retrieval.biencoder import BiEncoder
-from medcoder.retrieval.coder import retrieve
+from medcoder.retrieval.fusion import retrieve
+from medcoder.retrieval.index import CodeIndex, cached_index
 from medcoder.retrieval.mentions import MentionExtractor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +45,9 @@ def test_notes(limit: int) -> tuple[list[str], str]:
         with CODIESP.open(encoding="utf-8") as handle:
             records = [json.loads(line) for line in handle]
         return [r["text"] for r in records if r.get("split") == "test"][:limit], "CodiEsp-D English test notes"
-    from medcoder.data.synthetic import SyntheticConfig, generate_notes
+    from medcoder.data.sources.synthetic import SyntheticSource
 
-    return [n.text for n in generate_notes(SyntheticConfig(n_notes=limit, seed=0))], "synthetic notes"
+    return [n.text for n in SyntheticSource(n_notes=limit, seed=0).read()], "synthetic notes"
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:

@@ -32,8 +32,8 @@ def run_variant(precision: str, docs: int, tokens: int, threads: int, labels: in
 
     from medcoder.config import TrainConfig
     from medcoder.data.encoding import EncodedCorpus, LengthBucketPlan, collate
-    from medcoder.models.cnn import TextCNN
-    from medcoder.training.loop import train_loop
+    from medcoder.engine.loop import train_loop
+    from medcoder.models.networks.cnn import TextCNN
 
     rng = np.random.default_rng(0)
     corpus = EncodedCorpus(

@@ -4,7 +4,7 @@
    --encoder, segments of 128 tokens, all segments of a batch in one encoder
    pass) on CodiEsp-D training notes joined until each holds --tokens tokens;
    one epoch of --docs notes; peak RSS of the process (target <= 3 GB).
-2. Inference: the trained model saved as a bundle, then ``Predictor`` on
+2. Inference: the trained model saved as a bundle, then ``medcoder.load`` on
    CodiEsp-D test notes truncated to 512 tokens (a trun bundle): notes/s,
    median of --repeats passes.
 
@@ -35,7 +35,7 @@ DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl"
 
 def _splits():
     from medcoder.config import RunConfig, validate
-    from medcoder.training.run import fit_label_space, load_dataset
+    from medcoder.data.dataset import fit_label_space, load_dataset
 
     config = validate(
         RunConfig,
@@ -43,7 +43,7 @@ def _splits():
         source="bench",
     )
     splits = load_dataset(config.data)
-    return splits, fit_label_space(config, splits["train"])
+    return splits, fit_label_space(config.labels, config.task.type, splits["train"])
 
 
 def train_hier(encoder: str, docs: int, tokens: int, threads: int, checkpointing: bool) -> dict:
@@ -52,7 +52,7 @@ def train_hier(encoder: str, docs: int, tokens: int, threads: int, checkpointing
     from medcoder.config import RunConfig, validate
     from medcoder.data.subwords import SubwordEncoder
     from medcoder.models import build_model
-    from medcoder.models.transformer import load_encoder
+    from medcoder.models.hf_encoders import load_encoder
 
     splits, labels = _splits()
     train = splits["train"]
@@ -98,8 +98,8 @@ def train_hier(encoder: str, docs: int, tokens: int, threads: int, checkpointing
 def inference(encoder: str, threads: int, repeats: int, precision: str) -> dict:
     import torch
 
+    import medcoder
     from medcoder.config import RunConfig, validate
-    from medcoder.inference.predictor import Predictor
     from medcoder.training.run import train_run
 
     torch.set_num_threads(threads)
@@ -125,7 +125,7 @@ def inference(encoder: str, threads: int, repeats: int, precision: str) -> dict:
             source="bench",
         )
         bundle = train_run(config, Path(folder) / "model").bundle_dir
-        predictor = Predictor.from_dir(bundle)
+        predictor = medcoder.load(bundle)
         texts = [n.text for n in splits["test"]]
         predictor.predict(texts[:8])  # warm-up
         rates = []
@@ -182,7 +182,7 @@ def main() -> int:
         lines.append(
             f"| {name} | {r['tokens_per_doc']:.0f} | {r['segments_per_doc']:.0f} | {r['docs_per_s']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
-    lines += ["", "| inference through Predictor (trun 512) | notes | notes/s (median) | runs |", "|---|---|---|---|"]
+    lines += ["", "| inference through medcoder.load (trun 512) | notes | notes/s (median) | runs |", "|---|---|---|---|"]
     for child in [c for c in children if c.startswith("infer")]:
         r = results[child]
         runs = ", ".join(f"{x:.2f}" for x in r["runs"])

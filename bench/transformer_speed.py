@@ -43,7 +43,7 @@ DEFAULT_VARIANTS = VARIANTS[:3]  # bf16 autocast is emulated (very slow) on CPUs
 
 def load_notes(docs: int) -> tuple[list[str], Any, list[str]]:
     from medcoder.config import RunConfig, validate
-    from medcoder.training.run import fit_label_space, load_dataset
+    from medcoder.data.dataset import fit_label_space, load_dataset
 
     config = validate(
         RunConfig,
@@ -51,7 +51,7 @@ def load_notes(docs: int) -> tuple[list[str], Any, list[str]]:
         source="bench",
     )
     train = load_dataset(config.data)["train"]
-    labels = fit_label_space(config, train)
+    labels = fit_label_space(config.labels, config.task.type, train)
     notes = train[:docs]
     return [n.text for n in notes], labels.transform([n.labels for n in notes]), labels.codes
 
@@ -68,7 +68,7 @@ def run_hf_trainer(encoder: str, docs: int, batch_size: int, threads: int) -> di
     )
     from transformers.utils import logging as hf_logging
 
-    from medcoder.models.transformer import resolve_encoder
+    from medcoder.models.hf_encoders import resolve_encoder
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(threads)

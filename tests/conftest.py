@@ -11,8 +11,10 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,9 @@ import pytest
 import yaml
 
 from medcoder.cli import main
+
+# Catalog indexes are cached per user (~/.cache/medcoder) by default; the tests keep theirs apart.
+os.environ.setdefault("MEDCODER_CACHE", tempfile.mkdtemp(prefix="medcoder-test-cache-"))
 
 # Small enough to train in about a second, large enough for micro-F1 well above 0.5.
 SYNTHETIC_SOURCE = {"kind": "synthetic", "n_notes": 300, "n_codes": 20, "seed": 1}

@@ -17,8 +17,8 @@ import torch.distributed as dist
 from loop_worker import ShufflePlan, TinyTask, bce_loss, build_model, micro_f1, worker_config
 from safetensors.torch import save_file
 
-from medcoder.training.distributed import init_from_env
-from medcoder.training.loop import train_loop
+from medcoder.engine.distributed import init_from_env
+from medcoder.engine.loop import train_loop
 
 
 def main(out_dir: str) -> None:

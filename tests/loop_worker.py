@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save_file
 
 from medcoder.config import TrainConfig
-from medcoder.training.loop import train_loop
+from medcoder.engine.loop import train_loop
 
 VOCAB = 40
 LABELS = 5

@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcoder.models.cnn import CAML, DRCAML, MultiResCNN, TextCNN, WordEmbedding
-from medcoder.models.heads import (
+from medcoder.models.networks.cnn import CAML, DRCAML, MultiResCNN, TextCNN, WordEmbedding
+from medcoder.models.networks.heads import (
     LabelAttention,
     PooledLinear,
     masked_max_pool,
     masked_softmax,
     top_evidence,
 )
-from medcoder.models.rnn import BiGRU
+from medcoder.models.networks.rnn import BiGRU
 
 VOCAB, LABELS, EMBED = 24, 4, 16
 DESC_LEN = 5

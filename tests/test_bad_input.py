@@ -309,7 +309,7 @@ def _foreign_format(bundle: Path, tmp: Path) -> tuple[Path, list[str]]:
     config = json.loads((bundle / "config.json").read_text())
     config["format"] = "sentence-transformers.v2"
     (bundle / "config.json").write_text(json.dumps(config))
-    return bundle, [f"{bundle / 'config.json'}:", "'sentence-transformers.v2'", "medcoder.bundle.v1"]
+    return bundle, [f"{bundle / 'config.json'}:", "'sentence-transformers.v2'", "medcoder.bundle.v2"]
 
 
 def _truncated_config(bundle: Path, tmp: Path) -> tuple[Path, list[str]]:
@@ -390,7 +390,7 @@ def test_experiment_config_errors_stop_before_any_run(
 
 
 def test_labels_of_a_folder_without_labels(cli, tmp_path: Path) -> None:
-    assert_user_error(cli("-q", "labels", tmp_path), f"{tmp_path / 'labels.json'}: file not found")
+    assert_user_error(cli("-q", "labels", tmp_path), f"{tmp_path}: no config.json, so this is not a medcoder model")
 
 
 def test_train_refuses_to_replace_a_folder_that_is_not_a_bundle(cli, tmp_path: Path) -> None:

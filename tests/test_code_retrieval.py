@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medcoder.data.synthetic import SyntheticConfig, code_title, generate_notes, surface_forms
+from medcoder.data.sources.synthetic import SyntheticSource
+from medcoder.data.synthetic import code_title, generate_notes, surface_forms
 from medcoder.data.synthetic_lexicon import INVENTORY
 from medcoder.errors import ConfigError, MedcoderError
 from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_duplicate_batches
@@ -63,7 +64,7 @@ def test_family_history_section_excludes_its_mentions(extractor) -> None:
 
 
 def test_mentions_on_synthetic_notes_find_coded_spans_and_drop_distractors(extractor) -> None:
-    notes = generate_notes(SyntheticConfig(n_notes=60, seed=5))
+    notes = generate_notes(SyntheticSource(n_notes=60, seed=5))
     coded = found = 0
     distractors = leaked = 0
     for note in notes:
@@ -96,8 +97,8 @@ def test_no_duplicate_batches_keep_every_pair_once_and_a_code_once_per_batch() -
 
 
 def test_hard_negatives_are_the_top_wrong_codes_and_batches_keep_them_apart() -> None:
-    from medcoder.models.retrieval import CodeIndex
     from medcoder.retrieval.biencoder import mine_hard_negatives
+    from medcoder.retrieval.index import CodeIndex
 
     class Axes:  # query i points along axis i
         def encode(self, texts):
@@ -156,7 +157,7 @@ def test_biencoder_learns_to_match_mentions_to_code_titles(tiny_sentence_encoder
     catalog = {c: code_title(c) for c in {e.code for e in INVENTORY}}
     triplets = hard_triplets(encoder, pairs, catalog, sorted(catalog))
     assert all(catalog_code_of(n, catalog)[:3] != catalog_code_of(p, catalog)[:3] for _, p, n in zip(*triplets, strict=True))
-    report = encoder.fit(pairs, dev_triplets=triplets, epochs=8, batch_size=32, lr=1e-3)
+    report = encoder.fit(pairs, train=_train(epochs=8), dev_triplets=triplets)
     after = _top1(encoder, pairs)
     losses = [e["loss"] for e in report["epochs"]]
     assert losses[-1] < 0.5 * losses[0]
@@ -166,6 +167,40 @@ def test_biencoder_learns_to_match_mentions_to_code_titles(tiny_sentence_encoder
     assert (tmp_path / "enc" / "model.safetensors").is_file() and not list((tmp_path / "enc").rglob("*.bin"))
     reloaded = BiEncoder.load(str(tmp_path / "enc"), max_seq_length=32)
     np.testing.assert_allclose(reloaded.encode(["acute bronchitis"]), encoder.encode(["acute bronchitis"]), atol=1e-5)
+
+
+def _train(**options):
+    from medcoder.config.retrieval import BiEncoderTrainConfig
+
+    return BiEncoderTrainConfig(**{"batch_size": 32, "lr": 1e-3, **options}).loop_config()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_biencoder_run_resumes_to_the_same_weights(tiny_sentence_encoder, tmp_path) -> None:
+    """The bi-encoder trains through the shared loop: checkpoints, and a resume that ends where a clean run ends."""
+    pairs = _form_pairs()
+    reference = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
+    reference.fit(pairs, train=_train(epochs=3), seed=4)
+    totals = []
+
+    def kill_at_step_7(done, total):
+        totals.append(total)
+        if done >= 7:
+            raise Killed
+
+    killed = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
+    with pytest.raises(Killed):
+        killed.fit(pairs, train=_train(epochs=3, checkpoint_every_steps=2), seed=4, work_dir=tmp_path / "ckpt",
+                   progress=kill_at_step_7)
+    assert totals[0] > 7 and (tmp_path / "ckpt" / "last").is_dir()
+    resumed = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
+    again = resumed.fit(pairs, train=_train(epochs=3, checkpoint_every_steps=2), seed=4, work_dir=tmp_path / "ckpt")
+    assert again["resumed_from_step"] == 6  # the last checkpoint before the kill
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
 
 
 def test_fusion_adds_retrieval_above_the_floor_and_brings_in_unseen_codes() -> None:
@@ -209,7 +244,7 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
 
     categories = sorted({e.code[:3] for e in INVENTORY})
     config = write_yaml(tmp_path / "retrieval.yaml", {
-        "stage": "retrieval",
+        "kind": "retrieval",
         "data": {"source": SYNTHETIC_SOURCE},
         "encoder": tiny_sentence_encoder,
         "max_seq_length": 32,
@@ -220,9 +255,15 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
     })
     result = cli("retrieval", config, "-o", tmp_path / "run")
     assert result.code == 0, result.err
-    run = json.loads((tmp_path / "run" / "retrieval.json").read_text())
+    run = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (run["format"], run["kind"], run["classifier"], run["encoder"]) == (
+        "medcoder.bundle.v2", "retrieval", "classifier", "biencoder")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "biencoder", "classifier", "config.json", "index", "results.md"]
     assert (tmp_path / "run" / "biencoder" / "model.safetensors").is_file()
     assert run["index"]["codes"] > 300 and not run["index"]["from_cache"]
+    assert not (tmp_path / "run.checkpoints").exists()  # bi-encoder checkpoints go once the bundle is saved
+    assert run["info"]["versions"]["sentence-transformers"] and run["info"]["versions"]["torch"]
     losses = [e["loss"] for e in run["training"]["epochs"]]
     assert run["training"]["pairs"] > 500 and losses[-1] < losses[0]
     metrics = run["metrics"]
@@ -238,9 +279,17 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
     assert unseen_recall == 0.0 or np.isnan(unseen_recall)  # no weight: codes the classifier never saw never rank
     assert all(row[split]["map"] > 0 for row in sweep for split in ("dev", "test"))
 
+    # a bundle like any other: moved elsewhere (every path inside is relative), it loads and codes the same
+    import shutil
+
+    import medcoder
+
     note = "She was found to have atrial fibrillation. She denies chest pain."
-    result = cli("predict", tmp_path / "run", "--top-k", "5", stdin=note.encode())
+    before = medcoder.load(tmp_path / "run").predict([note], top_k=5)
+    shutil.move(tmp_path / "run", tmp_path / "moved" / "renamed")
+    result = cli("predict", tmp_path / "moved" / "renamed", "--top-k", "5", stdin=note.encode())
     assert result.code == 0, result.err
+    assert json.loads(result.out)["codes"] == before[0].to_dict()["codes"]
     prediction = json.loads(result.out)
     assert isinstance(prediction["new_codes"], list) and len(prediction["new_codes"]) <= 3
     assert not {c["code"] for c in prediction["new_codes"]} & set(json.loads(
@@ -254,8 +303,8 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
 def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     from conftest import SYNTHETIC_SOURCE, write_yaml
 
-    from medcoder.errors import InputError
-    from medcoder.retrieval.coder import RetrievalCoder
+    import medcoder
+    from medcoder.errors import BundleError
 
     config = write_yaml(tmp_path / "r.yaml", {"data": {"source": SYNTHETIC_SOURCE}, "classifier": str(tmp_path / "nope")})
     result = cli("retrieval", config, "-o", tmp_path / "run")
@@ -263,15 +312,36 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     result = cli("retrieval", write_yaml(tmp_path / "typo.yaml", {"serch": {"k": 5}}), "-o", tmp_path / "run")
     assert result.code == 2 and "serch" in result.err
     (tmp_path / "fake").mkdir()
-    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "something else"}')
-    with pytest.raises(InputError, match=r"retrieval\.json: not a medcoder retrieval run"):
-        RetrievalCoder.from_dir(tmp_path / "fake")
-    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "medcoder.retrieval_run.v1", "config": {"k": 3}}')
-    with pytest.raises(ConfigError, match=r"retrieval\.json: config: unknown key 'k'"):
-        RetrievalCoder.from_dir(tmp_path / "fake")
-    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "medcoder.retrieval_run.v1", "config": {}}')
-    with pytest.raises(InputError, match="'index.folder' .* required"):
-        RetrievalCoder.from_dir(tmp_path / "fake")
+    (tmp_path / "fake" / "retrieval.json").write_text('{"format": "medcoder.retrieval_run.v1"}')
+    with pytest.raises(BundleError, match="retrieval folder of medcoder 0.1.*run `medcoder retrieval` again"):
+        medcoder.load(tmp_path / "fake")
+    header = {"format": "medcoder.bundle.v2", "kind": "retrieval", "config": {"k": 3}}
+    (tmp_path / "fake" / "config.json").write_text(json.dumps(header))
+    with pytest.raises(ConfigError, match=r"config\.json: config: unknown key 'k'"):
+        medcoder.load(tmp_path / "fake")
+    (tmp_path / "fake" / "config.json").write_text(json.dumps({**header, "config": {}, "fusion": {"threshold": 0.5},
+                                                                "encoder": "/abs/path", "index": {"folder": "index"}}))
+    with pytest.raises(BundleError, match="'encoder' must name a folder inside the bundle"):
+        medcoder.load(tmp_path / "fake")
+    (tmp_path / "fake" / "config.json").write_text(json.dumps({**header, "kind": "reranker"}))
+    with pytest.raises(ConfigError, match="unknown saved system kind 'reranker' \\(known: model, retrieval\\)"):
+        medcoder.load(tmp_path / "fake")
+
+
+def test_fusion_needs_a_multilabel_classifier(cli, tmp_path) -> None:
+    from conftest import write_jsonl, write_yaml
+
+    notes = generate_notes(SyntheticSource(n_notes=120, n_codes=6, seed=2))
+    path = write_jsonl(tmp_path / "first-code.jsonl",
+                       [{"id": n.id, "text": n.text, "labels": [n.labels[0]], "split": n.split} for n in notes])
+    source = {"kind": "jsonl", "path": str(path)}
+    single = write_yaml(tmp_path / "single.yaml", {"task": {"type": "multiclass"}, "data": {"source": source},
+                                                   "labels": {"system": "icd10cm"},
+                                                   "model": {"type": "tfidf_lr.v1", "n_jobs": 1}})
+    assert cli("train", single, "-o", tmp_path / "single").code == 0
+    config = write_yaml(tmp_path / "r.yaml", {"data": {"source": source}, "classifier": str(tmp_path / "single")})
+    result = cli("retrieval", config, "-o", tmp_path / "run")
+    assert result.code == 2 and "fusion needs a multi-label classifier; this one is a multiclass model" in result.err
 
 
 def test_new_codes_are_suggested_apart_above_a_dev_tuned_cosine() -> None:

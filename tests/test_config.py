@@ -7,10 +7,10 @@ import pytest
 from medcoder.config import (
     ExperimentConfig,
     RunConfig,
+    config_kinds,
     deep_merge,
     dump_yaml,
-    load_experiment_config,
-    load_run_config,
+    load_config,
     read_config_file,
     validate,
 )
@@ -21,7 +21,7 @@ def test_yaml_round_trip(tmp_path) -> None:
     config = validate(RunConfig, {"labels": {"system": "icd10cm", "top_k": 50}, "model": {"C": 3.5}}, source="x")
     path = tmp_path / "run.yaml"
     path.write_text(dump_yaml(config))
-    again = load_run_config(path)
+    again = load_config(path, "train")
     assert again == config and again.labels.top_k == 50 and again.model.C == 3.5
 
 
@@ -53,7 +53,7 @@ def test_malformed_yaml_names_line(tmp_path) -> None:
 
 def test_missing_config_file(tmp_path) -> None:
     with pytest.raises(InputError, match="file not found"):
-        load_run_config(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml", "train")
 
 
 def test_deep_merge_keeps_base_and_overrides_leaves() -> None:
@@ -69,7 +69,7 @@ def test_experiment_expands_variants_times_seeds(tmp_path) -> None:
         "name: e\nbase: {labels: {system: icd10cm}}\nseeds: [1, 2, 3]\n"
         "variants:\n  - {name: strong, overrides: {model: {C: 100}}}\n  - {name: weak, overrides: {model: {C: 0.1}}}\n"
     )
-    runs = load_experiment_config(path).runs()
+    runs = load_config(path, "experiment").runs()
     assert [(v, s) for v, s, _ in runs] == [(v, s) for v in ("strong", "weak") for s in (1, 2, 3)]
     assert {r.model.C for v, _, r in runs if v == "weak"} == {0.1}
     assert all(r.seed == s and r.labels.system == "icd10cm" for _, s, r in runs)
@@ -79,7 +79,7 @@ def test_experiment_override_typo_is_an_error(tmp_path) -> None:
     path = tmp_path / "exp.yaml"
     path.write_text("variants:\n  - {name: a, overrides: {model: {CC: 1}}}\n")
     with pytest.raises(ConfigError, match="variant 'a'.*unknown key 'model.CC'"):
-        load_experiment_config(path)
+        load_config(path, "experiment")
 
 
 def test_experiment_variant_names_unique() -> None:
@@ -87,26 +87,18 @@ def test_experiment_variant_names_unique() -> None:
         validate(ExperimentConfig, {"variants": [{"name": "a"}, {"name": "a"}]}, source="e")
 
 
-def test_shipped_configs_validate() -> None:
+def test_shipped_configs_declare_their_kind_and_validate() -> None:
     from pathlib import Path
 
     folder = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(folder.glob("*.yaml"))
     assert len(files) >= 5
+    kinds = {}
     for path in files:
-        raw = read_config_file(path)
-        if "variants" in raw:
-            assert load_experiment_config(path).runs()
-        elif "corpus" in raw:  # a stage-1 (masked-LM) config
-            from medcoder.config.stages import load_adapt_domain_config
-
-            assert load_adapt_domain_config(path).corpus
-        elif raw.get("stage") == "retrieval":
-            from medcoder.config.retrieval import load_retrieval_config
-
-            assert load_retrieval_config(path).search.k >= 1
-        else:
-            assert load_run_config(path).name
+        kind = read_config_file(path).get("kind")
+        assert kind in config_kinds(), f"{path.name}: kind {kind!r}"
+        kinds[path.name] = type(load_config(path, kind)).__name__
+    assert {"RunConfig", "ExperimentConfig", "AdaptDomainConfig", "RetrievalConfig"} <= set(kinds.values())
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", ""])
@@ -120,8 +112,45 @@ def test_experiment_seeds_unique() -> None:
         validate(ExperimentConfig, {"variants": [{"name": "a"}], "seeds": [0, 1, 1]}, source="t")
 
 
-def test_another_commands_config_given_to_train_names_the_command(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("text", "kind", "command"),
+    [
+        ("kind: retrieval\nsearch: {k: 5}\n", "train", "medcoder retrieval"),
+        ("stage: retrieval\nsearch: {k: 5}\n", "train", "medcoder retrieval"),  # medcoder 0.1 spelling
+        ("kind: experiment\nvariants: [{name: a}]\n", "train", "medcoder experiment"),
+        ("kind: train\nmodel: {C: 1}\n", "adapt_domain", "medcoder train"),
+    ],
+)
+def test_another_commands_config_names_the_command(tmp_path, text, kind, command) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"config, not a '{kind}' one; use `{command}`"):
+        load_config(path, kind)
+
+
+def test_a_config_without_kind_is_read_as_the_commands_kind(tmp_path) -> None:
     path = tmp_path / "r.yaml"
-    path.write_text("stage: retrieval\nsearch: {k: 5}\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="'retrieval' config, not a training run; use `medcoder retrieval`"):
-        load_run_config(path)
+    path.write_text("model: {C: 7}\n", encoding="utf-8")
+    assert load_config(path, "train").model.C == 7
+    with pytest.raises(ConfigError, match="unknown key 'model'"):
+        load_config(path, "retrieval")
+
+
+def test_model_and_source_sections_are_chosen_by_the_registry() -> None:
+    from medcoder.registry import MODELS, SOURCES
+
+    for name in MODELS.names():
+        assert validate(RunConfig, {"model": {"type": name}}, source="r").model.type == name
+    with pytest.raises(ConfigError, match=r"model\.type: unknown value 'cnn\.v9' \(expected one of 'bigru\.v1'"):
+        validate(RunConfig, {"model": {"type": "cnn.v9"}}, source="r")
+    with pytest.raises(ConfigError, match=r"missing required key 'data\.source\.kind'"):
+        validate(RunConfig, {"data": {"source": {"path": "x"}}}, source="r")
+    assert "jsonl" in SOURCES.names() and "synthetic" in SOURCES.names()
+
+
+def test_json_schema_lists_every_registered_model_and_source() -> None:
+    from medcoder.registry import MODELS, SOURCES
+
+    text = str(RunConfig.model_json_schema())
+    for name in MODELS.names() + SOURCES.names():
+        assert repr(name) in text, name

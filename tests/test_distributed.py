@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from medcoder.training.distributed import World
+from medcoder.engine.distributed import World
 
 TESTS = Path(__file__).parent
 

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
+from medcoder.data.dataset import read_unlabeled_texts
 from medcoder.data.encoding import Vocab, tokenize
 from medcoder.errors import InputError, MedcoderError
-from medcoder.models.embeddings import (
+from medcoder.models.word_vectors import (
     WordVectors,
     load_word_vectors,
-    read_unlabeled_texts,
     train_word2vec,
 )
 
@@ -72,7 +72,7 @@ _HASH_SCRIPT = """
 import hashlib, sys
 sys.path[:0] = [{tests!r}]
 from test_embeddings import _synthetic_corpus
-from medcoder.models.embeddings import train_word2vec
+from medcoder.models.word_vectors import train_word2vec
 v = train_word2vec(_synthetic_corpus(200), dim=8, algorithm="cbow", epochs=3, seed=5)
 print(hashlib.sha256(v.vectors.tobytes() + "|".join(v.tokens).encode()).hexdigest())
 """

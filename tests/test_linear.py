@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcoder.config import TfidfLrConfig
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.models import build_model, load_model
-from medcoder.models.linear import TfidfLogisticRegression
+from medcoder.models.tfidf_lr import TfidfLogisticRegression, TfidfLrConfig
 
 KEYWORDS = ["hypertension", "diabetes", "asthma", "pneumonia", "anemia"]
 FILLER = "patient seen in clinic today vitals stable plan follow up".split()

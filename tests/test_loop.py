@@ -33,9 +33,9 @@ from loop_worker import (
 from safetensors.torch import load_file
 
 from medcoder.config import TrainConfig
+from medcoder.engine.checkpoint import cpu_copy, find_checkpoint
+from medcoder.engine.loop import LoopResult, lr_factor, train_loop
 from medcoder.errors import MedcoderError
-from medcoder.training.checkpoint import cpu_copy, find_checkpoint
-from medcoder.training.loop import LoopResult, lr_factor, train_loop
 
 WORKER = Path(__file__).with_name("loop_worker.py")
 TIMINGS = ("seconds", "eval_seconds", "docs_per_s")

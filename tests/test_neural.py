@@ -65,7 +65,7 @@ def test_ensemble_is_the_mean_of_its_members(data) -> None:
     config = model_config("textcnn.v1", ensemble=2, train={**SMALL["train"], "epochs": 3})
     model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=5).fit(texts, y)
     assert [m["seed"] for m in model.training_report()["members"]] == [5, 6]
-    members = [model._scores([member], model._encode(test_texts)) for member in model.members_]
+    members = [model._scores([member], model.encode(test_texts)) for member in model.members_]
     np.testing.assert_allclose(model.predict_scores(test_texts), (members[0] + members[1]) / 2, atol=1e-6)
     assert not np.allclose(members[0], members[1])  # different seeds, different members
 
@@ -93,7 +93,8 @@ def test_explanations_point_at_the_trigger_word(data) -> None:
 @pytest.fixture(scope="module")
 def source_bundle(tmp_path_factory):
     """A TextCNN trained on a 'source task' (which trigger comes first) and saved as a bundle."""
-    from medcoder.config import DataConfig, JsonlSource
+    from medcoder.config import DataConfig
+    from medcoder.data.sources.jsonl import JsonlSource
     from medcoder.training.run import train_run
 
     folder = tmp_path_factory.mktemp("source")
@@ -118,7 +119,7 @@ def source_bundle(tmp_path_factory):
     ("embeddings", "convolutions"), [("frozen", "frozen"), ("frozen", "tuned"), ("tuned", "tuned"), ("frozen", "dual")]
 )
 def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_path) -> None:
-    from medcoder.models.transfer import load_source_textcnn
+    from medcoder.models.textcnn import load_source_textcnn
 
     (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
     transfer = {"source": str(source_bundle), "embeddings": embeddings, "convolutions": convolutions, "adaptation_dim": 32}
@@ -162,8 +163,7 @@ def test_output_bias_starts_at_label_priors(model_type, data) -> None:
 
 
 def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
-    from medcoder.errors import MedcoderError
-    from medcoder.inference.predictor import Predictor
+    import medcoder
     from medcoder.training.run import train_run
 
     raw = {
@@ -173,7 +173,7 @@ def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
     }
     bundle = train_run(validate(RunConfig, raw, source="test"), tmp_path / "caml").bundle_dir
     note = "ASSESSMENT AND PLAN: essential hypertension, continue lisinopril."
-    prediction = Predictor.from_dir(bundle).predict([note], top_k=2, explain=True)[0]
+    prediction = medcoder.load(bundle).predict([note], top_k=2, explain=True)[0]
     assert len(prediction.codes) >= 2
     for code in prediction.codes:
         assert code.evidence, code
@@ -181,10 +181,14 @@ def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
             assert note[span.start : span.end] == span.text and 0 < span.weight <= 1
     assert "evidence" in prediction.to_dict()["codes"][0]
 
-    linear = train_run(validate(RunConfig, {**raw, "model": {"type": "tfidf_lr.v1"}}, source="t"), tmp_path / "lr")
-    with pytest.raises(MedcoderError, match="cannot explain"):
-        Predictor.from_dir(linear.bundle_dir).predict([note], explain=True)
-    assert "evidence" not in Predictor.from_dir(linear.bundle_dir).predict([note], top_k=1)[0].to_dict()["codes"][0]
+    # TF-IDF explains itself too: the n-grams that raised the code's score most
+    linear = medcoder.load(train_run(validate(RunConfig, {**raw, "model": {"type": "tfidf_lr.v1"}}, source="t"),
+                                     tmp_path / "lr").bundle_dir)
+    (explained,) = linear.predict([note], top_k=1, explain=True)
+    top = explained.codes[0]
+    assert top.code == "I10" and any("hypertension" in e.text.lower() for e in top.evidence)
+    assert all(note[e.start : e.end] == e.text and e.weight > 0 for e in top.evidence)
+    assert "evidence" not in linear.predict([note], top_k=1)[0].to_dict()["codes"][0]
 
 
 def test_experiment_reports_the_epoch_of_the_best_dev_score(tmp_path) -> None:
@@ -220,9 +224,9 @@ def test_experiment_seed_ensemble_row_and_reuse_of_finished_runs(tmp_path) -> No
     import json
 
     from medcoder.config import ExperimentConfig
+    from medcoder.data.dataset import load_dataset
     from medcoder.models.bundle import load_bundle
     from medcoder.training.experiment import run_experiment
-    from medcoder.training.run import load_dataset
 
     neural = {"type": "textcnn.v1", **SMALL, **ARCHITECTURES["textcnn.v1"], "train": {**SMALL["train"], "epochs": 3}}
     raw = {

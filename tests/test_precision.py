@@ -7,8 +7,8 @@ import contextlib
 import pytest
 import torch
 
+from medcoder.engine import precision
 from medcoder.errors import MedcoderError
-from medcoder.training import precision
 
 
 @pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])

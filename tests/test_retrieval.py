@@ -12,7 +12,7 @@ import pytest
 
 from medcoder.data.icd import catalog_entries, describe
 from medcoder.errors import InputError, MedcoderError
-from medcoder.models.retrieval import CodeIndex, cached_index, fingerprint_files
+from medcoder.retrieval.index import CodeIndex, cached_index, fingerprint_files
 
 
 @functools.cache

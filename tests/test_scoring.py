@@ -7,11 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from medcoder.evaluation.scoring import (
-    evaluate_multiclass,
-    evaluate_multilabel,
-    format_metrics_table,
-)
+from medcoder.evaluation.report import format_metrics_table
+from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
 from medcoder.evaluation.thresholds import Thresholds
 
 CODES = ["A", "B", "C"]

@@ -11,21 +11,41 @@ from pathlib import Path
 
 import pytest
 
+from medcoder.config import DataConfig, validate
 from medcoder.data import mimic
-from medcoder.data.records import Span
-from medcoder.data.sources import (
-    load_notes,
-    read_codiesp,
-    read_codiesp_spans,
-    read_csv,
-    read_jsonl,
-    read_mimic3,
-    read_mimic4,
-)
+from medcoder.data.records import Note, Span
+from medcoder.data.sources.codiesp import read_codiesp_spans
 from medcoder.errors import ConfigError, InputError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CODIESP_TSVS = SHARED / "data" / "codiesp" / "original"
+
+
+def load_notes(kind: str, location: Path, **options: object) -> list[Note]:
+    """The notes of source ``kind``, its section validated as a config file's ``data.source`` is."""
+    key = "path" if kind in ("jsonl", "csv") else "root"
+    raw = {"source": {"kind": kind, key: str(location), **options}}
+    return validate(DataConfig, raw, source="data.yaml").source.read()
+
+
+def read_jsonl(path: Path, **options: object) -> list[Note]:
+    return load_notes("jsonl", path, **options)
+
+
+def read_csv(path: Path, **options: object) -> list[Note]:
+    return load_notes("csv", path, **options)
+
+
+def read_mimic3(root: Path, **options: object) -> list[Note]:
+    return load_notes("mimic3", root, **options)
+
+
+def read_mimic4(root: Path, **options: object) -> list[Note]:
+    return load_notes("mimic4", root, **options)
+
+
+def read_codiesp(root: Path, **options: object) -> list[Note]:
+    return load_notes("codiesp", root, **options)
 
 
 def write_jsonl(path: Path, lines: list[object]) -> Path:
@@ -237,7 +257,7 @@ def test_mimic3_joins_report_and_addendum_and_dots_codes(
 
 
 def test_mimic3_logs_what_it_drops(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="medcoder.data.mimic"):
+    with caplog.at_level(logging.INFO, logger="medcoder"):
         read_mimic3(write_mimic3(tmp_path))
     assert "skipped 2 discharge summaries with ISERROR=1" in caplog.text
     assert "dropped 1 admissions with a discharge summary but no code" in caplog.text  # 300
@@ -304,7 +324,7 @@ def test_mimic3_missing_column_names_file_and_column(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_mimic3(root)
     assert_message(info, "DIAGNOSES_ICD.csv:1", "field 'ICD9_CODE'", "missing column", "columns found")
-    with pytest.raises(ConfigError, match="label_set"):
+    with pytest.raises(ConfigError, match="data.yaml: source.label_set"):
         read_mimic3(root, label_set="top50")
 
 
@@ -461,11 +481,13 @@ def test_codiesp_real_tsvs(tmp_path: Path) -> None:
 # --- Dispatcher ------------------------------------------------------------
 
 
-def test_load_notes_dispatches_and_rejects_unknown_kinds_and_options(tmp_path: Path) -> None:
+def test_sources_are_chosen_by_kind_and_reject_unknown_kinds_and_options(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "notes.jsonl", [{"id": "a", "body": "x", "labels": ["A"]}])
     assert load_notes("jsonl", path, text_field="body")[0].text == "x"
-    valid = "valid kinds: jsonl, csv, mimic3, mimic4, codiesp"
-    with pytest.raises(ConfigError, match=f"unknown source kind 'parquet'; {valid}"):
+    valid = "'codiesp', 'csv', 'jsonl', 'mimic3', 'mimic4', 'synthetic'"
+    with pytest.raises(ConfigError, match=f"source.kind: unknown value 'parquet' \\(expected one of {valid}"):
         load_notes("parquet", path)
-    with pytest.raises(ConfigError, match=r"unknown option\(s\) text_colum for source kind 'csv'"):
+    with pytest.raises(ConfigError, match=r"data.yaml: unknown key 'source.text_colum'"):
         load_notes("csv", path, text_colum="body")
+    with pytest.raises(ConfigError, match=r"source.subtask: Input should be 'D' or 'P'"):
+        load_notes("codiesp", tmp_path, subtask="X")

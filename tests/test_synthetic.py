@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import simple_icd_10_cm as cm
 
+from medcoder.config import validate
 from medcoder.data.records import Note, check_notes
+from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.data.synthetic import (
     SECTION_HEADERS,
-    SyntheticConfig,
     code_inventory,
     code_title,
     generate_notes,
@@ -26,7 +27,7 @@ ALL_CODES = code_inventory(len(INVENTORY))
 
 @pytest.fixture(scope="module")
 def notes() -> list[Note]:
-    return generate_notes(SyntheticConfig())
+    return generate_notes(SyntheticSource())
 
 
 def _section(text: str, header: str) -> tuple[int, int]:
@@ -37,11 +38,11 @@ def _section(text: str, header: str) -> tuple[int, int]:
 
 
 def test_same_config_gives_byte_identical_notes_and_another_seed_differs() -> None:
-    config = SyntheticConfig(n_notes=60, seed=7)
+    config = SyntheticSource(n_notes=60, seed=7)
     first, second = generate_notes(config), generate_notes(config)
     assert first == second
     assert [n.meta for n in first] == [n.meta for n in second]
-    other = generate_notes(SyntheticConfig(n_notes=60, seed=8))
+    other = generate_notes(SyntheticSource(n_notes=60, seed=8))
     assert sum(a.text != b.text for a, b in zip(first, other, strict=True)) > 50
 
 
@@ -129,7 +130,7 @@ def test_inventory_is_valid_billable_icd10cm_with_distinct_surface_forms() -> No
 
 def test_code_frequency_is_long_tailed(notes: list[Note]) -> None:
     counts = Counter(label for note in notes for label in note.labels)
-    inventory = code_inventory(SyntheticConfig().n_codes)
+    inventory = code_inventory(SyntheticSource().n_codes)
     assert set(counts) <= set(inventory)
     assert max(counts.values()) > 0.2 * len(notes)
     rare = [code for code in inventory if counts[code] < 0.03 * len(notes)]
@@ -160,7 +161,7 @@ def test_exclusive_codes_never_co_occur_and_sex_specific_codes_match(notes: list
 
 def test_splits_follow_ratios_and_train_covers_recurring_codes(notes: list[Note]) -> None:
     sizes = Counter(note.split for note in notes)
-    for split, ratio in zip(("train", "dev", "test"), SyntheticConfig().split_ratios, strict=True):
+    for split, ratio in zip(("train", "dev", "test"), SyntheticSource().split_ratios, strict=True):
         assert abs(sizes[split] - ratio * len(notes)) <= 2
     counts = Counter(label for note in notes for label in note.labels)
     in_train = {label for note in notes if note.split == "train" for label in note.labels}
@@ -168,12 +169,14 @@ def test_splits_follow_ratios_and_train_covers_recurring_codes(notes: list[Note]
 
 
 def test_small_inventory_and_bad_configs() -> None:
-    small = generate_notes(SyntheticConfig(n_notes=30, n_codes=5, seed=3))
+    small = generate_notes(SyntheticSource(n_notes=30, n_codes=5, seed=3))
     assert {label for note in small for label in note.labels} <= set(code_inventory(5))
     assert all(1 <= len(note.labels) <= 5 for note in small)
-    for bad in ({"n_notes": 0}, {"n_codes": 0}, {"split_ratios": (0.5, 0.5, 0.5)}, {"negation_rate": 1.5}):
-        with pytest.raises(ConfigError):
-            SyntheticConfig(**bad)  # type: ignore[arg-type]
+    for bad in ({"n_notes": 0}, {"n_codes": 0}, {"n_codes": 500}, {"split_ratios": (0.5, 0.5, 0.5)},
+                {"negation_rate": 1.5}):
+        key = next(iter(bad))
+        with pytest.raises(ConfigError, match=f"synthetic.yaml: {key}"):
+            validate(SyntheticSource, bad, source="synthetic.yaml")
 
 
 def test_tfidf_logistic_regression_learns_but_does_not_ace_the_labels(notes: list[Note]) -> None:

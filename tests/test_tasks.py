@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 from conftest import SMALL_MODEL, run_main, write_jsonl
 
+import medcoder
 from medcoder.config import RunConfig
 from medcoder.data.records import SPLITS
-from medcoder.data.sources import read_jsonl
+from medcoder.data.sources.jsonl import JsonlSource
+from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.data.splits import stratified_split
-from medcoder.data.synthetic import SyntheticConfig, generate_notes
-from medcoder.inference.predictor import Predictor
+from medcoder.data.synthetic import generate_notes
 from medcoder.training.run import train_run
 
 SPECIALTY_WORDS = {
@@ -86,7 +87,7 @@ def test_multiclass_specialty_from_keywords(tmp_path: Path) -> None:
     assert json.loads((result.bundle_dir / "thresholds.json").read_text())["decision"] == "argmax"
 
     # The saved bundle decides by argmax: exactly one class per note, the right one for clear notes.
-    predictor = Predictor.from_dir(result.bundle_dir)
+    predictor = medcoder.load(result.bundle_dir)
     assert predictor.codes == ["cardiology", "dermatology", "neurology"]
     notes = ["troponin rising, new murmur and angina", "itchy eczema with pruritus, biopsy of lesion"]
     predictions = predictor.predict(notes, top_k=3)
@@ -141,7 +142,7 @@ def test_pair_task_learns_from_both_texts(tmp_path: Path) -> None:
     assert test["accuracy"] - control.metrics["test"]["accuracy"] > 0.2
 
     # A reloaded pair bundle needs the second text and agrees with training-time scoring.
-    predictor = Predictor.from_dir(result.bundle_dir)
+    predictor = medcoder.load(result.bundle_dir)
     tests = [r for r in records if r["split"] == "test"]
     probabilities = predictor.predict_proba([r["premise"] for r in tests], pairs=[r["hypothesis"] for r in tests])
     accuracy = sum(
@@ -186,7 +187,7 @@ def test_pair_bundle_from_the_cli(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------- multilabel
 def test_multilabel_jsonl_split_file_written_then_reused(tmp_path: Path) -> None:
-    notes = generate_notes(SyntheticConfig(n_notes=200, n_codes=10, seed=5))
+    notes = generate_notes(SyntheticSource(n_notes=200, n_codes=10, seed=5))
     data = write_jsonl(
         tmp_path / "notes.jsonl", [{"id": n.id, "text": n.text, "labels": list(n.labels)} for n in notes]
     )
@@ -214,7 +215,7 @@ def test_multilabel_jsonl_split_file_written_then_reused(tmp_path: Path) -> None
     assert first.metrics["test"]["all_gold"]["micro_f1"] > 0.5
 
     # A different seed would split differently; the existing file must win.
-    other_seed = stratified_split(read_jsonl(data), ratios=(0.7, 0.1, 0.2), seed=1)
+    other_seed = stratified_split(JsonlSource(path=data).read(), ratios=(0.7, 0.1, 0.2), seed=1)
     assert other_seed != assignments
     second = train_run(_run_config(source, "multilabel", split_file=str(split_file), split_seed=1), tmp_path / "b")
     assert split_file.read_bytes() == written

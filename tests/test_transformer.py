@@ -183,7 +183,8 @@ def test_segments_cover_the_note_in_order_with_overlap(tiny_bert) -> None:
 
 
 def test_layerwise_lr_decay_groups(tiny_bert) -> None:
-    from medcoder.models.transformer import TransformerCoderModule, layerwise_param_groups, load_encoder
+    from medcoder.models.hf_encoders import load_encoder
+    from medcoder.models.networks.transformer import TransformerCoderModule, layerwise_param_groups
 
     encoder, _ = load_encoder(tiny_bert, attention_dropout=0.0)
     assert encoder.config.attention_probs_dropout_prob == 0.0
@@ -217,7 +218,7 @@ def test_unknown_encoder_and_too_long_rows_are_config_errors(tiny_bert, data, tm
 
 
 def test_train_run_bundle_and_predictor_with_evidence(tiny_bert, tmp_path) -> None:
-    from medcoder.inference.predictor import Predictor
+    import medcoder
     from medcoder.training.run import train_run
 
     model = coder_config(tiny_bert, architecture="hier", head="label_attention", max_tokens=256, segment_length=32)
@@ -232,7 +233,7 @@ def test_train_run_bundle_and_predictor_with_evidence(tiny_bert, tmp_path) -> No
     )
     result = train_run(config, tmp_path / "model")
     assert result.metrics["test"]["all_gold"]["map"] > 0.0
-    predictor = Predictor.from_dir(result.bundle_dir)
+    predictor = medcoder.load(result.bundle_dir)
     note = "Assessment: type 2 diabetes mellitus without complications. Plan: continue metformin."
     prediction = predictor.predict([note], top_k=2, explain=True)[0]
     codes = prediction.to_dict()["codes"]
@@ -248,9 +249,9 @@ def test_adapt_domain_trains_a_new_mlm_head_and_writes_an_encoder(tiny_bert, tmp
 
     from safetensors.torch import load_file
 
-    from medcoder.config.stages import AdaptDomainConfig
-    from medcoder.models.transformer import load_encoder
-    from medcoder.training.stages import adapt_domain
+    from medcoder.config.adapt_domain import AdaptDomainConfig
+    from medcoder.models.hf_encoders import load_encoder
+    from medcoder.training.adapt_domain import adapt_domain
 
     texts, _ = corpus(200, seed=3, min_words=20, max_words=40)
     notes = tmp_path / "notes.jsonl"
@@ -325,7 +326,7 @@ def test_span_tags_mark_the_tokens_inside_coded_spans(tiny_bert) -> None:
     from transformers import AutoTokenizer
 
     from medcoder.data.subwords import SubwordEncoder
-    from medcoder.models.plm import TransformerCoder
+    from medcoder.models.transformer import TransformerCoder
 
     encoder = SubwordEncoder(AutoTokenizer.from_pretrained(tiny_bert))
     text = "no fever today but productive cough noted"
@@ -347,7 +348,7 @@ def test_auxiliary_levels_need_icd_labels(tiny_bert, data) -> None:
 
 
 def test_a_trained_bundle_is_an_encoder_for_the_next_stage(tiny_bert, data, tmp_path) -> None:
-    from medcoder.models.transformer import load_encoder
+    from medcoder.models.hf_encoders import load_encoder
 
     (texts, y), _, _ = data
     config = coder_config(tiny_bert, train={"epochs": 2, "batch_size": 16, "lr": 0.002, "num_threads": 1})
@@ -359,7 +360,7 @@ def test_a_trained_bundle_is_an_encoder_for_the_next_stage(tiny_bert, data, tmp_
         '{"format": "medcoder.bundle.v1", "run": {"model": {"type": "transformer.v1"}}}', encoding="utf-8"
     )
     encoder, _ = load_encoder(str(folder), attention_dropout=0.0)
-    trained = source.module_.encoder.state_dict()
+    trained = source.members_[0].encoder.state_dict()
     for name, tensor in encoder.state_dict().items():
         assert torch.equal(tensor, trained[name]), name
     # The next stage fine-tunes from it: a new head on the transferred encoder.
@@ -373,19 +374,18 @@ def test_description_init_points_labels_at_their_descriptions(data, head) -> Non
 
     This needs an encoder whose states mean something: the packaged MiniLM (offline).
     """
-    from medcoder.models.plm import TransformerCoder
+    from medcoder.models.transformer import TransformerCoder
 
     _, _, (test_texts, test_y) = data
+    same_prior = np.ones((1, len(TRIGGERS)), dtype=bool)  # every label's output bias the same: no ranking effect
     maps = {}
     for init in ("random", "descriptions"):
         config = coder_config("minilm", head=head, label_init=init)
         model = TransformerCoder(
             config, n_labels=len(TRIGGERS), task="multilabel", label_descriptions=list(TRIGGERS)
         )
-        torch.manual_seed(0)
-        model._build("minilm", pretrained=True)
-        if init == "descriptions":
-            model._init_from_descriptions()
+        model.prepare(test_texts[:1], same_prior, spans=None)
+        model.members_ = [model.build_network(0, y=same_prior).eval()]  # built, not trained
         maps[init] = mean_average_precision(test_y, model.predict_scores(test_texts))
     assert maps["descriptions"] > 0.9 > 0.7 > maps["random"], maps
 
@@ -395,7 +395,7 @@ def test_masked_lm_loss_on_masked_positions_only_equals_the_full_loss(tiny_bert,
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from medcoder.data.subwords import SubwordEncoder
-    from medcoder.training.stages import mask_tokens, masked_lm_loss
+    from medcoder.training.adapt_domain import mask_tokens, masked_lm_loss
 
     folder = tiny_bert if family == "bert" else tiny_bpe_encoders["roberta"]
     torch.manual_seed(0)

@@ -101,11 +101,11 @@ def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
 ) -> None:
     """Train one model, tune thresholds on dev, evaluate on test, save a bundle."""
-    from medcoder.config import load_run_config
-    from medcoder.evaluation.scoring import format_metrics_table
+    from medcoder.config import load_config
+    from medcoder.evaluation.report import format_metrics_table
     from medcoder.training.run import train_run
 
-    result = train_run(load_run_config(config), output, reporter=RichReporter())
+    result = train_run(load_config(config, "train"), output, reporter=RichReporter())
     sys.stdout.write(f"model written to {result.bundle_dir}\n\n")
     sys.stdout.write(format_metrics_table(result.metrics["test"]))
 
@@ -119,15 +119,11 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate (train/dev/test); 'all' for every note.")] = "test",
     output: Annotated[Path | None, typer.Option(help="Write the metrics JSON here.")] = None,
 ) -> None:
-    """Evaluate a saved model with its dev-tuned thresholds."""
-    from medcoder.evaluation.scoring import format_frequency_table, format_metrics_table
-    from medcoder.inference.evaluate import evaluate_bundle
+    """Evaluate a saved model (any saved system) with its dev-tuned thresholds."""
+    from medcoder.inference.evaluate import evaluate_system
 
-    metrics = evaluate_bundle(model, data=data, split=split, reporter=RichReporter())
-    sys.stdout.write(format_metrics_table(metrics))
-    by_frequency = format_frequency_table(metrics)
-    if by_frequency:
-        sys.stdout.write("\nF1 by train frequency of the code:\n\n" + by_frequency)
+    coder, metrics = evaluate_system(model, data=data, split=split, reporter=RichReporter())
+    sys.stdout.write(coder.metrics_table(metrics))
     if output is not None:
         from medcoder.io import atomic_write_json
 
@@ -143,7 +139,7 @@ def predict(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Also list the k best-ranked codes below the threshold.")] = 0,
     explain: Annotated[
-        bool, typer.Option("--explain", help="Add the text spans behind each code (attention models).")
+        bool, typer.Option("--explain", help="Add the text spans behind each code (models that can explain).")
     ] = False,
     stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
     text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",
@@ -153,35 +149,22 @@ def predict(
     ] = "text_pair",
 ) -> None:
     """Code new notes; one JSON line per note with codes, descriptions and probabilities."""
+    from medcoder import load
     from medcoder.inference.inputs import read_prediction_inputs
-    from medcoder.inference.predictor import Predictor
 
     if stdin_format not in ("text", "jsonl"):
         raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
     reporter = RichReporter()
-    if (model / "retrieval.json").is_file():  # a `medcoder retrieval` folder: classifier + catalog retrieval
-        from medcoder.retrieval.coder import RetrievalCoder
-
-        with reporter.task("opening the model and the catalog index") as update:
-            coder = RetrievalCoder.from_dir(model, progress=update)
-        ids, texts, _ = read_prediction_inputs(
-            inputs or [], stdin_format=stdin_format, text_field=text_field, id_field=id_field, pair_field=None
-        )
-        with reporter.task("coding notes", total=len(texts)) as update:
-            predictions = coder.predict(texts, ids=ids, top_k=top_k, progress=update)
-    else:
-        predictor = Predictor.from_dir(model)
-        ids, texts, pairs = read_prediction_inputs(
-            inputs or [],
-            stdin_format=stdin_format,
-            text_field=text_field,
-            id_field=id_field,
-            pair_field=pair_field if predictor.bundle.task == "pair" else None,
-        )
-        with reporter.task("coding notes", total=len(texts)) as update:
-            predictions = predictor.predict(
-                texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update
-            )
+    coder = load(model)
+    ids, texts, pairs = read_prediction_inputs(
+        inputs or [],
+        stdin_format=stdin_format,
+        text_field=text_field,
+        id_field=id_field,
+        pair_field=pair_field if coder.needs_pairs else None,
+    )
+    with reporter.task("coding notes", total=len(texts)) as update:
+        predictions = coder.predict(texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update)
     lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
     _write_or_print(lines, output)
 
@@ -213,12 +196,13 @@ def experiment(
 
     Run it again after a stop and it continues: finished runs with unchanged configs are reused.
     """
-    from medcoder.config import load_experiment_config
-    from medcoder.training.experiment import render_markdown, run_experiment
+    from medcoder.config import load_config
+    from medcoder.evaluation.report import render_experiment_table
+    from medcoder.training.experiment import run_experiment
 
-    loaded = load_experiment_config(config)
+    loaded = load_config(config, "experiment")
     rows = run_experiment(loaded, output, source=str(config), reporter=RichReporter(), reuse=not fresh)
-    sys.stdout.write(render_markdown(loaded.name, rows))
+    sys.stdout.write(render_experiment_table(loaded.name, rows))
     sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'results.json'}\n")
 
 
@@ -231,10 +215,10 @@ def adapt_domain_command(
 
     The output folder is a Hugging Face encoder: use it as `encoder:` of a transformer.v1 model.
     """
-    from medcoder.config.stages import load_adapt_domain_config
-    from medcoder.training.stages import adapt_domain
+    from medcoder.config import load_config
+    from medcoder.training.adapt_domain import adapt_domain
 
-    report = adapt_domain(load_adapt_domain_config(config), output, reporter=RichReporter())
+    report = adapt_domain(load_config(config, "adapt_domain"), output, reporter=RichReporter())
     sys.stdout.write(
         f"encoder written to {output}\n"
         f"held-out MLM loss {report['dev_mlm_loss_before']:.3f} -> {report['dev_mlm_loss_after']:.3f} "
@@ -252,14 +236,32 @@ def retrieval_command(
 ) -> None:
     """Fine-tune the code bi-encoder, index the whole ICD-10-CM catalog, fuse with a classifier, report.
 
-    Writes <output>/biencoder (sentence-transformers folder), retrieval.json and results.md.
+    Writes a retrieval bundle (biencoder/, index/, classifier/, config.json, results.md): `medcoder predict` codes
+    notes with it, `medcoder.load` opens it.
     """
-    from medcoder.config.retrieval import load_retrieval_config
-    from medcoder.retrieval.pipeline import render_markdown, run_retrieval
+    from medcoder.config import load_config
+    from medcoder.evaluation.report import render_retrieval_report
+    from medcoder.training.retrieval import run_retrieval
 
-    result = run_retrieval(load_retrieval_config(config), output, reporter=RichReporter(), source=str(config))
-    sys.stdout.write(render_markdown(result))
-    sys.stdout.write(f"\nresults: {output / 'results.md'}, {output / 'retrieval.json'}\n")
+    result = run_retrieval(load_config(config, "retrieval"), output, reporter=RichReporter(), source=str(config))
+    sys.stdout.write(render_retrieval_report(result))
+    sys.stdout.write(f"\nretrieval system written to {output} (report: {output / 'results.md'})\n")
+
+
+@app.command()
+def schema(
+    kind: Annotated[str, typer.Argument(help="Config kind: train, experiment, adapt_domain or retrieval.")] = "train",
+) -> None:
+    """Print the JSON schema of a config file kind, with every registered model type and data source.
+
+    Editors with a YAML language server validate and complete configs against it.
+    """
+    from medcoder.config import config_kinds
+
+    kinds = config_kinds()
+    if kind not in kinds:
+        raise MedcoderError(f"unknown config kind {kind!r} (expected one of {', '.join(kinds)})")
+    sys.stdout.write(json.dumps(kinds[kind].model_json_schema(), indent=2) + "\n")
 
 
 def _print_error(message: str) -> None:

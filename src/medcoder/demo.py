@@ -8,9 +8,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from medcoder.config import DataConfig, LabelConfig, RunConfig, SyntheticSource
-from medcoder.evaluation.scoring import format_metrics_table
-from medcoder.inference.predictor import Predictor
+from medcoder import load
+from medcoder.config import DataConfig, LabelConfig, RunConfig
+from medcoder.data.sources.synthetic import SyntheticSource
+from medcoder.evaluation.report import format_metrics_table
 from medcoder.io import atomic_write_text
 from medcoder.progress import Reporter
 from medcoder.training.run import train_run
@@ -58,9 +59,10 @@ def run_demo(output: Path, *, n_notes: int, reporter: Reporter, console: Console
 
     note_path = output / "new_note.txt"
     atomic_write_text(note_path, EXAMPLE_NOTE)
-    prediction = Predictor.from_dir(result.bundle_dir).predict([EXAMPLE_NOTE], ids=["new_note"], top_k=8)[0]
+    coder = load(result.bundle_dir)
+    prediction = coder.predict([EXAMPLE_NOTE], ids=["new_note"], top_k=8, explain=True)[0]
     table = Table(title=f"Codes for {escape(str(note_path))} (top 8; predicted = above the dev-tuned threshold)")
-    for column in ("rank", "code", "description", "probability", "predicted"):
+    for column in ("rank", "code", "description", "probability", "predicted", "strongest evidence"):
         table.add_column(column)
     for code in prediction.codes:
         table.add_row(
@@ -69,6 +71,7 @@ def run_demo(output: Path, *, n_notes: int, reporter: Reporter, console: Console
             escape(code.description or ""),
             f"{code.probability:.3f}",
             "yes" if code.predicted else "",
+            escape(f'"{code.evidence[0].text}"' if code.evidence else ""),
         )
     console.print(table)
     console.print(

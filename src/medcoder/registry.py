@@ -1,47 +1,145 @@
-"""Versioned registries ("tfidf_lr.v1") mapping config type names to classes.
+"""Registries: the one extension point for each kind of component.
 
-A registry is an explicit dict filled by decorators at import time: no
-``getattr(module, name)`` lookups, so only registered names can be built.
+A registry maps a name ("tfidf_lr.v1", "jsonl") to what implements it and the
+config class that validates its section of a config file. Components register
+themselves with a decorator where they are defined::
+
+    @MODELS.register("textcnn.v1", config=TextCnnConfig)
+    class TextCnnCoder(WordCoder): ...
+
+Nothing else keeps a list of names: config validation, ``medcoder.load``, the
+JSON schema and the conformance tests all ask the registry.
+
+Built-in components are found lazily, so that coding notes with a TF-IDF
+model never imports torch: a registry knows the packages that hold its
+built-ins, and the name ``stem.vN`` lives in the module ``stem`` of one of
+them (``textcnn.v1`` in ``medcoder.models.textcnn``). Asking for a name
+imports that module only; :meth:`Registry.names` imports them all. A
+component defined anywhere else (a plugin, a test) is registered by importing
+its module before the config that names it is read.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from medcoder.errors import ConfigError
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One registered component: its name, its implementation and the config class of its section."""
+
+    name: str
+    target: Any
+    config: type | None  # None: nothing in a config file selects it (saved systems name their kind in config.json)
+
+
 class Registry(Generic[T]):
-    """Name -> class map for one kind of component."""
+    """Name -> (implementation, config class) for one kind of component.
 
-    def __init__(self, kind: str) -> None:
+    ``tag`` is the config key that names the component (``type`` for models,
+    ``kind`` for data sources and saved systems); ``packages`` hold the built-ins.
+    """
+
+    def __init__(self, kind: str, *, tag: str, packages: tuple[str, ...]) -> None:
         self.kind = kind
-        self._entries: dict[str, type[T]] = {}
+        self.tag = tag
+        self.packages = packages
+        self._entries: dict[str, Entry] = {}
+        self._all_loaded = False
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator registering ``cls`` under a versioned ``name``."""
+    def register(self, name: str, *, config: type | None = None) -> Callable[[T], T]:
+        """Decorator registering its target under ``name``.
 
-        def decorate(cls: type[T]) -> type[T]:
-            if name in self._entries:
+        ``config`` defaults to the target itself when the target is a config
+        class. A config class must declare ``name`` as the default of its tag
+        field, so a config section and the component it builds cannot disagree.
+        """
+
+        def decorate(target: T) -> T:
+            config_class = config if config is not None else target if hasattr(target, "model_fields") else None
+            if config_class is not None:
+                declared = config_class.model_fields.get(self.tag)  # type: ignore[attr-defined]
+                if declared is None or declared.default != name:
+                    raise TypeError(f"{self.kind} {name!r}: its config class must default {self.tag!r} to {name!r}")
+            if name in self._entries and self._entries[name].target is not target:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = cls
-            return cls
+            self._entries[name] = Entry(name, target, config_class)  # type: ignore[arg-type]
+            return target
 
         return decorate
 
-    def get(self, name: str) -> type[T]:
-        """The class registered as ``name``; a ConfigError lists the known names otherwise."""
-        try:
-            return self._entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise ConfigError(f"unknown {self.kind} {name!r} (known: {known})") from None
+    def unregister(self, name: str) -> None:
+        """Forget ``name`` (tests that register a throwaway component clean up with this)."""
+        self._entries.pop(name, None)
+
+    def entry(self, name: str) -> Entry:
+        """The entry of ``name``, importing its built-in module if needed; a ConfigError lists the known names."""
+        if name not in self._entries:
+            self._import_builtin(name)
+        if name not in self._entries:
+            known = ", ".join(self.names()) or "none"
+            raise ConfigError(f"unknown {self.kind} {name!r} (known: {known})")
+        return self._entries[name]
+
+    def get(self, name: str) -> Any:
+        """The implementation registered as ``name``."""
+        return self.entry(name).target
+
+    def config_class(self, name: str) -> type:
+        """The config class of ``name``'s section."""
+        config = self.entry(name).config
+        if config is None:
+            raise ConfigError(f"{self.kind} {name!r} has no config section")
+        return config
 
     def names(self) -> list[str]:
+        """Every registered name, built-ins included (this imports every built-in module)."""
+        self.load_all()
         return sorted(self._entries)
 
+    def entries(self) -> list[Entry]:
+        self.load_all()
+        return [self._entries[name] for name in sorted(self._entries)]
 
-MODELS: Registry = Registry("model")
+    def load_all(self) -> None:
+        """Import every module of the built-in packages (each registers what it defines)."""
+        if self._all_loaded:
+            return
+        for package in self.packages:
+            module = importlib.import_module(package)
+            for info in pkgutil.iter_modules(module.__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{package}.{info.name}")
+        self._all_loaded = True
+
+    def _import_builtin(self, name: str) -> None:
+        stem = name.split(".")[0]
+        if not stem.isidentifier():
+            return
+        for package in self.packages:
+            try:
+                importlib.import_module(f"{package}.{stem}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{stem}":  # the module exists but something it imports does not
+                    raise
+            if name in self._entries:
+                return
+        self.load_all()
+
+
+MODELS: Registry = Registry("model type", tag="type", packages=("medcoder.models",))
+"""Coding models (``model.type``): a ``CodingModel`` subclass and its config class."""
+
+SOURCES: Registry = Registry("data source kind", tag="kind", packages=("medcoder.data.sources",))
+"""Data sources (``data.source.kind``): a config class whose ``read()`` returns notes."""
+
+SYSTEMS: Registry = Registry("saved system kind", tag="kind", packages=("medcoder.inference",))
+"""Saved systems (the ``kind`` of a bundle's ``config.json``): a ``Coder`` class that loads itself."""

@@ -2,88 +2,37 @@
 
 Every config is a frozen pydantic model that forbids unknown keys, so a
 misspelt key is an error naming the key instead of a silently ignored value.
-``load_run_config``/``load_experiment_config`` read YAML (or JSON) files and
-turn validation failures into one-line ``ConfigError`` messages.
+:func:`load_config` reads a command's YAML (or JSON) file and turns validation
+failures into one-line ``ConfigError`` messages.
 
-``base`` holds the machinery, ``data``, ``models`` and ``run`` the configs.
+``base`` holds the machinery; ``run``, ``stages`` and ``retrieval`` the configs
+the commands read (``files`` loads them); ``data`` and ``train`` the sections
+they share. A model's or a data source's own section is declared by that model
+or source, beside its code, and registered with it (``medcoder.registry``).
 """
 
-from medcoder.config.base import Strict, deep_merge, dump_yaml, read_config_file, validate
-from medcoder.config.data import (
-    CodiespSource,
-    CsvSource,
-    DataConfig,
-    JsonlSource,
-    LabelConfig,
-    Mimic3Source,
-    Mimic4Source,
-    Source,
-    SyntheticSource,
-    TaskConfig,
-)
-from medcoder.config.models import (
-    DEFAULT_MODEL_TYPE,
-    AuxiliaryTasksConfig,
-    BiGruConfig,
-    CamlConfig,
-    DrCamlConfig,
-    EmbeddingConfig,
-    ModelConfig,
-    MultiResCnnConfig,
-    NeuralCoderConfig,
-    TextCnnConfig,
-    TfidfLrConfig,
-    TrainConfig,
-    TransferConfig,
-    TransformerCoderConfig,
-    Word2VecConfig,
-    WordEncodingConfig,
-)
-from medcoder.config.run import (
-    ExperimentConfig,
-    RunConfig,
-    ThresholdConfig,
-    Variant,
-    load_experiment_config,
-    load_run_config,
-)
+from medcoder.config.base import Strict, deep_merge, dump_yaml, read_config_file, registered_section, validate
+from medcoder.config.data import DataConfig, LabelConfig, TaskConfig
+from medcoder.config.files import config_kinds, load_config
+from medcoder.config.run import DEFAULT_MODEL_TYPE, ExperimentConfig, RunConfig, ThresholdConfig, Variant
+from medcoder.config.train import TrainConfig
 
 __all__ = [
     "DEFAULT_MODEL_TYPE",
-    "AuxiliaryTasksConfig",
-    "BiGruConfig",
-    "TransformerCoderConfig",
-    "CamlConfig",
-    "CodiespSource",
-    "CsvSource",
     "DataConfig",
-    "DrCamlConfig",
-    "EmbeddingConfig",
     "ExperimentConfig",
-    "JsonlSource",
     "LabelConfig",
-    "Mimic3Source",
-    "Mimic4Source",
-    "ModelConfig",
-    "MultiResCnnConfig",
-    "NeuralCoderConfig",
     "RunConfig",
-    "Source",
     "Strict",
-    "SyntheticSource",
     "TaskConfig",
-    "TextCnnConfig",
-    "TfidfLrConfig",
     "ThresholdConfig",
     "TrainConfig",
-    "TransferConfig",
     "Variant",
-    "Word2VecConfig",
-    "WordEncodingConfig",
+    "config_kinds",
     "deep_merge",
     "dump_yaml",
-    "load_experiment_config",
-    "load_run_config",
+    "load_config",
     "read_config_file",
+    "registered_section",
     "validate",
 ]

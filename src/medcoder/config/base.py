@@ -1,22 +1,41 @@
-"""Config machinery: the strict base class, YAML reading, validation with readable errors."""
+"""Config machinery: the strict base class, registry-chosen sections, YAML reading, readable errors."""
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    SerializeAsAny,
+    ValidationError,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError, core_schema
 
 from medcoder.errors import ConfigError, InputError
 from medcoder.io import read_text_file
+from medcoder.registry import Registry
 
 
 class Strict(BaseModel):
     """Base for all configs: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _fspath(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+PathText = Annotated[str, BeforeValidator(_fspath)]
+"""A file or folder path in a config: a string in YAML, a ``str`` or ``Path`` from Python."""
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -30,53 +49,57 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-T = TypeVar("T", bound=BaseModel)
+class _RegistrySchema:
+    """JSON schema of a registry-chosen section: one of the config classes registered now."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> Any:
+        choices = [handler(entry.config.__pydantic_core_schema__) for entry in self.registry.entries() if entry.config]
+        return {"oneOf": choices, "description": f"a {self.registry.kind}, chosen by its {self.registry.tag!r}"}
 
 
-def _union_tags() -> frozenset[str]:
-    """Values of the ``kind``/``type`` fields that select a member of a tagged union.
+def registered_section(registry: Registry, *, default: str | None = None) -> Any:
+    """The type of a config section whose ``registry.tag`` key picks a config class from ``registry``.
 
-    Collected from every config class (all subclass :class:`Strict`), so a new
-    source or model type needs no registration here.
+    The union of allowed sections is the registry itself, read when a config
+    is validated: a component registered after this module was imported is
+    accepted as well as a built-in one. ``default`` is the name a section
+    without the tag key gets (``model: {C: 10}`` tunes the default model).
     """
-    tags: set[str] = set()
-    stack = list(Strict.__subclasses__())
-    while stack:
-        cls = stack.pop()
-        stack.extend(cls.__subclasses__())
-        for key in ("kind", "type"):
-            field = cls.model_fields.get(key)
-            if field is not None and isinstance(field.default, str):
-                tags.add(field.default)
-    return frozenset(tags)
+    tag = registry.tag
+
+    def choose(value: Any, handler: Any) -> Any:
+        del handler  # the chosen class validates the section itself
+        if isinstance(value, Strict) and isinstance(getattr(value, tag, None), str):
+            if type(value) is registry.config_class(getattr(value, tag)):
+                return value
+            value = value.model_dump()
+        if not isinstance(value, dict):
+            raise PydanticCustomError("section_type", "expected a mapping with a {tag} key", {"tag": repr(tag)})
+        name = value.get(tag, default)
+        if name is None:
+            raise PydanticCustomError("union_tag_not_found", "no {discriminator}", {"discriminator": repr(tag)})
+        try:
+            config_class = registry.config_class(name) if isinstance(name, str) else None
+        except ConfigError:
+            config_class = None
+        if config_class is None:
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "unknown {discriminator} {tag}",
+                {"discriminator": repr(tag), "tag": name, "expected_tags": ", ".join(map(repr, registry.names()))},
+            )
+        return config_class.model_validate({**value, tag: name})
+
+    return Annotated[SerializeAsAny[Strict], WrapValidator(choose), _RegistrySchema(registry)]
 
 
-def _readable_location(loc: tuple[Any, ...], raw: Any) -> str:
-    """Join an error location, dropping the discriminator tags pydantic inserts.
-
-    For a tagged union pydantic reports ``data.source.jsonl.path``; the user
-    wrote ``data.source.path``, so a location element that is not a key of the
-    raw mapping but is a union tag is skipped.
-    """
-    parts: list[str] = []
-    node = raw
-    for element in loc:
-        if isinstance(node, dict) and element not in node and element in _union_tags():
-            continue
-        parts.append(str(element))
-        if isinstance(node, dict):
-            node = node.get(element)
-        elif isinstance(node, list) and isinstance(element, int) and element < len(node):
-            node = node[element]
-        else:
-            node = None
-    return ".".join(parts)
-
-
-def _format_validation_error(exc: ValidationError, raw: Any) -> str:
+def _format_validation_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = _readable_location(err["loc"], raw)
+        loc = ".".join(str(element) for element in err["loc"])
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown key {loc!r}")
         elif err["type"] == "missing":
@@ -93,6 +116,9 @@ def _format_validation_error(exc: ValidationError, raw: Any) -> str:
     return "; ".join(parts)
 
 
+T = TypeVar("T", bound=BaseModel)
+
+
 def validate(model: type[T], raw: Any, *, source: str) -> T:
     """Validate ``raw`` against ``model``; raise ``ConfigError`` naming ``source`` and the keys."""
     if raw is None:
@@ -102,7 +128,7 @@ def validate(model: type[T], raw: Any, *, source: str) -> T:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_format_validation_error(exc, raw)}") from None
+        raise ConfigError(f"{source}: {_format_validation_error(exc)}") from None
 
 
 def read_config_file(path: str | Path) -> Any:

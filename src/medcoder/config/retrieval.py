@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from medcoder.config.base import Strict, read_config_file, validate
+from medcoder.config.base import PathText, Strict
 from medcoder.config.data import DataConfig
+from medcoder.config.train import TrainConfig
 
 
 class MentionsConfig(Strict):
@@ -21,20 +21,41 @@ class PairsConfig(Strict):
 
 
 class BiEncoderTrainConfig(Strict):
+    """Fine-tuning the bi-encoder (MultipleNegativesRankingLoss) through the shared training loop."""
+
     epochs: int = Field(1, ge=0)  # 0: use the encoder as it is
     batch_size: int = Field(64, ge=2)  # in-batch negatives: batch_size - 1 per pair
     lr: float = Field(2e-5, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0)  # then linear decay
+    weight_decay: float = Field(0.01, ge=0.0)
+    max_grad_norm: float = Field(1.0, gt=0.0)
+    checkpoint_every_steps: int = Field(0, ge=0)  # 0: a checkpoint at the end of every epoch only
     # a third column per pair: the wrong catalog code the untrained encoder ranks highest for the mention
     # (costs one extra catalog index, of the untrained encoder, cached like the other)
     hard_negatives: bool = True
     seed: int = 0
+
+    def loop_config(self) -> TrainConfig:
+        """The training loop's settings: every epoch runs; the best dev triplet accuracy (or the start) is kept."""
+        return TrainConfig(
+            epochs=max(self.epochs, 1),
+            batch_size=self.batch_size,
+            lr=self.lr,
+            warmup_ratio=self.warmup_ratio,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            schedule="linear",
+            early_stopping_metric="accuracy",
+            early_stopping_patience=max(self.epochs, 1),
+            checkpoint_every_steps=self.checkpoint_every_steps,
+        )
 
 
 class IndexConfig(Strict):
     system: Literal["icd10cm"] = "icd10cm"
     leaves_only: bool = False  # False: leaf codes and the categories above them (coded data uses both)
     prefixes: list[str] | None = None  # only codes starting with one of these (e.g. a chapter); None: all
-    cache_dir: str | None = None  # None: <output>/index
+    cache_dir: PathText | None = None  # None: $MEDCODER_CACHE/index or ~/.cache/medcoder/index (shared by runs)
 
 
 class SearchConfig(Strict):
@@ -51,11 +72,15 @@ class FusionConfig(Strict):
 
 
 class RetrievalConfig(Strict):
-    stage: Literal["retrieval"] = "retrieval"
+    """What ``medcoder retrieval`` reads: it writes a retrieval system (a bundle of kind ``retrieval``)."""
+
+    command: ClassVar[str] = "medcoder retrieval"
+
+    kind: Literal["retrieval"] = "retrieval"
     data: DataConfig = Field(default_factory=DataConfig)
     encoder: str = "minilm"  # sentence-transformers folder or hub id; "minilm": the packaged MiniLM
     max_seq_length: int = Field(64, ge=8)
-    classifier: str | None = None  # a trained medcoder bundle to fuse with; None: retrieval alone
+    classifier: PathText | None = None  # a multi-label model bundle to fuse with (copied in); None: retrieval alone
     mentions: MentionsConfig = Field(default_factory=MentionsConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     train: BiEncoderTrainConfig = Field(default_factory=BiEncoderTrainConfig)
@@ -63,7 +88,3 @@ class RetrievalConfig(Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
-
-def load_retrieval_config(path: str | Path) -> RetrievalConfig:
-    """Read and validate a retrieval config file."""
-    return validate(RetrievalConfig, read_config_file(path), source=str(path))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medcoder.config.base import Strict, deep_merge, read_config_file, validate
+from medcoder.config.base import Strict, deep_merge, registered_section, validate
 from medcoder.config.data import DataConfig, LabelConfig, TaskConfig
-from medcoder.config.models import DEFAULT_MODEL_TYPE, ModelConfig, TfidfLrConfig
-from medcoder.errors import ConfigError
+from medcoder.registry import MODELS
+
+DEFAULT_MODEL_TYPE = "tfidf_lr.v1"
+
+# The ``model:`` section: any registered model type; a section without ``type`` is the default model,
+# so ``model: {C: 10}`` tunes the default instead of failing.
+ModelConfig = registered_section(MODELS, default=DEFAULT_MODEL_TYPE)
+
+
+def _default_model() -> Any:
+    return MODELS.config_class(DEFAULT_MODEL_TYPE)()
 
 
 class ThresholdConfig(Strict):
@@ -20,26 +28,18 @@ class ThresholdConfig(Strict):
 
 
 class RunConfig(Strict):
-    """One training run: data -> label space -> model -> thresholds -> metrics.
+    """One training run (``medcoder train``): data -> label space -> model -> thresholds -> metrics."""
 
-    A ``model`` mapping without ``type`` means the default model, so
-    ``model: {C: 10}`` tunes the default instead of failing.
-    """
+    command: ClassVar[str] = "medcoder train"
 
+    kind: Literal["train"] = "train"
     name: str = "run"
     seed: int = 0
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
-    model: ModelConfig = Field(default_factory=TfidfLrConfig)
+    model: ModelConfig = Field(default_factory=_default_model)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _default_model_type(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "type" not in value:
-            return {"type": DEFAULT_MODEL_TYPE, **value}
-        return value
 
 
 class Variant(Strict):
@@ -51,8 +51,11 @@ class Variant(Strict):
 
 
 class ExperimentConfig(Strict):
-    """Several runs (variants x seeds) summarised in one results table."""
+    """Several runs (variants x seeds) summarised in one results table (``medcoder experiment``)."""
 
+    command: ClassVar[str] = "medcoder experiment"
+
+    kind: Literal["experiment"] = "experiment"
     name: str = "experiment"
     base: dict[str, Any] = Field(default_factory=dict)
     variants: list[Variant] = Field(min_length=1)
@@ -89,22 +92,3 @@ class ExperimentConfig(Strict):
                     (variant.name, seed, validate(RunConfig, raw, source=f"{source}: variant {variant.name!r}"))
                 )
         return expanded
-
-
-_STAGE_COMMANDS = {"adapt_domain": "medcoder adapt-domain", "retrieval": "medcoder retrieval"}
-
-
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read and validate a run config file."""
-    raw = read_config_file(path)
-    stage = raw.get("stage") if isinstance(raw, dict) else None
-    if isinstance(stage, str) and stage in _STAGE_COMMANDS:  # another command's config: say which
-        raise ConfigError(f"{path}: this is a '{stage}' config, not a training run; use `{_STAGE_COMMANDS[stage]}`")
-    return validate(RunConfig, raw, source=str(path))
-
-
-def load_experiment_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment config file (every run is validated too)."""
-    config = validate(ExperimentConfig, read_config_file(path), source=str(path))
-    config.runs(source=str(path))
-    return config

@@ -1,6 +1,6 @@
-"""MIMIC-III and MIMIC-IV readers: discharge summaries coded with ICD-9/ICD-10.
+"""Reading MIMIC tables: what the ``mimic3`` and ``mimic4`` sources share.
 
-MIMIC-III follows Mullenbach et al. 2018 (caml-mimic): one note per admission
+Discharge summaries are gathered per admission, coded with ICD-9/ICD-10. MIMIC-III follows Mullenbach et al. 2018 (caml-mimic): one note per admission
 made of its discharge summaries (report + addenda), labelled with the
 admission's diagnosis and procedure codes, dotted so that diagnosis and
 procedure codes never collide. pandas reads the tables in chunks because
@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medcoder.data.icd import icd9_add_dot, normalize_code
-from medcoder.data.records import SPLITS, Note, check_notes
-from medcoder.errors import ConfigError, InputError, MedcoderError
+from medcoder.data.records import SPLITS, Note
+from medcoder.errors import InputError, MedcoderError
 from medcoder.io import iter_text_lines
 
 if TYPE_CHECKING:
@@ -34,18 +34,18 @@ _INTEGER_FLOAT = re.compile(r"^(\d+)\.0*$")
 
 # Formatters for the undotted codes MIMIC stores; dotting keeps ICD-9 diagnoses
 # (401.9) and procedures (40.19) apart, which share undotted spellings (4019).
-_ICD9_DIAGNOSIS = partial(icd9_add_dot, procedure=False)
-_ICD9_PROCEDURE = partial(icd9_add_dot, procedure=True)
-_ICD10_DIAGNOSIS = partial(normalize_code, system="icd10cm")
+ICD9_DIAGNOSIS = partial(icd9_add_dot, procedure=False)
+ICD9_PROCEDURE = partial(icd9_add_dot, procedure=True)
+ICD10_DIAGNOSIS = partial(normalize_code, system="icd10cm")
 
 
-def _icd10_procedure(code: str) -> str:
+def icd10_procedure(code: str) -> str:
     """ICD-10-PCS codes are seven characters with no dot; only normalise case."""
     return code.strip().upper()
 
 
 @dataclass
-class _Admission:
+class Admission:
     """Discharge-summary parts and codes gathered for one hospital admission."""
 
     subject_id: str = ""
@@ -55,144 +55,13 @@ class _Admission:
     versions: dict[str, int] = field(default_factory=dict)
 
 
-def read_mimic3(
-    root: str | Path,
-    *,
-    label_set: str = "full",
-    top_k: int = 50,
-    include_procedures: bool = True,
-    splits_dir: str | Path | None = None,
-) -> list[Note]:
-    """Read MIMIC-III v1.4 discharge summaries with their ICD-9 codes.
-
-    ``root`` holds NOTEEVENTS, DIAGNOSES_ICD and PROCEDURES_ICD as ``.csv`` or
-    ``.csv.gz``. ``label_set="50"`` keeps the ``top_k`` most frequent codes
-    (counted once per admission, diagnoses and procedures together, ties broken
-    by code) and drops admissions left without a code. ``splits_dir`` holds
-    Mullenbach's ``{train,dev,test}_{full|50}_hadm_ids.csv``; admissions not
-    listed there are dropped. Notes are ordered by HADM_ID.
-    """
-    if label_set not in ("full", "50"):
-        raise ConfigError(f"label_set must be 'full' or '50', got {label_set!r}")
-    root = Path(root)
-    notes_path = _find_table(root, "NOTEEVENTS")
-    tables = [(_find_table(root, "DIAGNOSES_ICD"), _ICD9_DIAGNOSIS, False)]
-    if include_procedures:
-        tables.append((_find_table(root, "PROCEDURES_ICD"), _ICD9_PROCEDURE, True))
-    note_columns = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CATEGORY", "ISERROR", "TEXT"]
-    code_columns = ["HADM_ID", "ICD9_CODE"]
-    # Check every header before the long NOTEEVENTS pass so a bad table fails fast.
-    _check_columns(notes_path, note_columns)
-    for path, _, _ in tables:
-        _check_columns(path, code_columns)
-
-    admissions: dict[str, _Admission] = {}
-    skipped_error = 0
-    for chunk in _iter_chunks(notes_path, note_columns):
-        chunk = chunk[chunk["CATEGORY"].str.strip().str.lower() == "discharge summary"]
-        rows = zip(*(chunk[name].tolist() for name in note_columns), strict=True)
-        for row_id, subject, hadm, chartdate, _, iserror, text in rows:
-            if _normalize_id(iserror) == "1":
-                skipped_error += 1  # MIMIC marks notes a physician flagged as wrong
-                continue
-            hadm = _normalize_id(hadm)
-            if not hadm:
-                continue
-            admission = admissions.setdefault(hadm, _Admission(subject_id=_normalize_id(subject)))
-            row_number = _as_int(row_id, notes_path, "ROW_ID", hadm)
-            admission.parts.append(((chartdate.strip(), row_number), str(row_number), text))
-    if skipped_error:
-        logger.info("%s: skipped %d discharge summaries with ISERROR=1", notes_path, skipped_error)
-
-    without_note: set[str] = set()
-    for path, formatter, is_procedure in tables:
-        for _, hadm, raw in _iter_code_rows(path, "HADM_ID", "ICD9_CODE"):
-            if hadm in admissions:
-                _add_code(admissions[hadm], formatter(raw), is_procedure)
-            else:
-                without_note.add(hadm)
-    notes = _build_notes(admissions, len(without_note), source=str(root), id_meta="note_row_ids")
-    if label_set == "50":
-        notes = _keep_top_codes(notes, top_k, source=str(root))
-    if splits_dir is not None:
-        notes = _apply_hadm_splits(notes, Path(splits_dir), "{split}_" + label_set + "_hadm_ids.csv")
-    check_notes(notes, source=str(root))
-    return notes
-
-
-def read_mimic4(
-    root: str | Path,
-    *,
-    icd_version: int | None = None,
-    include_procedures: bool = True,
-    splits_dir: str | Path | None = None,
-    note_root: str | Path | None = None,
-) -> list[Note]:
-    """Read MIMIC-IV discharge notes with their ICD-9 and/or ICD-10 codes.
-
-    Tables: ``root/hosp/diagnoses_icd``, ``root/hosp/procedures_icd`` and
-    ``note/discharge`` under ``note_root`` (default ``root``; MIMIC-IV-Note is a
-    separate download, so ``note_root`` may also be the ``note`` folder
-    itself). ``icd_version`` 9 or 10 keeps only that version's codes and drops
-    admissions left without one; ``meta["icd_versions"]`` maps each label to
-    its version. ``splits_dir`` holds ``{train,dev,test}_hadm_ids.csv``.
-    """
-    if icd_version not in (None, 9, 10):
-        raise ConfigError(f"icd_version must be 9, 10 or None, got {icd_version!r}")
-    root = Path(root)
-    notes_path = _find_table(_note_folder(Path(note_root) if note_root is not None else root), "discharge")
-    tables: list[tuple[Path, dict[int, Callable[[str], str]], bool]] = [
-        (_find_table(root / "hosp", "diagnoses_icd"), {9: _ICD9_DIAGNOSIS, 10: _ICD10_DIAGNOSIS}, False)
-    ]
-    if include_procedures:
-        tables.append(
-            (_find_table(root / "hosp", "procedures_icd"), {9: _ICD9_PROCEDURE, 10: _icd10_procedure}, True)
-        )
-    note_columns = ["note_id", "subject_id", "hadm_id", "note_seq", "text"]
-    code_columns = ["hadm_id", "icd_code", "icd_version"]
-    _check_columns(notes_path, note_columns)
-    for path, _, _ in tables:
-        _check_columns(path, code_columns)
-
-    admissions: dict[str, _Admission] = {}
-    for chunk in _iter_chunks(notes_path, note_columns):
-        rows = zip(*(chunk[name].tolist() for name in note_columns), strict=True)
-        for note_id, subject, hadm, note_seq, text in rows:
-            hadm = _normalize_id(hadm)
-            if not hadm:
-                continue
-            admission = admissions.setdefault(hadm, _Admission(subject_id=_normalize_id(subject)))
-            seq = _as_int(note_seq, notes_path, "note_seq", note_id)
-            admission.parts.append(((seq, note_id), note_id.strip(), text))
-
-    without_note: set[str] = set()
-    for path, formatters, is_procedure in tables:
-        for line, hadm, raw, version_text in _iter_code_rows(path, "hadm_id", "icd_code", "icd_version"):
-            version = {"9": 9, "10": 10}.get(_normalize_id(version_text))
-            if version is None:
-                raise InputError(
-                    f"expected 9 or 10, found {version_text!r}", path=path, line=line, record=hadm, field="icd_version"
-                )
-            if hadm in admissions and icd_version in (None, version):
-                code = formatters[version](raw)
-                _add_code(admissions[hadm], code, is_procedure)
-                admissions[hadm].versions[code] = version
-            elif hadm not in admissions:
-                without_note.add(hadm)
-    notes = _build_notes(admissions, len(without_note), source=str(notes_path.parent), id_meta="note_ids")
-    if splits_dir is not None:
-        notes = _apply_hadm_splits(notes, Path(splits_dir), "{split}_hadm_ids.csv")
-    check_notes(notes, source=str(notes_path.parent))
-    return notes
-
-
-def _add_code(admission: _Admission, code: str, is_procedure: bool) -> None:
+def add_code(admission: Admission, code: str, is_procedure: bool) -> None:
     admission.codes[code] = None
     if is_procedure:
         admission.procedures.add(code)
 
 
-def _build_notes(admissions: dict[str, _Admission], without_note: int, *, source: str, id_meta: str) -> list[Note]:
+def build_notes(admissions: dict[str, Admission], without_note: int, *, source: str, id_meta: str) -> list[Note]:
     """One note per admission with text and codes; parts joined by a blank line.
 
     ``without_note`` counts coded admissions that had no discharge summary (for the log).
@@ -222,7 +91,7 @@ def _build_notes(admissions: dict[str, _Admission], without_note: int, *, source
     return notes
 
 
-def _keep_top_codes(notes: list[Note], top_k: int, *, source: str) -> list[Note]:
+def keep_top_codes(notes: list[Note], top_k: int, *, source: str) -> list[Note]:
     """Keep the ``top_k`` most frequent codes; drop notes left without a code."""
     counts = Counter(code for note in notes for code in note.labels)
     keep = {code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top_k]}
@@ -239,13 +108,13 @@ def _keep_top_codes(notes: list[Note], top_k: int, *, source: str) -> list[Note]
     return kept
 
 
-def _apply_hadm_splits(notes: list[Note], folder: Path, pattern: str) -> list[Note]:
+def apply_hadm_splits(notes: list[Note], folder: Path, pattern: str) -> list[Note]:
     """Set each note's split from one-id-per-line files; drop notes not listed."""
     assignment: dict[str, str] = {}
     for split in SPLITS:
         path = folder / pattern.format(split=split)
         for number, line in iter_text_lines(path):
-            hadm = _normalize_id(line)
+            hadm = normalize_id(line)
             if not hadm or (number == 1 and hadm.lower() == "hadm_id"):
                 continue  # a blank line, or a header some exports add
             if not hadm.isdigit():
@@ -262,12 +131,12 @@ def _apply_hadm_splits(notes: list[Note], folder: Path, pattern: str) -> list[No
     return kept
 
 
-def _note_folder(note_root: Path) -> Path:
+def note_folder(note_root: Path) -> Path:
     """``note_root/note`` when it exists, else ``note_root`` itself."""
     return note_root / "note" if (note_root / "note").is_dir() else note_root
 
 
-def _find_table(folder: Path, name: str) -> Path:
+def find_table(folder: Path, name: str) -> Path:
     for candidate in (folder / f"{name}.csv", folder / f"{name}.csv.gz"):
         if candidate.is_file():
             return candidate
@@ -282,7 +151,7 @@ def _pandas() -> Any:
     return pandas
 
 
-def _check_columns(path: Path, columns: list[str]) -> None:
+def check_columns(path: Path, columns: list[str]) -> None:
     pd = _pandas()
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
@@ -294,7 +163,7 @@ def _check_columns(path: Path, columns: list[str]) -> None:
             raise InputError(f"missing column; columns found: {found}", path=path, line=1, field=column)
 
 
-def _iter_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def iter_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
     """Yield the needed columns as strings ('' for missing), ``CHUNK_ROWS`` rows at a time."""
     pd = _pandas()
     try:
@@ -306,30 +175,30 @@ def _iter_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
         raise InputError(f"cannot parse the CSV: {exc}", path=path) from None
 
 
-def _iter_code_rows(path: Path, hadm_column: str, *columns: str) -> Iterator[tuple[Any, ...]]:
+def iter_code_rows(path: Path, hadm_column: str, *columns: str) -> Iterator[tuple[Any, ...]]:
     """Yield ``(line, hadm_id, value, ...)`` for rows with an admission id and a code.
 
     Code tables have no quoted newlines, so the file line is the row index + 2.
     """
     line = 1
-    for chunk in _iter_chunks(path, [hadm_column, *columns]):
+    for chunk in iter_chunks(path, [hadm_column, *columns]):
         for hadm, *values in zip(*(chunk[name].tolist() for name in (hadm_column, *columns)), strict=True):
             line += 1
-            hadm = _normalize_id(hadm)
+            hadm = normalize_id(hadm)
             if hadm and values[0].strip():  # MIMIC has a few code rows with an empty code
                 yield (line, hadm, *values)
 
 
-def _normalize_id(value: str) -> str:
+def normalize_id(value: str) -> str:
     """Strip, and turn ``'12345.0'`` (a float-formatted export) into ``'12345'``."""
     value = value.strip()
     match = _INTEGER_FLOAT.match(value)
     return match.group(1) if match else value
 
 
-def _as_int(value: str, path: Path, column: str, record: str) -> int:
+def as_int(value: str, path: Path, column: str, record: str) -> int:
     try:
-        return int(_normalize_id(value))
+        return int(normalize_id(value))
     except ValueError:
         raise InputError(f"expected an integer, found {value!r}", path=path, record=record, field=column) from None
 

@@ -23,10 +23,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from medcoder.data.icd import describe
 from medcoder.data.records import SPLITS, Note, Span
+from medcoder.data.sources.base import SourceConfig
 from medcoder.data.synthetic_lexicon import (
     ACUTE_PLANS,
     ACUTE_SENTENCES,
@@ -67,44 +70,40 @@ SECTION_HEADERS = (
 _CODES_PER_NOTE_WEIGHTS = (10, 17, 20, 18, 13, 10, 7, 5)
 
 
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Knobs of the generator; the defaults give the demo dataset.
+class SyntheticSource(SourceConfig):
+    """Knobs of the generator (:func:`medcoder.data.synthetic.generate_notes`); the defaults give the demo dataset.
 
     ``n_codes`` takes the head of the fixed inventory (common codes first);
-    ``zipf_exponent`` sets how steeply code frequency falls along it.
-    The ``*_rate`` fields are per-note probabilities of one such sentence
-    (negation and family history may occur twice).
+    ``zipf_exponent`` sets how steeply code frequency falls along it. The
+    generator gives every note its own split (``split_ratios``). The ``*_rate``
+    fields are per-note probabilities of one such sentence (negation and family
+    history may occur twice). Same config, byte-identical notes.
     """
 
-    n_notes: int = 600
+    kind: Literal["synthetic"] = "synthetic"
+    n_notes: int = Field(600, ge=1)
+    n_codes: int = Field(60, ge=1, le=len(INVENTORY))
     seed: int = 0
-    n_codes: int = 60
     split_ratios: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    zipf_exponent: float = 1.1
-    cluster_rate: float = 0.75
-    negation_rate: float = 0.6
-    family_history_rate: float = 0.5
-    ruled_out_rate: float = 0.2
-    hypothetical_rate: float = 0.25
-    title_rate: float = 0.1
-    med_rate: float = 0.75
-    decoy_med_rate: float = 0.2
+    zipf_exponent: float = Field(1.1, ge=0.0)
+    cluster_rate: float = Field(0.75, ge=0.0, le=1.0)
+    negation_rate: float = Field(0.6, ge=0.0, le=1.0)
+    family_history_rate: float = Field(0.5, ge=0.0, le=1.0)
+    ruled_out_rate: float = Field(0.2, ge=0.0, le=1.0)
+    hypothetical_rate: float = Field(0.25, ge=0.0, le=1.0)
+    title_rate: float = Field(0.1, ge=0.0, le=1.0)
+    med_rate: float = Field(0.75, ge=0.0, le=1.0)
+    decoy_med_rate: float = Field(0.2, ge=0.0, le=1.0)
 
-    def __post_init__(self) -> None:
-        if self.n_notes < 1:
-            raise ConfigError(f"n_notes must be >= 1, got {self.n_notes}")
-        if not 1 <= self.n_codes <= len(INVENTORY):
-            raise ConfigError(f"n_codes must be in 1..{len(INVENTORY)}, got {self.n_codes}")
-        if len(self.split_ratios) != 3 or min(self.split_ratios) < 0 or abs(sum(self.split_ratios) - 1) > 1e-6:
-            raise ConfigError(f"split_ratios must be three non-negative numbers summing to 1, got {self.split_ratios}")
-        if self.zipf_exponent < 0:
-            raise ConfigError(f"zipf_exponent must be >= 0, got {self.zipf_exponent}")
-        for name in ("cluster_rate", "negation_rate", "family_history_rate", "ruled_out_rate",
-                     "hypothetical_rate", "title_rate", "med_rate", "decoy_med_rate"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {value}")
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) < 0 or abs(sum(value) - 1) > 1e-6:
+            raise ValueError("split_ratios must be three non-negative numbers summing to 1")
+        return value
+
+    def read(self) -> list[Note]:
+        return generate_notes(self)
 
 
 def code_inventory(n_codes: int) -> list[str]:
@@ -142,7 +141,7 @@ class _Catalog:
     clusters: tuple[tuple[str, tuple[str, ...]], ...]
 
     @classmethod
-    def build(cls, config: SyntheticConfig) -> _Catalog:
+    def build(cls, config: SyntheticSource) -> _Catalog:
         entries = INVENTORY[: config.n_codes]
         by_code = {entry.code: entry for entry in entries}
         weights = {code: 1.0 / (rank + 1) ** config.zipf_exponent for rank, code in enumerate(by_code)}
@@ -221,7 +220,7 @@ class _Patient:
         return [entry for entry in self.codes if entry.kind == kind]
 
 
-def _draw_patient(rng: random.Random, catalog: _Catalog, config: SyntheticConfig) -> _Patient:
+def _draw_patient(rng: random.Random, catalog: _Catalog, config: SyntheticSource) -> _Patient:
     """Sex, age and the gold codes: usually a comorbidity cluster, then Zipf-weighted extras."""
     patient = _Patient(sex=rng.choice(("F", "M")), age=rng.randint(22, 92))
     n_codes = min(rng.choices(range(1, 9), weights=_CODES_PER_NOTE_WEIGHTS)[0], len(catalog.entries))
@@ -252,7 +251,7 @@ def _count(rng: random.Random, rate: float, repeats: int) -> int:
 class _NoteWriter:
     """Writes one note section by section; every draw comes from ``rng``, in a fixed order."""
 
-    def __init__(self, rng: random.Random, catalog: _Catalog, config: SyntheticConfig, patient: _Patient) -> None:
+    def __init__(self, rng: random.Random, catalog: _Catalog, config: SyntheticSource, patient: _Patient) -> None:
         self.rng, self.catalog, self.config, self.patient = rng, catalog, config, patient
         self.b = _TextBuilder()
         self.fields = patient.fields
@@ -421,14 +420,15 @@ def _assign_splits(rng: random.Random, labels: list[tuple[str, ...]], ratios: tu
     return split
 
 
-def generate_notes(config: SyntheticConfig = SyntheticConfig()) -> list[Note]:
-    """Generate ``config.n_notes`` coded notes with ids ``synth-00001``...
+def generate_notes(config: SyntheticSource | None = None) -> list[Note]:
+    """Generate ``config.n_notes`` coded notes with ids ``synth-00001``... (default config: the demo dataset).
 
     ``labels`` are in order of first mention; ``spans`` hold every coded
     mention; ``meta["uncoded_mentions"]`` lists the distractors as dicts
     ``{"start", "end", "code", "reason"}``; ``meta["cluster"]`` names the
     comorbidity cluster the note was built around (or ``None``).
     """
+    config = config or SyntheticSource()
     rng = random.Random(config.seed)
     catalog = _Catalog.build(config)
     drafts = []

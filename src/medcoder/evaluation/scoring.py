@@ -23,19 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.data.labels import LabelSpace
+from medcoder.data.records import Note
 from medcoder.evaluation import metrics as m
 from medcoder.evaluation.thresholds import Thresholds
-
-_HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
-    ("map", "MAP"),
-    ("micro_precision", "micro-P"),
-    ("micro_recall", "micro-R"),
-    ("micro_f1", "micro-F1"),
-    ("macro_f1", "macro-F1 (all)"),
-    ("macro_f1_with_gold", "macro-F1 (labels with gold)"),
-    ("micro_auc", "micro-AUC"),
-    ("macro_auc", "macro-AUC"),
-)
 
 
 def _clean(value: float) -> float | None:
@@ -215,43 +206,14 @@ def evaluate_multiclass(
     }
 
 
-def _fmt(value: Any) -> str:
-    return "—" if value is None else f"{value:.3f}"
+def score_notes(
+    scores: np.ndarray, notes: Sequence[Note], labels: LabelSpace, thresholds: Thresholds | None
+) -> dict[str, Any]:
+    """Metrics of ``scores`` ``[n_notes, len(labels)]`` against the notes' gold labels (mapped into ``labels``' system).
 
-
-def format_metrics_table(metrics: Mapping[str, Any]) -> str:
-    """A Markdown table of the headline figures.
-
-    Args:
-        metrics: the dict returned by :func:`evaluate_multilabel` (one column
-            per convention) or :func:`evaluate_multiclass`.
+    ``thresholds`` None means a single-label task (the decision is the argmax).
     """
-    if "all_gold" in metrics:
-        sections = [("all gold", metrics["all_gold"]), ("train-seen", metrics["train_seen"])]
-        rows = list(_HEADLINE_ROWS)
-        rows += [(f"p_at_{k}", f"P@{k}") for k in metrics.get("ks", (5, 8, 15))]
-        lines = [
-            "| metric | " + " | ".join(name for name, _ in sections) + " |",
-            "|---|" + "---|" * len(sections),
-        ]
-        for key, label in rows:
-            cells = " | ".join(_fmt(section.get(key)) for _, section in sections)
-            lines.append(f"| {label} | {cells} |")
-        return "\n".join(lines) + "\n"
-    if "accuracy" in metrics:
-        return (
-            "| metric | value |\n|---|---|\n"
-            f"| accuracy | {_fmt(metrics['accuracy'])} |\n"
-            f"| macro-F1 | {_fmt(metrics['macro_f1'])} |\n"
-        )
-    raise ValueError("metrics must come from evaluate_multilabel or evaluate_multiclass")
-
-
-def format_frequency_table(metrics: Mapping[str, Any]) -> str:
-    """Markdown table of macro F1 by train-frequency bin (multi-label metrics only; else "")."""
-    bins = metrics.get("f1_by_frequency")
-    if not bins:
-        return ""
-    lines = ["| train docs per code | codes | macro-F1 |", "|---|---|---|"]
-    lines += [f"| {row['bin']} | {row['n_labels']} | {_fmt(row['macro_f1'])} |" for row in bins]
-    return "\n".join(lines) + "\n"
+    gold = [labels.map_labels(note.labels) for note in notes]
+    if thresholds is None:
+        return evaluate_multiclass([g[0] if g else "" for g in gold], scores, labels.codes)
+    return evaluate_multilabel(gold, scores, labels.codes, thresholds, labels.train_freq)

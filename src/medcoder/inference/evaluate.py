@@ -1,22 +1,23 @@
-"""Evaluate a saved bundle on labelled notes with its dev-tuned thresholds."""
+"""Evaluate any saved system on labelled notes, with the thresholds it tuned on dev."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from medcoder.config import DataConfig
+from medcoder.data.dataset import load_dataset
 from medcoder.data.records import SPLITS, Note
-from medcoder.data.sources import read_jsonl
+from medcoder.data.sources.jsonl import JsonlSource
 from medcoder.errors import MedcoderError
-from medcoder.inference.predictor import Predictor
-from medcoder.models.bundle import Bundle
+from medcoder.inference.base import Coder
+from medcoder.inference.load import load
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.run import evaluate_scores, load_dataset, texts_of
 
 
-def _jsonl_fields(bundle: Bundle) -> dict[str, Any]:
-    """Field names for ``--data``: those the model was trained with (JSONL or CSV source), else the defaults."""
-    source = bundle.config.data.source
+def _jsonl_fields(data: DataConfig, needs_pairs: bool) -> dict[str, Any]:
+    """Field names for ``--data``: those the system was trained with (JSONL or CSV source), else the defaults."""
+    source = data.source
     if source.kind == "jsonl":
         return source.model_dump(include={"id_field", "text_field", "labels_field", "split_field", "text_pair_field"})
     if source.kind == "csv":
@@ -27,33 +28,31 @@ def _jsonl_fields(bundle: Bundle) -> dict[str, Any]:
             "split_field": source.split_column or "split",
             "text_pair_field": source.text_pair_column,
         }
-    return {"text_pair_field": "text_pair" if bundle.task == "pair" else None}
+    return {"text_pair_field": "text_pair" if needs_pairs else None}
 
 
-def evaluate_bundle(
-    model_dir: str | Path, *, data: str | Path | None = None, split: str = "test", reporter: Reporter | None = None
-) -> dict[str, Any]:
-    """Metrics of the bundle on ``split`` of ``data`` (a JSONL file) or of its own data config.
+def evaluate_system(
+    path: str | Path, *, data: str | Path | None = None, split: str = "test", reporter: Reporter | None = None
+) -> tuple[Coder, dict[str, Any]]:
+    """(the system, its figures on ``split`` of ``data`` — a JSONL file — or of its own data config).
 
-    ``data`` is read with the field names of the bundle's own JSONL/CSV source
+    ``data`` is read with the field names of the system's own JSONL/CSV source
     (``text_pair`` for the second text of a pair model trained on other sources).
     """
     reporter = reporter or LogReporter()
     if split not in (*SPLITS, "all"):
         raise MedcoderError(f"--split must be one of train, dev, test, all; got {split!r}")
-    predictor = Predictor.from_dir(model_dir)
-    bundle = predictor.bundle
+    coder = load(path)
+    own = coder.data_config()
     with reporter.task("reading data"):
         if data is None:
-            groups = load_dataset(bundle.config.data)
+            groups = load_dataset(own)
             notes: list[Note] = [n for s in SPLITS for n in groups[s]] if split == "all" else groups[split]
         else:
-            notes = read_jsonl(data, **_jsonl_fields(bundle))
+            notes = JsonlSource(path=data, **_jsonl_fields(own, coder.needs_pairs)).read()
             if split != "all":
                 notes = [n for n in notes if n.split == split]
     if not notes:
         raise MedcoderError(f"{data or 'the model data'}: no notes in split {split!r} (use --split all)")
-    texts, pairs = texts_of(notes)
     with reporter.task("scoring notes", total=len(notes)) as update:
-        scores = predictor.predict_proba(texts, pairs=pairs, progress=update)
-    return evaluate_scores(scores, notes, bundle.labels, bundle.thresholds)
+        return coder, coder.evaluate(notes, progress=update)

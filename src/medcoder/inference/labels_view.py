@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medcoder.config import load_run_config
+from medcoder.bundles import read_header
+from medcoder.config import load_config
+from medcoder.data.dataset import fit_label_space, load_dataset
 from medcoder.data.labels import LabelSpace
+from medcoder.errors import MedcoderError
+from medcoder.registry import SYSTEMS
 
 
 def _fit_from_config(path: Path) -> tuple[LabelSpace, dict[str, dict]]:
-    from medcoder.training.run import fit_label_space, load_dataset
-
-    config = load_run_config(path)
+    config = load_config(path, "train")
     splits = load_dataset(config.data)
-    space = fit_label_space(config, splits["train"])
+    space = fit_label_space(config.labels, config.task.type, splits["train"])
     coverage = {name: space.coverage([n.labels for n in splits[name]]) for name in ("dev", "test")}
     return space, coverage
 
@@ -22,7 +24,11 @@ def describe_label_source(source: Path, *, top: int = 20) -> str:
     """Describe a bundle's labels.json, a labels.json file, or the label space a run config would fit."""
     coverage: dict[str, dict] = {}
     if source.is_dir():
-        space = LabelSpace.from_json(source / "labels.json")
+        header = read_header(source)
+        labels_file = SYSTEMS.get(header["kind"]).labels_file(source, header)
+        if labels_file is None:
+            raise MedcoderError(f"{source}: this {header['kind']} system has no label space of its own")
+        space = LabelSpace.from_json(labels_file)
     elif source.suffix == ".json":
         space = LabelSpace.from_json(source)
     else:

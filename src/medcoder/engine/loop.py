@@ -29,9 +29,7 @@ from typing import Any, Protocol
 import torch
 
 from medcoder.config import TrainConfig
-from medcoder.errors import MedcoderError
-from medcoder.progress import Update
-from medcoder.training.checkpoint import (
+from medcoder.engine.checkpoint import (
     LAST,
     capture_rng,
     cpu_copy,
@@ -42,8 +40,10 @@ from medcoder.training.checkpoint import (
     save_checkpoint,
     seed_everything,
 )
-from medcoder.training.distributed import current_world, wrap_for_training
-from medcoder.training.precision import autocast_factory, resolve_precision
+from medcoder.engine.distributed import current_world, wrap_for_training
+from medcoder.engine.precision import autocast_factory, resolve_precision
+from medcoder.errors import MedcoderError
+from medcoder.progress import Update
 
 logger = logging.getLogger(__name__)
 
@@ -291,6 +291,7 @@ def train_loop(
     seed: int = 0,
     progress: Update | None = None,
     param_groups: list[dict[str, Any]] | None = None,
+    evaluate_before: bool = False,
 ) -> LoopResult:
     """Train ``model`` in place; at the end it holds the best epoch's weights.
 
@@ -306,7 +307,9 @@ def train_loop(
     run at a time per folder. The model's initial weights are the caller's: seed
     before building it. ``param_groups`` replaces the default groups (all
     trainable parameters, no weight decay on 1-d ones); a group without
-    ``lr``/``weight_decay`` gets the config's.
+    ``lr``/``weight_decay`` gets the config's. ``evaluate_before`` scores the
+    starting weights too (history epoch 0): they stay the result unless an
+    epoch beats them, for fine-tuning that may not help.
     """
     world = current_world()
     first_batches = world.shard(plan.batches(0))
@@ -327,6 +330,8 @@ def train_loop(
         logger.info("resuming from %s at optimizer step %d of %d", found, resumed_from, total)
     else:
         seed_everything(seed)
+        if evaluate_before and evaluate is not None:
+            _evaluate_start(training, evaluate)
 
     threads = torch.get_num_threads()
     was_training = model.training
@@ -347,11 +352,26 @@ def train_loop(
     return LoopResult(
         best_epoch=state.best_epoch,
         best_score=state.best_score,
-        epochs_run=len(state.history),
+        epochs_run=sum(entry["epoch"] > 0 for entry in state.history),
         history=state.history,
         stopped_early=state.stopped_early,
         resumed_from=resumed_from,
     )
+
+
+def _evaluate_start(training: _Training, evaluate: Evaluate) -> None:
+    """Score the weights before training as "epoch 0", a candidate for the best weights."""
+    model = training.model
+    model.eval()
+    try:
+        with torch.no_grad():
+            dev = {k: float(v) for k, v in evaluate(model).items()}
+    finally:
+        model.train()
+    score = training.score(math.nan, dev, True)
+    training.update_best(score, 0)
+    training.state.history.append({"epoch": 0, **{f"dev_{k}": v for k, v in dev.items()}})
+    logger.info("before training: dev %s %.4f", training.config.early_stopping_metric, score)
 
 
 def _run_epoch(

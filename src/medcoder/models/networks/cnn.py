@@ -1,7 +1,7 @@
 """Convolutional word-level coders: TextCNN, CAML, DR-CAML and MultiResCNN.
 
 All take ``input_ids`` ``[batch, time]`` (0 = padding) and ``mask`` ``[batch,
-time]`` (True = real token) and return a :class:`~medcoder.models.heads.CoderOutput`.
+time]`` (True = real token) and return a :class:`~medcoder.models.networks.heads.CoderOutput`.
 They are plain ``nn.Module``s built from explicit arguments; the config layer
 chooses the values, and the training loop knows nothing of their insides.
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from medcoder.models.heads import CoderOutput, LabelAttention, PooledLinear, masked_max_pool
+from medcoder.models.networks.heads import CoderOutput, LabelAttention, PooledLinear, masked_max_pool
 
 
 class WordEmbedding(nn.Module):

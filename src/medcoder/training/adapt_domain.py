@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from medcoder.config.stages import AdaptDomainConfig
+from medcoder.config.adapt_domain import AdaptDomainConfig
+from medcoder.data.dataset import read_unlabeled_texts
 from medcoder.data.encoding import LengthBucketPlan, dropout_seed
 from medcoder.data.subwords import SubwordEncoder, collate_truncated
+from medcoder.engine.loop import train_loop
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_directory, atomic_write_json, recover_directory
-from medcoder.models.embeddings import read_unlabeled_texts
-from medcoder.models.transformer import load_config_and_tokenizer, quiet_transformers, resolve_encoder
+from medcoder.models.hf_encoders import load_config_and_tokenizer, quiet_transformers, resolve_encoder
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.loop import train_loop
 
 logger = logging.getLogger(__name__)
 

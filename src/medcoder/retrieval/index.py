@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,30 @@ class CodeIndex:
         return cls(codes, vectors, meta=header.get("meta") or {})
 
 
+def default_cache_dir() -> Path:
+    """Where catalog indexes are cached when the config names no folder.
+
+    ``$MEDCODER_CACHE/index``, else ``$XDG_CACHE_HOME/medcoder/index``, else
+    ``~/.cache/medcoder/index``: an index depends only on the encoder's weights
+    and the catalog, so every run with the same encoder reuses it.
+    """
+    root = os.environ.get("MEDCODER_CACHE")
+    if root:
+        return Path(root) / "index"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "medcoder" / "index"
+
+
+def index_folder(
+    cache_dir: str | Path, encoder_fingerprint: str, *, system: str, leaves_only: bool, prefixes: Sequence[str] | None
+) -> Path:
+    """The folder under ``cache_dir`` that holds the index of this encoder and catalog."""
+    wanted = tuple(sorted(set(prefixes))) if prefixes else ()
+    catalog = f"{system}|{int(leaves_only)}" + (f"|{','.join(wanted)}" if wanted else "")
+    key = hashlib.sha256(f"{encoder_fingerprint}|{catalog}".encode()).hexdigest()[:20]
+    return Path(cache_dir) / f"{system}-{'leaves' if leaves_only else 'all'}-{key}"
+
+
 def cached_index(
     encode: Encode,
     encoder_fingerprint: str,
@@ -169,9 +194,7 @@ def cached_index(
     encoder never reuses the vectors of another.
     """
     wanted = tuple(sorted(set(prefixes))) if prefixes else ()
-    catalog = f"{system}|{int(leaves_only)}" + (f"|{','.join(wanted)}" if wanted else "")
-    key = hashlib.sha256(f"{encoder_fingerprint}|{catalog}".encode()).hexdigest()[:20]
-    folder = Path(cache_dir) / f"{system}-{'leaves' if leaves_only else 'all'}-{key}"
+    folder = index_folder(cache_dir, encoder_fingerprint, system=system, leaves_only=leaves_only, prefixes=prefixes)
     if (folder / "index.json").is_file():
         try:
             index = CodeIndex.load(folder)

@@ -14,16 +14,13 @@ layer ``[B, L]``.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from medcoder.data.encoding import Vocab
 from medcoder.errors import ConfigError
-from medcoder.models.cnn import TextCNN
-from medcoder.models.heads import CoderOutput, PooledLinear, masked_max_pool
+from medcoder.models.networks.cnn import TextCNN
+from medcoder.models.networks.heads import CoderOutput, PooledLinear, masked_max_pool
 
 
 def _features(embedding: nn.Module, convs: nn.ModuleList, input_ids: Tensor, mask: Tensor) -> Tensor:
@@ -81,36 +78,3 @@ class TransferTextCNN(nn.Module):
             features = torch.cat([features, frozen], dim=-1)
         adapted = self.adaptation(features)
         return CoderOutput(logits=self.output(adapted), attention=None, features=adapted)
-
-    @staticmethod
-    def source_skeleton(info: dict[str, Any], vocab_size: int) -> TextCNN:
-        """An untrained TextCNN of the source's shape; its weights are then loaded from the bundle."""
-        return TextCNN(
-            vocab_size,
-            int(info["embedding_dim"]),
-            1,
-            kernel_sizes=tuple(info["kernel_sizes"]),
-            num_filters=int(info["num_filters"]),
-        )
-
-
-def load_source_textcnn(path: str | Path) -> tuple[TextCNN, Vocab, dict[str, Any]]:
-    """The first member of a TextCNN bundle trained on a source task, its vocabulary and shape facts."""
-    from medcoder.models.bundle import load_bundle
-
-    bundle = load_bundle(path)
-    if bundle.config.model.type != "textcnn.v1" or bundle.config.model.transfer is not None:
-        raise ConfigError(
-            f"transfer.source {path}: expected a textcnn.v1 model trained from scratch, "
-            f"found {bundle.config.model.type}"
-        )
-    source = bundle.model.members_[0]
-    info = {
-        "path": str(path),
-        "task": bundle.config.task.type,
-        "n_labels": len(bundle.labels),
-        "embedding_dim": source.embedding.dim,
-        "kernel_sizes": [conv.kernel_size[0] for conv in source.convs],
-        "num_filters": source.convs[0].out_channels,
-    }
-    return source, bundle.model.vocab_, info

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from medcoder.config.base import Strict, read_config_file, validate
-from medcoder.config.models import TrainConfig
+from medcoder.config.base import Strict
+from medcoder.config.train import TrainConfig
 
 
 def _mlm_train() -> TrainConfig:
@@ -25,9 +24,11 @@ def _mlm_train() -> TrainConfig:
 
 
 class AdaptDomainConfig(Strict):
-    """Stage 1: continue masked-LM training of an encoder on unlabeled in-domain text."""
+    """Stage 1 (``medcoder adapt-domain``): continue masked-LM training of an encoder on unlabeled in-domain text."""
 
-    stage: Literal["adapt_domain"] = "adapt_domain"
+    command: ClassVar[str] = "medcoder adapt-domain"
+
+    kind: Literal["adapt_domain"] = "adapt_domain"
     encoder: str = "minilm"  # hub id, local folder (e.g. another stage's output) or the packaged MiniLM
     corpus: list[str] = Field(min_length=1)  # JSON-lines files, one note per line
     text_field: str = "text"
@@ -39,7 +40,3 @@ class AdaptDomainConfig(Strict):
     seed: int = 0
     train: TrainConfig = Field(default_factory=_mlm_train)
 
-
-def load_adapt_domain_config(path: str | Path) -> AdaptDomainConfig:
-    """Read and validate a stage-1 config file."""
-    return validate(AdaptDomainConfig, read_config_file(path), source=str(path))

@@ -1,6 +1,6 @@
 """Bidirectional GRU coder with a pooled or a label-wise attention head.
 
-``input_ids`` ``[batch, time]`` -> :class:`~medcoder.models.cnn.WordEmbedding`
+``input_ids`` ``[batch, time]`` -> :class:`~medcoder.models.networks.cnn.WordEmbedding`
 -> bidirectional GRU over the real tokens only (packed sequences, so padding
 never enters the recurrence and the backward direction starts at each
 document's last real token) -> states ``[batch, time, 2 * hidden_size]`` ->
@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from medcoder.models.cnn import WordEmbedding
-from medcoder.models.heads import CoderOutput, LabelAttention, PooledLinear, masked_max_pool, masked_mean_pool
+from medcoder.models.networks.cnn import WordEmbedding
+from medcoder.models.networks.heads import CoderOutput, LabelAttention, PooledLinear, masked_max_pool, masked_mean_pool
 
 _OUTPUTS = ("pooled", "label_attention")
 _POOLINGS = ("max", "mean")

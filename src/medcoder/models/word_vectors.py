@@ -28,8 +28,6 @@ from medcoder.io import (
     atomic_directory,
     atomic_write_bytes,
     atomic_write_json,
-    iter_json_objects,
-    iter_text_lines,
     read_json_file,
 )
 
@@ -209,20 +207,6 @@ def train_word2vec(
         "texts": len(token_lists),
     }
     return WordVectors(list(model.wv.index_to_key), np.array(model.wv.vectors, dtype=np.float32), meta)
-
-
-def read_unlabeled_texts(path: str | Path, text_field: str = "text") -> list[str]:
-    """The ``text_field`` string of every record of a JSON-lines file (e.g. CodiEsp background notes)."""
-    texts = []
-    for line, record in iter_json_objects(iter_text_lines(path), path):
-        text = record.get(text_field)
-        if not isinstance(text, str):
-            record_id = record.get("id")
-            problem = "missing" if text_field not in record else f"expected a string, got {type(text).__name__}"
-            record_id = record_id if isinstance(record_id, str) else None
-            raise InputError(problem, path=path, line=line, record=record_id, field=text_field)
-        texts.append(text)
-    return texts
 
 
 def load_word_vectors(path: str | Path) -> WordVectors:

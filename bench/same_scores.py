@@ -1,0 +1,173 @@
+"""Do two versions of medcoder train the same models? Scores of fixed runs on synthetic notes.
+
+Trains a few small models (word-level with attention and a 2-seed ensemble, a
+hierarchical MiniLM transformer, TF-IDF + LR) on one synthetic corpus through
+the ``medcoder`` command line, then codes the test notes with ``medcoder predict
+--top-k ALL --explain``. Everything goes through the CLI and a JSONL file, so the
+script runs unchanged against an older checkout (``PYTHONPATH=OLD/src``)::
+
+    PYTHONPATH=/path/to/old/src .venv/bin/python bench/same_scores.py --output before.json
+    .venv/bin/python bench/same_scores.py --output after.json --compare before.json
+
+``--compare`` reports, per run, whether the test metrics and every predicted
+probability and evidence span are identical, and the largest difference if not.
+About 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RUNS: dict[str, dict[str, Any]] = {
+    "caml-ensemble": {
+        "type": "caml.v1",
+        "encoding": {"max_tokens": 300},
+        "embedding": {"dim": 32},
+        "num_filters": 32,
+        "ensemble": 2,
+        "train": {"epochs": 4, "batch_size": 16, "num_threads": 1},
+    },
+    "bigru-pooled": {
+        "type": "bigru.v1",
+        "output": "pooled",
+        "hidden": 32,
+        "encoding": {"max_tokens": 200},
+        "embedding": {"dim": 32},
+        "train": {"epochs": 3, "batch_size": 16, "num_threads": 1},
+    },
+    "minilm-hier": {
+        "type": "transformer.v1",
+        "encoder": "minilm",
+        "architecture": "hier",
+        "head": "label_attention",
+        "label_init": "descriptions",
+        "max_tokens": 192,
+        "segment_length": 64,
+        "train": {"epochs": 2, "batch_size": 8, "num_threads": 1},
+    },
+    "tfidf": {"type": "tfidf_lr.v1", "n_jobs": 1},
+}
+EXPLAINED = {"caml-ensemble", "minilm-hier"}
+
+
+def write_corpus(path: Path) -> None:
+    from medcoder.data.synthetic import generate_notes
+
+    try:
+        from medcoder.data.sources.synthetic import SyntheticSource as Knobs
+    except ImportError:  # medcoder 0.1 named the generator's config SyntheticConfig
+        from medcoder.data.synthetic import SyntheticConfig as Knobs  # type: ignore[attr-defined,no-redef]
+
+    notes = generate_notes(Knobs(n_notes=240, n_codes=16, seed=7))
+    with path.open("w", encoding="utf-8") as handle:
+        for note in notes:
+            handle.write(json.dumps({"id": note.id, "text": note.text, "labels": list(note.labels), "split": note.split}))
+            handle.write("\n")
+
+
+def medcoder(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "medcoder.cli", "-q", *args], capture_output=True, text=True, env=os.environ.copy()
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"medcoder {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
+
+
+def run_all(work: Path) -> dict[str, Any]:
+    corpus = work / "notes.jsonl"
+    write_corpus(corpus)
+    test = work / "test.jsonl"
+    test.write_text(
+        "".join(line + "\n" for line in corpus.read_text().splitlines() if json.loads(line)["split"] == "test")
+    )
+    results: dict[str, Any] = {}
+    for name, model in RUNS.items():
+        config = {
+            "name": name,
+            "seed": 3,
+            "data": {"source": {"kind": "jsonl", "path": str(corpus)}},
+            "labels": {"system": "icd10cm"},
+            "model": model,
+        }
+        config_path = work / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        bundle = work / name
+        started = time.perf_counter()
+        medcoder("train", str(config_path), "-o", str(bundle))
+        seconds = time.perf_counter() - started
+        metrics = json.loads((bundle / "metrics.json").read_text())
+        extra = ["--explain"] if name in EXPLAINED else []
+        lines = medcoder("predict", str(bundle), str(test), "--top-k", "100000", *extra).splitlines()
+        results[name] = {"seconds": seconds, "test": metrics["test"], "predictions": [json.loads(x) for x in lines]}
+    return results
+
+
+def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every number inside ``value``, keyed by its path."""
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            out.update(_numbers(item, f"{prefix}.{key}"))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            out.update(_numbers(item, f"{prefix}[{index}]"))
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        out[prefix] = float(value)
+    return out
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    same_everywhere = True
+    for name in RUNS:
+        if name not in before or name not in after:
+            print(f"{name}: missing in one of the files")
+            same_everywhere = False
+            continue
+        old, new = before[name], after[name]
+        old_codes = {(p["id"], c["code"]): c for p in old["predictions"] for c in p["codes"]}
+        new_codes = {(p["id"], c["code"]): c for p in new["predictions"] for c in p["codes"]}
+        probability_gap = max(
+            (abs(old_codes[k]["probability"] - new_codes[k]["probability"]) for k in old_codes.keys() & new_codes.keys()),
+            default=0.0,
+        )
+        same_codes = old_codes.keys() == new_codes.keys()
+        same_evidence = all(old_codes[k].get("evidence") == new_codes[k].get("evidence") for k in old_codes.keys() & new_codes.keys())
+        old_metrics, new_metrics = _numbers(old["test"]), _numbers(new["test"])
+        metric_gap = max((abs(old_metrics[k] - new_metrics[k]) for k in old_metrics.keys() & new_metrics.keys()), default=0.0)
+        identical = old["test"] == new["test"] and same_codes and probability_gap == 0.0 and same_evidence
+        same_everywhere &= identical
+        print(
+            f"{name}: {'identical' if identical else 'DIFFERENT'}; test MAP {old['test']['all_gold']['map']:.6f} -> "
+            f"{new['test']['all_gold']['map']:.6f}, largest metric gap {metric_gap:.2e}, largest probability gap "
+            f"{probability_gap:.2e}, same codes listed {same_codes}, same evidence {same_evidence}; "
+            f"train+predict {old['seconds']:.0f} s -> {new['seconds']:.0f} s"
+        )
+    return same_everywhere
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True, help="JSON file for this version's results")
+    parser.add_argument("--compare", type=Path, help="an earlier --output to compare with")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        results = run_all(Path(work))
+    args.output.write_text(json.dumps(results), encoding="utf-8")
+    if args.compare is not None:
+        return 0 if compare(json.loads(args.compare.read_text()), results) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""Every Markdown report medcoder writes: metrics tables, the model card, experiment and retrieval results.
+
+Renderers take plain data (metrics dicts as :mod:`medcoder.evaluation.scoring`
+returns them, configs, label spaces) and return text; they compute nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from medcoder.config import RunConfig, dump_yaml
+from medcoder.data.labels import LabelSpace
+
+_HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
+    ("map", "MAP"),
+    ("micro_precision", "micro-P"),
+    ("micro_recall", "micro-R"),
+    ("micro_f1", "micro-F1"),
+    ("macro_f1", "macro-F1 (all)"),
+    ("macro_f1_with_gold", "macro-F1 (labels with gold)"),
+    ("micro_auc", "micro-AUC"),
+    ("macro_auc", "macro-AUC"),
+)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def format_metrics_table(metrics: Mapping[str, Any]) -> str:
+    """A Markdown table of the headline figures.
+
+    Args:
+        metrics: the dict returned by :func:`evaluate_multilabel` (one column
+            per convention) or :func:`evaluate_multiclass`.
+    """
+    if "all_gold" in metrics:
+        sections = [("all gold", metrics["all_gold"]), ("train-seen", metrics["train_seen"])]
+        rows = list(_HEADLINE_ROWS)
+        rows += [(f"p_at_{k}", f"P@{k}") for k in metrics.get("ks", (5, 8, 15))]
+        lines = [
+            "| metric | " + " | ".join(name for name, _ in sections) + " |",
+            "|---|" + "---|" * len(sections),
+        ]
+        for key, label in rows:
+            cells = " | ".join(_fmt(section.get(key)) for _, section in sections)
+            lines.append(f"| {label} | {cells} |")
+        return "\n".join(lines) + "\n"
+    if "accuracy" in metrics:
+        return (
+            "| metric | value |\n|---|---|\n"
+            f"| accuracy | {_fmt(metrics['accuracy'])} |\n"
+            f"| macro-F1 | {_fmt(metrics['macro_f1'])} |\n"
+        )
+    raise ValueError("metrics must come from evaluate_multilabel or evaluate_multiclass")
+
+
+def format_frequency_table(metrics: Mapping[str, Any]) -> str:
+    """Markdown table of macro F1 by train-frequency bin (multi-label metrics only; else "")."""
+    bins = metrics.get("f1_by_frequency")
+    if not bins:
+        return ""
+    lines = ["| train docs per code | codes | macro-F1 |", "|---|---|---|"]
+    lines += [f"| {row['bin']} | {row['n_labels']} | {_fmt(row['macro_f1'])} |" for row in bins]
+    return "\n".join(lines) + "\n"
+
+
+def _source_line(config: RunConfig) -> str:
+    source = config.data.source.model_dump()
+    kind = source.pop("kind")
+    details = ", ".join(f"{k}={v}" for k, v in source.items() if v is not None)
+    return f"`{kind}` ({details})" if details else f"`{kind}`"
+
+
+def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, Any], info: dict[str, Any]) -> str:
+    """Markdown describing data, label space, metrics, timings and versions."""
+    lines = [
+        f"# medcoder model: {config.name}",
+        "",
+        f"- model: `{config.model.type}`",
+        f"- task: `{config.task.type}`",
+        f"- data: {_source_line(config)}",
+        f"- label space: {len(labels)} labels, system `{labels.system}`, level `{labels.level}`, "
+        f"truncate={labels.truncate}, min_freq={labels.min_freq}, top_k={labels.top_k}",
+        f"- thresholds: `{config.thresholds.strategy}`, tuned on dev only",
+        f"- seed: {config.seed}",
+    ]
+    split_sizes = info.get("split_sizes")
+    if split_sizes:
+        lines.append("- documents: " + ", ".join(f"{k} {v}" for k, v in split_sizes.items()))
+    coverage = info.get("test_coverage")
+    if coverage:
+        lines.append(
+            f"- test gold codes unseen in train: {coverage.get('n_unseen_codes')} codes, "
+            f"{coverage.get('n_unseen_assignments')} of {coverage.get('n_assignments')} assignments "
+            "(counted as misses in the all-gold figures)"
+        )
+    if "test" in metrics:
+        lines += ["", "## Test metrics", "", format_metrics_table(metrics["test"])]
+        by_frequency = format_frequency_table(metrics["test"])
+        if by_frequency:
+            lines += ["F1 by how often a code occurs in train (all-gold label space):", "", by_frequency]
+    members = (info.get("training") or {}).get("members") or []
+    if members:
+        metric = info["training"].get("metric")
+        lines += [f"## Training (early stopping on dev {metric})", ""]
+        lines += [
+            f"- seed {m['seed']}: best dev {metric} {m['best_dev']:.4f} at epoch {m['best_epoch']} "
+            f"of {m['epochs_run']}{' (stopped early)' if m['stopped_early'] else ''}"
+            for m in members
+            if m.get("best_dev") is not None
+        ] + [""]
+    timing = info.get("timing")
+    if timing:
+        lines += ["## Timing (seconds)", ""] + [f"- {k}: {v:.2f}" for k, v in timing.items()] + [""]
+    lines += ["## Versions", ""] + [f"- {k}: {v}" for k, v in sorted(info.get("versions", {}).items())]
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        "Suggests codes for human review. It knows only codes seen in its training split;"
+        " probabilities are not calibrated across datasets.",
+        "",
+        "## Run config",
+        "",
+        "```yaml",
+        dump_yaml(config).rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_experiment_table(name: str, rows: list[dict[str, Any]]) -> str:
+    """The results table: ``mean ± sd`` over seeds (sd 0 with one seed)."""
+    if not rows:
+        return f"# {name}\n\nNo runs.\n"
+    titles = [k for k in rows[0] if k not in ("variant", "n_seeds", "seeds", "ensemble")]
+    lines = [
+        f"# {name}",
+        "",
+        "Test split, thresholds tuned on dev; all-gold label space (METRICS.md). mean ± sd over seeds; "
+        "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum).",
+        "",
+        "| variant | seeds | " + " | ".join(titles) + " |",
+        "|---|---|" + "---|" * len(titles),
+    ]
+    for row in rows:
+        cells = []
+        for title in titles:
+            cell = row[title]
+            if cell["mean"] is None:
+                cells.append("—")
+            elif cell["sd"] is None:
+                cells.append(
+                    f"{cell['mean']:.1f}" if title.endswith(" s") or title == "best epoch" else f"{cell['mean']:.3f}"
+                )
+            elif title.endswith(" s") or title == "best epoch":
+                cells.append(f"{cell['mean']:.1f} ± {cell['sd']:.1f}")
+            else:
+                cells.append(f"{cell['mean']:.3f} ± {cell['sd']:.3f}")
+        seeds = f"ens. of {row['n_seeds']}" if row.get("ensemble") else str(row["n_seeds"])
+        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_retrieval_report(result: dict[str, Any]) -> str:
+    """The results.md of a retrieval system: the systems compared, the fusion tuned on dev, training, timing."""
+    metrics = result["metrics"]
+    lines = [
+        "# Code retrieval (bi-encoder over the ICD-10-CM catalog) and fusion",
+        "",
+        f"index: {result['index']['codes']:,} codes; mentions per note: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in result["mentions_per_note"].items()),
+        "",
+        "| system | MAP | micro-F1 | recall@10 | MAP (unseen gold) | recall@10 (unseen gold) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("classifier", "retrieval", "fused"):
+        if name not in metrics:
+            continue
+        every, unseen = metrics[name]["all"], metrics[name]["unseen"]
+        f1 = f"{every['micro_f1']:.3f}" if "micro_f1" in every else "—"
+        lines.append(f"| {name} | {every['map']:.3f} | {f1} | {every['recall@10']:.3f} | {unseen['map']:.3f} | "
+                     f"{unseen['recall@10']:.3f} |")
+    if result.get("fusion"):
+        fusion = result["fusion"]
+        lines += ["", f"fusion tuned on dev: weight {fusion['weight']} (classifier codes), "
+                      f"{fusion['novel_weight']} (codes it never saw), floor {fusion['floor']}, "
+                      f"threshold {fusion['threshold']:.4f}"]
+        lines += ["", "Weight on codes the classifier never saw (other fusion settings as tuned; the dev MAP picks):",
+                  "", "| novel weight | dev MAP | test MAP | test MAP (unseen gold) | test recall@10 (unseen gold) |",
+                  "|---|---|---|---|---|"]
+        for row in fusion["novel_weight_sweep"]:
+            dev, test = row["dev"], row["test"]
+            lines.append(f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
+                         f"{test['unseen_recall@10']:.3f} |")
+        new = metrics["new_code_suggestions"]
+        lines += ["", f"Codes the classifier never saw, suggested apart (up to {fusion['novel_top']} a note, "
+                      f"cosine >= {fusion['novel_threshold']:.3f}, tuned on dev): "
+                      f"{new['suggested_per_note']:.2f} a note, precision {new['precision']:.3f}, "
+                      f"recall {new['recall']:.3f} of the {new['gold_new_assignments']} such test assignments."]
+    training = result.get("training") or {}
+    if training.get("epochs"):
+        lines += ["", f"bi-encoder: {training['pairs']} train pairs, best epoch {training.get('best_epoch')}, "
+                      "dev triplet accuracy "
+                      f"{training.get('dev_triplet_accuracy_before', float('nan')):.3f} before -> "
+                      + ", ".join(f"{e.get('dev_triplet_accuracy', float('nan')):.3f}" for e in training["epochs"])]
+    lines += ["", "timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timing"].items()), ""]
+    return "\n".join(lines)
