@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench-codiesp clean
+.PHONY: demo test lint format bench-codiesp clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -23,5 +23,10 @@ bench-codiesp: $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-lint: $(STAMP)
+lint: $(STAMP)  # CI: lint and formatting are both checked
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench

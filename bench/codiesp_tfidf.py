@@ -58,8 +58,14 @@ def main() -> int:
             "name": "codiesp-d-en-tfidf-lr",
             "data": {"source": {"kind": "jsonl", "path": str(args.data)}},
             "labels": {"system": "icd10cm"},
-            "model": {"type": "tfidf_lr.v1", "ngram_range": [1, 2], "min_df": 2, "sublinear_tf": True, "C": 100,
-                      "n_jobs": args.jobs},
+            "model": {
+                "type": "tfidf_lr.v1",
+                "ngram_range": [1, 2],
+                "min_df": 2,
+                "sublinear_tf": True,
+                "C": 100,
+                "n_jobs": args.jobs,
+            },
         },
         source="bench",
     )
@@ -92,7 +98,8 @@ def main() -> int:
         "|---|" + "---|" * len(ROWS),
         "| rank codes by train frequency | " + " | ".join(f"{baseline['all_gold'][k]:.3f}" for _, k in ROWS) + " |",
         "| TF-IDF (1-2 grams, sublinear tf, min_df 2) + one-vs-rest LR, C = 100 | "
-        + " | ".join(f"{test[k]:.3f}" for _, k in ROWS) + " |",
+        + " | ".join(f"{test[k]:.3f}" for _, k in ROWS)
+        + " |",
         "",
         f"- train time (features + {len(predictor.codes)} binary LRs, {args.jobs} processes): {result.timing['train']:.1f} s",
         f"- bundle load: {load_s:.2f} s; predict {len(texts)} test notes via medcoder.load: {predict_s:.2f} s "
@@ -105,8 +112,11 @@ def main() -> int:
     atomic_write_text(args.output / "codiesp_tfidf.md", report)
     atomic_write_json(
         args.output / "codiesp_tfidf.json",
-        {"tfidf_lr": result.metrics["test"], "frequency_baseline": baseline, "timing": {
-            **result.timing, "bundle_load_s": load_s, "predict_test_s": predict_s}},
+        {
+            "tfidf_lr": result.metrics["test"],
+            "frequency_baseline": baseline,
+            "timing": {**result.timing, "bundle_load_s": load_s, "predict_test_s": predict_s},
+        },
     )
     return 0
 

@@ -58,15 +58,26 @@ def main() -> int:
             leaks[item["reason"]] += overlaps(codable, item["start"], item["end"])
     seconds = time.perf_counter() - start
     result = {
-        "synthetic": {"notes": len(notes), "coded_spans": coded, "coded_recall": found / coded,
-                      "distractors": dict(distractors), "leaked": dict(leaks),
-                      "mentions_per_note": mentions_total / len(notes), "notes_per_s": len(notes) / seconds},
+        "synthetic": {
+            "notes": len(notes),
+            "coded_spans": coded,
+            "coded_recall": found / coded,
+            "distractors": dict(distractors),
+            "leaked": dict(leaks),
+            "mentions_per_note": mentions_total / len(notes),
+            "notes_per_s": len(notes) / seconds,
+        },
     }
-    lines = ["# Mention extraction (spaCy tokens + negspacy NegEx triggers)", "",
-             f"Synthetic notes ({len(notes)}, seed 11): coded-span recall **{found / coded:.3f}** "
-             f"({found}/{coded}); {mentions_total / len(notes):.1f} candidate mentions per note; "
-             f"{len(notes) / seconds:.0f} notes/s.", "",
-             "| distractor reason | distractors | leaked as codable |", "|---|---|---|"]
+    lines = [
+        "# Mention extraction (spaCy tokens + negspacy NegEx triggers)",
+        "",
+        f"Synthetic notes ({len(notes)}, seed 11): coded-span recall **{found / coded:.3f}** "
+        f"({found}/{coded}); {mentions_total / len(notes):.1f} candidate mentions per note; "
+        f"{len(notes) / seconds:.0f} notes/s.",
+        "",
+        "| distractor reason | distractors | leaked as codable |",
+        "|---|---|---|",
+    ]
     lines += [f"| {reason} | {distractors[reason]} | {leaks[reason]} |" for reason in sorted(distractors)]
     if CODIESP.is_file():
         with CODIESP.open(encoding="utf-8") as handle:
@@ -75,11 +86,18 @@ def main() -> int:
         for text in texts:
             counts.update(m.excluded for m in extractor.extract(text))
         total = sum(counts.values())
-        result["codiesp_test"] = {"notes": len(texts), "mentions_per_note": total / len(texts),
-                                  "excluded_share": {r: counts[r] / total for r in EXCLUSION_REASONS}}
-        lines += ["", f"CodiEsp-D English test ({len(texts)} notes): {total / len(texts):.1f} mentions per note; "
-                  "excluded: " + ", ".join(f"{r} {counts[r] / total:.1%}" for r in EXCLUSION_REASONS)
-                  + " (no gold spans exist for English, so no recall here)."]
+        result["codiesp_test"] = {
+            "notes": len(texts),
+            "mentions_per_note": total / len(texts),
+            "excluded_share": {r: counts[r] / total for r in EXCLUSION_REASONS},
+        }
+        lines += [
+            "",
+            f"CodiEsp-D English test ({len(texts)} notes): {total / len(texts):.1f} mentions per note; "
+            "excluded: "
+            + ", ".join(f"{r} {counts[r] / total:.1%}" for r in EXCLUSION_REASONS)
+            + " (no gold spans exist for English, so no recall here).",
+        ]
     lines.append("")
     atomic_write_json(args.out.with_suffix(".json"), result)
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines))

@@ -30,7 +30,9 @@ def minilm_like_parameters() -> list[torch.nn.Parameter]:
     generator = torch.Generator().manual_seed(0)
     shapes = [(30522, 384), (512, 384), (2, 384), (384,), (384,)]
     for _ in range(6):  # one BERT layer: q, k, v, out, 2 layer norms, intermediate, output, layer norm
-        shapes += [(384, 384), (384,)] * 4 + [(384,), (384,)] + [(1536, 384), (1536,), (384, 1536), (384,), (384,), (384,)]
+        shapes += (
+            [(384, 384), (384,)] * 4 + [(384,), (384,)] + [(1536, 384), (1536,), (384, 1536), (384,), (384,), (384,)]
+        )
     shapes += [(256, 384), (256,), (1767, 256), (1767, 256), (1767,)]
     params = [torch.nn.Parameter(torch.randn(shape, generator=generator)) for shape in shapes]
     for p in params:

@@ -99,14 +99,22 @@ def main() -> int:
     note_times = timed(lambda text: retrieve(encoder, index, [extractor.codable(text)], k=10), notes)
 
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__},
-        "encoder": encoder.source, "codes": len(index.codes), "dim": index.dim,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "encoder": encoder.source,
+        "codes": len(index.codes),
+        "dim": index.dim,
         "leaves_only": args.leaves_only,
-        "index_build_s": build_s, "codes_per_s": len(index.codes) / build_s, "index_size_mb": size_mb,
+        "index_build_s": build_s,
+        "codes_per_s": len(index.codes) / build_s,
+        "index_size_mb": size_mb,
         "index_load_s": statistics.median(load_times),
         "queries_from": notes_name,
-        "search_only": percentiles(search_times), "mention": percentiles(mention_times),
+        "search_only": percentiles(search_times),
+        "mention": percentiles(mention_times),
         "note": percentiles(note_times) | {"mentions_per_note": len(mentions) / len(notes)},
     }
     lines = [
@@ -121,10 +129,11 @@ def main() -> int:
         "| one query | median | p95 | queries |",
         "|---|---|---|---|",
     ]
-    for name, key in (("search only (vector -> top-10 codes)", "search_only"),
-                      ("mention (embed + search)", "mention"),
-                      (f"note (extract ~{result['note']['mentions_per_note']:.0f} mentions, embed, search, aggregate)",
-                       "note")):
+    for name, key in (
+        ("search only (vector -> top-10 codes)", "search_only"),
+        ("mention (embed + search)", "mention"),
+        (f"note (extract ~{result['note']['mentions_per_note']:.0f} mentions, embed, search, aggregate)", "note"),
+    ):
         row = result[key]
         lines.append(f"| {name} | {row['median_ms']:.1f} ms | {row['p95_ms']:.1f} ms | {row['n']} |")
     lines.append("")

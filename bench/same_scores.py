@@ -71,7 +71,9 @@ def write_corpus(path: Path) -> None:
     notes = generate_notes(Knobs(n_notes=240, n_codes=16, seed=7))
     with path.open("w", encoding="utf-8") as handle:
         for note in notes:
-            handle.write(json.dumps({"id": note.id, "text": note.text, "labels": list(note.labels), "split": note.split}))
+            handle.write(
+                json.dumps({"id": note.id, "text": note.text, "labels": list(note.labels), "split": note.split})
+            )
             handle.write("\n")
 
 
@@ -138,13 +140,20 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> bool:
         old_codes = {(p["id"], c["code"]): c for p in old["predictions"] for c in p["codes"]}
         new_codes = {(p["id"], c["code"]): c for p in new["predictions"] for c in p["codes"]}
         probability_gap = max(
-            (abs(old_codes[k]["probability"] - new_codes[k]["probability"]) for k in old_codes.keys() & new_codes.keys()),
+            (
+                abs(old_codes[k]["probability"] - new_codes[k]["probability"])
+                for k in old_codes.keys() & new_codes.keys()
+            ),
             default=0.0,
         )
         same_codes = old_codes.keys() == new_codes.keys()
-        same_evidence = all(old_codes[k].get("evidence") == new_codes[k].get("evidence") for k in old_codes.keys() & new_codes.keys())
+        same_evidence = all(
+            old_codes[k].get("evidence") == new_codes[k].get("evidence") for k in old_codes.keys() & new_codes.keys()
+        )
         old_metrics, new_metrics = _numbers(old["test"]), _numbers(new["test"])
-        metric_gap = max((abs(old_metrics[k] - new_metrics[k]) for k in old_metrics.keys() & new_metrics.keys()), default=0.0)
+        metric_gap = max(
+            (abs(old_metrics[k] - new_metrics[k]) for k in old_metrics.keys() & new_metrics.keys()), default=0.0
+        )
         identical = old["test"] == new["test"] and same_codes and probability_gap == 0.0 and same_evidence
         same_everywhere &= identical
         print(

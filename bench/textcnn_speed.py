@@ -76,8 +76,20 @@ def main() -> int:
     results: dict[str, list[dict]] = {"fp32": [], "bf16": []}
     for _ in range(args.repeats):
         for precision in results:  # interleaved, so machine noise hits both alike
-            command = [sys.executable, __file__, "--variant", precision, "--docs", str(args.docs),
-                       "--tokens", str(args.tokens), "--threads", str(args.threads), "--labels", str(args.labels)]
+            command = [
+                sys.executable,
+                __file__,
+                "--variant",
+                precision,
+                "--docs",
+                str(args.docs),
+                "--tokens",
+                str(args.tokens),
+                "--threads",
+                str(args.threads),
+                "--labels",
+                str(args.labels),
+            ]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[precision].append(json.loads(output.strip().splitlines()[-1]))
     lines = [

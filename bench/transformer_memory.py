@@ -121,7 +121,11 @@ def inference(encoder: str, threads: int, repeats: int, precision: str) -> dict:
         sample.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         config = validate(
             RunConfig,
-            {"data": {"source": {"kind": "jsonl", "path": str(sample)}}, "labels": {"system": "icd10cm"}, "model": model},
+            {
+                "data": {"source": {"kind": "jsonl", "path": str(sample)}},
+                "labels": {"system": "icd10cm"},
+                "model": model,
+            },
             source="bench",
         )
         bundle = train_run(config, Path(folder) / "model").bundle_dir
@@ -143,13 +147,21 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--encoder", default="minilm")
-    parser.add_argument("--bf16", action="store_true", help="also time bf16 inference (emulated, very slow, on CPUs without AVX512-BF16/AMX)")
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also time bf16 inference (emulated, very slow, on CPUs without AVX512-BF16/AMX)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "transformer_memory")
-    parser.add_argument("--child", choices=["train", "train-checkpointing", "infer-auto", "infer-bf16"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["train", "train-checkpointing", "infer-auto", "infer-bf16"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         if args.child.startswith("train"):
-            result = train_hier(args.encoder, args.docs, args.tokens, args.threads, args.child.endswith("checkpointing"))
+            result = train_hier(
+                args.encoder, args.docs, args.tokens, args.threads, args.child.endswith("checkpointing")
+            )
         else:
             result = inference(args.encoder, args.threads, args.repeats, args.child.split("-")[1])
         print(json.dumps(result))
@@ -160,8 +172,22 @@ def main() -> int:
     results = {}
     children = ["train", "train-checkpointing", "infer-auto"] + (["infer-bf16"] if args.bf16 else [])
     for child in children:
-        command = [sys.executable, __file__, "--child", child, "--docs", str(args.docs), "--tokens", str(args.tokens),
-                   "--threads", str(args.threads), "--repeats", str(args.repeats), "--encoder", args.encoder]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            child,
+            "--docs",
+            str(args.docs),
+            "--tokens",
+            str(args.tokens),
+            "--threads",
+            str(args.threads),
+            "--repeats",
+            str(args.repeats),
+            "--encoder",
+            args.encoder,
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
@@ -182,7 +208,11 @@ def main() -> int:
         lines.append(
             f"| {name} | {r['tokens_per_doc']:.0f} | {r['segments_per_doc']:.0f} | {r['docs_per_s']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
-    lines += ["", "| inference through medcoder.load (trun 512) | notes | notes/s (median) | runs |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| inference through medcoder.load (trun 512) | notes | notes/s (median) | runs |",
+        "|---|---|---|---|",
+    ]
     for child in [c for c in children if c.startswith("infer")]:
         r = results[child]
         runs = ", ".join(f"{x:.2f}" for x in r["runs"])

@@ -80,8 +80,11 @@ def run_hf_trainer(encoder: str, docs: int, batch_size: int, threads: int) -> di
     )
     encoded = tokenizer(texts, truncation=True, max_length=512)
     rows = [
-        {"input_ids": encoded["input_ids"][i], "attention_mask": encoded["attention_mask"][i],
-         "labels": y[i].astype(np.float32)}
+        {
+            "input_ids": encoded["input_ids"][i],
+            "attention_mask": encoded["attention_mask"][i],
+            "labels": y[i].astype(np.float32),
+        }
         for i in range(len(texts))
     ]
 
@@ -100,7 +103,10 @@ def run_hf_trainer(encoder: str, docs: int, batch_size: int, threads: int) -> di
         )
 
         return Trainer(
-            model=model, args=args, train_dataset=_ListDataset(dataset_rows), data_collator=DataCollatorWithPadding(tokenizer)
+            model=model,
+            args=args,
+            train_dataset=_ListDataset(dataset_rows),
+            data_collator=DataCollatorWithPadding(tokenizer),
         )
 
     trainer_for(rows[:batch_size]).train()  # warm-up: one batch
@@ -177,8 +183,20 @@ def main() -> int:
     results: dict[str, list[dict]] = {v: [] for v in args.variants}
     for round_ in range(args.repeats):
         for variant in args.variants:  # interleaved, so machine noise hits every variant alike
-            command = [sys.executable, __file__, "--child", variant, "--docs", str(args.docs),
-                       "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--encoder", args.encoder]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                variant,
+                "--docs",
+                str(args.docs),
+                "--batch-size",
+                str(args.batch_size),
+                "--threads",
+                str(args.threads),
+                "--encoder",
+                args.encoder,
+            ]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)

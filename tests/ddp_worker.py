@@ -24,7 +24,9 @@ from medcoder.engine.loop import train_loop
 def main(out_dir: str) -> None:
     world = init_from_env()
     out = Path(out_dir)
-    config = worker_config().model_copy(update={"epochs": 24, "checkpoint_every_steps": 0, "early_stopping_patience": 24, "grad_accum": 2})
+    config = worker_config().model_copy(
+        update={"epochs": 24, "checkpoint_every_steps": 0, "early_stopping_patience": 24, "grad_accum": 2}
+    )
     train, dev = TinyTask(200, seed=0), TinyTask(100, seed=1)
     model = build_model(seed=world.rank)  # different starts on purpose: DDP must broadcast rank 0's weights
     seen: dict[int, list[int]] = defaultdict(list)

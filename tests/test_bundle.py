@@ -35,7 +35,15 @@ def trained(tmp_path_factory):
 def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
     names = sorted(p.name for p in trained.bundle_dir.iterdir())
     assert names == sorted(
-        ["config.json", "labels.json", "thresholds.json", "metrics.json", "README.md", "model.safetensors", "vocab.json"]
+        [
+            "config.json",
+            "labels.json",
+            "thresholds.json",
+            "metrics.json",
+            "README.md",
+            "model.safetensors",
+            "vocab.json",
+        ]
     )
     config = json.loads((trained.bundle_dir / "config.json").read_text())
     assert config["format"] == "medcoder.bundle.v2" and config["kind"] == "model"

@@ -44,7 +44,13 @@ ASSESSMENT AND PLAN:
 2. Obstructive sleep apnea: continue CPAP nightly.
 """
 BUNDLE_FILES = (
-    "config.json", "labels.json", "thresholds.json", "metrics.json", "README.md", "model.safetensors", "vocab.json",
+    "config.json",
+    "labels.json",
+    "thresholds.json",
+    "metrics.json",
+    "README.md",
+    "model.safetensors",
+    "vocab.json",
 )
 CODE_KEYS = {"code", "description", "probability", "predicted", "rank"}
 

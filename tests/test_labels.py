@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medcoder.config import LabelConfig, validate
 from medcoder.data.labels import FORMAT, LabelSpace
 from medcoder.errors import ConfigError, InputError
 
@@ -25,7 +26,7 @@ TRAIN = [
 
 
 def test_fit_orders_by_frequency_then_code() -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm")
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm"))
     assert space.codes == ["I10", "R50.9", "E11.65", "E11.9", "R52", "T81.4XX"]
     assert space.index == {code: i for i, code in enumerate(space.codes)}
     assert space.train_freq == {"I10": 3, "R50.9": 3, "E11.65": 1, "E11.9": 1, "R52": 1, "T81.4XX": 1}
@@ -38,43 +39,43 @@ def test_fit_orders_by_frequency_then_code() -> None:
 
 
 def test_min_freq_and_top_k() -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm", min_freq=2)
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", min_freq=2))
     assert space.codes == ["I10", "R50.9"]
     assert space.report["dropped_min_freq"] == {"count": 4, "examples": ["E11.65", "E11.9", "R52", "T81.4XX"]}
     assert space.report["n_docs_without_kept_label"] == 1  # the R52-only document
     assert space.train_freq["R52"] == 1  # dropped codes keep their train frequency
 
-    space = LabelSpace.fit(TRAIN, system="icd10cm", top_k=3)
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", top_k=3))
     assert space.codes == ["I10", "R50.9", "E11.65"]  # ties among frequency 1 broken by code string
     assert space.report["dropped_top_k"] == {"count": 3, "examples": ["E11.9", "R52", "T81.4XX"]}
 
-    space = LabelSpace.fit(TRAIN, system="icd10cm", min_freq=2, top_k=1)
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", min_freq=2, top_k=1))
     assert space.codes == ["I10"]
     assert space.report["dropped_min_freq"]["count"] == 4
     assert space.report["dropped_top_k"] == {"count": 1, "examples": ["R50.9"]}
 
 
 def test_levels_and_truncation() -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm", level="category")
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", level="category"))
     assert space.codes == ["I10", "R50", "E11", "R52", "T81"]
     assert space.train_freq["E11"] == 2
 
-    space = LabelSpace.fit(TRAIN, system="icd10cm", level="block")
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", level="block"))
     assert space.codes == ["R50-R69", "I10-I1A", "E08-E13", "T80-T88"]
     assert space.description("R50-R69") == "General symptoms and signs (R50-R69)"
 
-    space = LabelSpace.fit(TRAIN, system="icd10cm", level="chapter")
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", level="chapter"))
     assert space.codes == ["18", "9", "4", "19"]
     assert space.train_freq == {"18": 4, "9": 3, "4": 2, "19": 1}
 
-    space = LabelSpace.fit(TRAIN, system="icd10cm", truncate=True)
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", truncate=True))
     assert space.codes == ["I10", "R50.9", "E11.6", "E11.9", "R52", "T81.4"]
     assert space.map_labels(["E11.65", "e11.69", "E11.6", "T81.4XXA"]) == ["E11.6", "T81.4"]
 
 
 def test_unknown_codes_are_kept_and_reported(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="medcoder.data.labels"):
-        space = LabelSpace.fit([["B98.1", "R52"], ["B98.1"]], system="icd10cm")
+        space = LabelSpace.fit([["B98.1", "R52"], ["B98.1"]], LabelConfig(system="icd10cm"))
     assert space.codes == ["B98.1", "R52"]
     assert space.report["unknown_to_catalog"] == {"count": 1, "examples": ["B98.1"]}
     assert space.descriptions() == [None, "Pain, unspecified"]
@@ -82,7 +83,7 @@ def test_unknown_codes_are_kept_and_reported(caplog: pytest.LogCaptureFixture) -
 
     # At chapter level an unknown code has nowhere to go: counted as unmappable, left out.
     with caplog.at_level(logging.WARNING, logger="medcoder.data.labels"):
-        space = LabelSpace.fit([["B98.1", "R52"], ["B98.1"]], system="icd10cm", level="chapter")
+        space = LabelSpace.fit([["B98.1", "R52"], ["B98.1"]], LabelConfig(system="icd10cm", level="chapter"))
     assert space.codes == ["18"]
     assert space.report["unmappable"] == {"count": 1, "examples": ["B98.1"]}
     assert space.report["n_docs_without_kept_label"] == 1
@@ -90,19 +91,19 @@ def test_unknown_codes_are_kept_and_reported(caplog: pytest.LogCaptureFixture) -
 
 def test_icd9_diagnoses_and_procedures() -> None:
     lists = [["401.9", "39.61", "V10.00"], ["401.1", "E888.9"], ["39.61"]]
-    space = LabelSpace.fit(lists, system="icd9cm", level="chapter")
+    space = LabelSpace.fit(lists, LabelConfig(system="icd9cm", level="chapter"))
     assert space.codes == ["390-459", "E000-E999", "V01-V91"]
     assert space.report["unmappable"] == {"count": 1, "examples": ["39.61"]}
     assert space.report["procedures_without_catalog"] == {"count": 1, "examples": ["39.61"]}
     assert space.report["unknown_to_catalog"]["count"] == 0
 
-    space = LabelSpace.fit(lists, system="icd9cm", level="category", truncate=True)
+    space = LabelSpace.fit(lists, LabelConfig(system="icd9cm", level="category", truncate=True))
     assert space.codes == ["39", "401", "E888", "V10"]
     assert space.map_code("401.91") == "401"
 
 
 def test_transform_exact_matrix() -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm", min_freq=2)  # ["I10", "R50.9"]
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", min_freq=2))  # ["I10", "R50.9"]
     matrix = space.transform([["i10", "R50.9", "I10"], ["Z99.9"], [], ["R509"]])
     assert matrix.dtype == np.bool_
     assert matrix.tolist() == [[True, True], [False, False], [False, False], [False, True]]
@@ -112,7 +113,7 @@ def test_transform_exact_matrix() -> None:
 
 
 def test_coverage_counts_unseen_codes() -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm")
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm"))
     dev = [["R50.9", "Z00.00"], ["Z00.00", "R52", "A00.0", "z00.00"], ["I10"]]
     assert space.coverage(dev) == {
         "n_docs": 3,
@@ -125,29 +126,29 @@ def test_coverage_counts_unseen_codes() -> None:
 
 
 def test_multiclass() -> None:
-    space = LabelSpace.fit([["neuro"], ["cardio"], ["neuro"]], task="multiclass")
+    space = LabelSpace.fit([["neuro"], ["cardio"], ["neuro"]], LabelConfig(), task="multiclass")
     assert space.codes == ["cardio", "neuro"]
     assert space.transform([["neuro"], ["cardio"]]).tolist() == [[False, True], [True, False]]
     assert space.class_indices([["neuro"], ["cardio"], ["derm"]]).tolist() == [1, 0, -1]
     with pytest.raises(InputError, match="document 1: a multiclass task needs exactly one label"):
-        LabelSpace.fit([["neuro"], ["neuro", "cardio"]], task="multiclass")
+        LabelSpace.fit([["neuro"], ["neuro", "cardio"]], LabelConfig(), task="multiclass")
     with pytest.raises(InputError, match="document 0"):
-        LabelSpace.fit([[]], task="multiclass")
+        LabelSpace.fit([[]], LabelConfig(), task="multiclass")
 
 
 def test_bad_options() -> None:
-    with pytest.raises(ConfigError, match="no hierarchy"):
-        LabelSpace.fit(TRAIN, level="category")
+    with pytest.raises(ConfigError, match="labels.yaml: config: level 'category' needs an ICD system"):
+        validate(LabelConfig, {"level": "category"}, source="labels.yaml")
     with pytest.raises(ConfigError, match="min_freq"):
-        LabelSpace.fit(TRAIN, min_freq=0)
+        validate(LabelConfig, {"min_freq": 0}, source="labels.yaml")
     with pytest.raises(ConfigError, match="top_k"):
-        LabelSpace.fit(TRAIN, top_k=0)
+        validate(LabelConfig, {"top_k": 0}, source="labels.yaml")
     with pytest.raises(ConfigError, match="unknown task"):
-        LabelSpace.fit(TRAIN, task="regression")
+        LabelSpace.fit(TRAIN, LabelConfig(), task="regression")
 
 
 def test_json_round_trip(tmp_path: Path) -> None:
-    space = LabelSpace.fit(TRAIN, system="icd10cm", level="category", truncate=True, min_freq=1, top_k=4)
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", level="category", truncate=True, min_freq=1, top_k=4))
     path = tmp_path / "bundle" / "labels.json"
     space.to_json(path)
     loaded = LabelSpace.from_json(path)
@@ -187,7 +188,7 @@ def _write(path: Path, obj: object) -> Path:
     ],
 )
 def test_from_json_rejects_bad_files(tmp_path: Path, edit, key: str) -> None:
-    data = LabelSpace.fit(TRAIN, system="icd10cm").to_dict()
+    data = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm")).to_dict()
     edit(data)
     path = _write(tmp_path / "labels.json", data)
     with pytest.raises(InputError) as info:
@@ -220,7 +221,7 @@ def _codiesp_labels() -> dict[str, list[list[str]]]:
 
 def test_codiesp_diagnosis_label_space() -> None:
     splits = _codiesp_labels()
-    space = LabelSpace.fit(splits["train"], system="icd10cm")
+    space = LabelSpace.fit(splits["train"], LabelConfig(system="icd10cm"))
     assert len(space) == 1767
     assert space.report["n_docs"] == 500
     # Every CodiEsp-D train code is placed by the catalog; 50 only via an ancestor (X placeholders).
@@ -231,10 +232,10 @@ def test_codiesp_diagnosis_label_space() -> None:
     assert (test["n_assignments"], test["n_unseen_assignments"], test["n_unseen_codes"]) == (2842, 497, 439)
     dev = space.coverage(splits["dev"])
     assert (dev["n_assignments"], dev["n_unseen_assignments"], dev["n_unseen_codes"]) == (2677, 477, 427)
-    chapters = LabelSpace.fit(splits["train"], system="icd10cm", level="chapter")
+    chapters = LabelSpace.fit(splits["train"], LabelConfig(system="icd10cm", level="chapter"))
     assert len(chapters) == 21 and chapters.report["unmappable"]["count"] == 0
 
 
 def test_non_string_codes_are_rejected() -> None:
     with pytest.raises(InputError, match="document 1: codes must be strings, got 3"):
-        LabelSpace.fit([["I10"], ["R52", 3]], system="icd10cm")
+        LabelSpace.fit([["I10"], ["R52", 3]], LabelConfig(system="icd10cm"))

@@ -95,7 +95,11 @@ def test_load_rejects_wrong_shapes_and_garbage(tmp_path) -> None:
 def test_multiclass_softmax_learns_and_sums_to_one() -> None:
     rng = np.random.default_rng(7)
     classes = ["cardiology", "pulmonology", "nephrology"]
-    cues = {"cardiology": "troponin ecg murmur", "pulmonology": "spirometry wheeze inhaler", "nephrology": "creatinine dialysis"}
+    cues = {
+        "cardiology": "troponin ecg murmur",
+        "pulmonology": "spirometry wheeze inhaler",
+        "nephrology": "creatinine dialysis",
+    }
     labels = rng.integers(0, 3, size=90)
     texts = [f"{' '.join(rng.choice(FILLER, 8))} {cues[classes[c]]}" for c in labels]
     y = np.eye(3, dtype=bool)[labels]
@@ -131,3 +135,21 @@ def test_pair_features_learn_overlap() -> None:
     assert (predicted == np.array(target[120:])).mean() >= 0.9
     with pytest.raises(MedcoderError, match="second text"):
         model.predict_scores(premises[:2])
+
+
+@pytest.mark.parametrize(("ngram_range", "lowercase"), [((1, 1), True), ((1, 2), True), ((2, 3), False)])
+def test_ngram_counts_equal_scikit_learns(ngram_range, lowercase) -> None:
+    """Prediction counts n-grams without scikit-learn (2 s to import); the counts must be scikit-learn's own."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from medcoder.data.sources.synthetic import SyntheticSource
+    from medcoder.models.tfidf_lr import NgramCounter
+
+    texts = [n.text for n in SyntheticSource(n_notes=40, seed=3).read()]
+    texts += ["Ünïcode café: naïve CHF, HTN; T2DM 5mg b.i.d.", "a", ""]  # accents, short tokens, nothing at all
+    vectorizer = CountVectorizer(ngram_range=ngram_range, lowercase=lowercase, min_df=1).fit(texts[:30])
+    terms = [str(t) for t in vectorizer.get_feature_names_out()]
+    ours = NgramCounter(terms, ngram_range=ngram_range, lowercase=lowercase).transform(texts)
+    theirs = vectorizer.transform(texts)
+    assert ours.shape == theirs.shape and (ours != theirs).nnz == 0
+    assert ours.has_sorted_indices

@@ -190,12 +190,8 @@ def _random_case(seed: int, n_docs: int = 40, n_labels: int = 25) -> tuple[np.nd
 def test_f1_matches_sklearn(seed: int) -> None:
     y, _, pred = _random_case(seed)
     assert m.micro_prf(y, pred)[2] == pytest.approx(f1_score(y, pred, average="micro"))
-    assert m.macro_prf(y, pred)[2] == pytest.approx(
-        f1_score(y, pred, average="macro", zero_division=0)
-    )
-    np.testing.assert_allclose(
-        m.per_label_f1(y, pred), f1_score(y, pred, average=None, zero_division=0)
-    )
+    assert m.macro_prf(y, pred)[2] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    np.testing.assert_allclose(m.per_label_f1(y, pred), f1_score(y, pred, average=None, zero_division=0))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -27,9 +27,7 @@ SCORES = np.array(
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    return evaluate_multilabel(
-        GOLD, SCORES, CODES, Thresholds("global", 0.5), TRAIN_FREQ, ks=(1, 2)
-    )
+    return evaluate_multilabel(GOLD, SCORES, CODES, Thresholds("global", 0.5), TRAIN_FREQ, ks=(1, 2))
 
 
 def test_all_gold_counts_unseen_code_as_miss(result: dict) -> None:

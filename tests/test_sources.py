@@ -94,11 +94,18 @@ def test_jsonl_reads_labels_splits_and_meta(tmp_path: Path) -> None:
 
 
 def test_jsonl_custom_fields_and_text_pair(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "nli.jsonl", [{"pid": "p1", "premise": "He has a fever.", "hyp": "He is febrile.",
-                                                 "gold": "entailment"}])
+    path = write_jsonl(
+        tmp_path / "nli.jsonl",
+        [{"pid": "p1", "premise": "He has a fever.", "hyp": "He is febrile.", "gold": "entailment"}],
+    )
     (note,) = read_jsonl(path, id_field="pid", text_field="premise", labels_field="gold", text_pair_field="hyp")
     assert (note.id, note.text, note.text_pair, note.labels, note.meta) == (
-        "p1", "He has a fever.", "He is febrile.", ("entailment",), {})
+        "p1",
+        "He has a fever.",
+        "He is febrile.",
+        ("entailment",),
+        {},
+    )
     with pytest.raises(InputError) as info:
         read_jsonl(path, id_field="pid", text_field="premise", labels_field="gold", text_pair_field="hypothesis")
     assert_message(info, f"{path}:1", "'p1'", "'hypothesis'", "missing field")
@@ -210,13 +217,25 @@ def test_csv_wrong_field_count_tab_delimiter_and_huge_fields(tmp_path: Path) -> 
 
 # --- MIMIC-III -------------------------------------------------------------
 
-NOTE_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION",
-               "CGID", "ISERROR", "TEXT"]
+NOTE_HEADER = [
+    "ROW_ID",
+    "SUBJECT_ID",
+    "HADM_ID",
+    "CHARTDATE",
+    "CHARTTIME",
+    "STORETIME",
+    "CATEGORY",
+    "DESCRIPTION",
+    "CGID",
+    "ISERROR",
+    "TEXT",
+]
 CODE_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
 
 
-def note_row(row_id: int, subject: int, hadm: object, date: str, category: str, description: str, error: str,
-             text: str) -> list[object]:
+def note_row(
+    row_id: int, subject: int, hadm: object, date: str, category: str, description: str, error: str, text: str
+) -> list[object]:
     return [row_id, subject, hadm, date, "", "", category, description, "", error, text]
 
 
@@ -232,8 +251,14 @@ def write_mimic3(root: Path, *, gzip_notes: bool = False) -> Path:
         note_row(17, 40, 400, "2153-05-05", ds, "Report", "1", "Only an erroneous summary."),
     ]
     write_csv(root / ("NOTEEVENTS.csv.gz" if gzip_notes else "NOTEEVENTS.csv"), NOTE_HEADER, notes)
-    diagnoses = [[1, 10, 100, 1, "4019"], [2, 10, 100, 2, "E8889"], [3, 10, 100, 3, "4019"],
-                 [4, 20, 200, 1, "V1000"], [5, 40, 400, 1, "4280"], [6, 20, 200, 2, ""]]
+    diagnoses = [
+        [1, 10, 100, 1, "4019"],
+        [2, 10, 100, 2, "E8889"],
+        [3, 10, 100, 3, "4019"],
+        [4, 20, 200, 1, "V1000"],
+        [5, 40, 400, 1, "4280"],
+        [6, 20, 200, 2, ""],
+    ]
     write_csv(root / "DIAGNOSES_ICD.csv", CODE_HEADER, diagnoses)
     write_csv(root / "PROCEDURES_ICD.csv", CODE_HEADER, [[1, 10, 100, 1, "3961"], [2, 20, 200, 1, "4019"]])
     return root
@@ -340,13 +365,23 @@ def write_mimic4(root: Path, note_root: Path) -> None:
     ]
     header = ["note_id", "subject_id", "hadm_id", "note_type", "note_seq", "charttime", "storetime", "text"]
     write_csv(note_root / "note" / "discharge.csv", header, discharge)
-    diagnoses = [[10, 1000, 1, "I5020", 10], [20, 2000, 1, "4019", 9], [20, 2000, 2, "E8889", 9],
-                 [30, 3000, 1, "E119", 10], [30, 3000, 2, "V1000", 9], [40, 4000, 1, "I10", 10]]
-    write_csv(root / "hosp" / "diagnoses_icd.csv", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
-              diagnoses)
+    diagnoses = [
+        [10, 1000, 1, "I5020", 10],
+        [20, 2000, 1, "4019", 9],
+        [20, 2000, 2, "E8889", 9],
+        [30, 3000, 1, "E119", 10],
+        [30, 3000, 2, "V1000", 9],
+        [40, 4000, 1, "I10", 10],
+    ]
+    write_csv(
+        root / "hosp" / "diagnoses_icd.csv", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"], diagnoses
+    )
     procedures = [[10, 1000, 1, "2180-01-01", "02HV33Z", 10], [20, 2000, 1, "2180-01-01", "3961", 9]]
-    write_csv(root / "hosp" / "procedures_icd.csv",
-              ["subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version"], procedures)
+    write_csv(
+        root / "hosp" / "procedures_icd.csv",
+        ["subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version"],
+        procedures,
+    )
 
 
 def test_mimic4_dots_by_version_and_joins_in_note_seq_order(tmp_path: Path) -> None:
@@ -376,9 +411,11 @@ def test_mimic4_icd_version_filter_and_separate_note_root(tmp_path: Path) -> Non
 def test_mimic4_bad_icd_version_names_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mimic, "CHUNK_ROWS", 1)  # line numbers must survive chunking
     write_mimic4(tmp_path, tmp_path)
-    path = write_csv(tmp_path / "hosp" / "diagnoses_icd.csv",
-                     ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
-                     [[10, 1000, 1, "I5020", 10], [10, 1000, 2, "I10", "ICD10"]])
+    path = write_csv(
+        tmp_path / "hosp" / "diagnoses_icd.csv",
+        ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+        [[10, 1000, 1, "I5020", 10], [10, 1000, 2, "I10", "ICD10"]],
+    )
     with pytest.raises(InputError) as info:
         read_mimic4(tmp_path)
     assert_message(info, f"{path}:3", "record '1000'", "field 'icd_version'", "'ICD10'")
@@ -410,7 +447,7 @@ def small_codiesp(root: Path) -> Path:
             "devD.tsv": "S3\tr07.9\n",
             "devP.tsv": "",
             "devX.tsv": "S3\tDIAGNOSTICO\tr07.9\tdolor torácico\t0 5;6 14\n"
-                        "S3\tPROCEDIMIENTO\tbw03zzz\trx\t20 20;20 22\n",
+            "S3\tPROCEDIMIENTO\tbw03zzz\trx\t20 20;20 22\n",
         },
     )
 
@@ -419,7 +456,10 @@ def test_codiesp_reads_splits_codes_and_languages(tmp_path: Path) -> None:
     root = small_codiesp(tmp_path)
     notes = read_codiesp(root)
     assert [(n.id, n.split, n.labels) for n in notes] == [
-        ("S1", "train", ("N44.8", "Z20.818")), ("S2", "train", ("R50.9",)), ("S3", "dev", ("R07.9",))]
+        ("S1", "train", ("N44.8", "Z20.818")),
+        ("S2", "train", ("R50.9",)),
+        ("S3", "dev", ("R07.9",)),
+    ]
     assert notes[0].text == "[text_files_en] Varón con orquitis."
     assert read_codiesp(root, language="es")[0].text == "[text_files] Varón con orquitis."
     procedures = load_notes("codiesp", root, subtask="P")

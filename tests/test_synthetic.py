@@ -61,8 +61,16 @@ def test_every_span_is_a_surface_form_of_a_gold_label(notes: list[Note]) -> None
 
 def test_uncoded_mentions_are_real_text_outside_the_labels(notes: list[Note]) -> None:
     cues = {
-        "negated": ("denies ", "No evidence of ", "Negative for ", "No signs of ", "has no known ", "No prior ",
-                    "No clinical signs of ", "not suggestive of "),
+        "negated": (
+            "denies ",
+            "No evidence of ",
+            "Negative for ",
+            "No signs of ",
+            "has no known ",
+            "No prior ",
+            "No clinical signs of ",
+            "not suggestive of ",
+        ),
         "ruled_out": ("ruled out",),
         "hypothetical": ("develops", "warning signs of ", "including for "),
     }
@@ -172,8 +180,13 @@ def test_small_inventory_and_bad_configs() -> None:
     small = generate_notes(SyntheticSource(n_notes=30, n_codes=5, seed=3))
     assert {label for note in small for label in note.labels} <= set(code_inventory(5))
     assert all(1 <= len(note.labels) <= 5 for note in small)
-    for bad in ({"n_notes": 0}, {"n_codes": 0}, {"n_codes": 500}, {"split_ratios": (0.5, 0.5, 0.5)},
-                {"negation_rate": 1.5}):
+    for bad in (
+        {"n_notes": 0},
+        {"n_codes": 0},
+        {"n_codes": 500},
+        {"split_ratios": (0.5, 0.5, 0.5)},
+        {"negation_rate": 1.5},
+    ):
         key = next(iter(bad))
         with pytest.raises(ConfigError, match=f"synthetic.yaml: {key}"):
             validate(SyntheticSource, bad, source="synthetic.yaml")

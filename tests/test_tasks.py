@@ -41,9 +41,7 @@ CLOSINGS = ("vitals stable", "plan discussed with the patient", "follow up in tw
 
 
 def _run_config(source: dict[str, Any], task: str, **data: Any) -> RunConfig:
-    return RunConfig.model_validate(
-        {"task": {"type": task}, "data": {"source": source, **data}, "model": SMALL_MODEL}
-    )
+    return RunConfig.model_validate({"task": {"type": task}, "data": {"source": source, **data}, "model": SMALL_MODEL})
 
 
 def _splits(n: int, counts: tuple[int, int, int]) -> list[str]:
@@ -123,8 +121,13 @@ def nli_pairs(seed: int = 0) -> list[dict[str, Any]]:
 def test_pair_task_learns_from_both_texts(tmp_path: Path) -> None:
     records = nli_pairs()
     data = write_jsonl(tmp_path / "nli.jsonl", records)
-    source = {"kind": "jsonl", "path": str(data), "text_field": "premise", "text_pair_field": "hypothesis",
-              "labels_field": "label"}
+    source = {
+        "kind": "jsonl",
+        "path": str(data),
+        "text_field": "premise",
+        "text_pair_field": "hypothesis",
+        "labels_field": "label",
+    }
     result = train_run(_run_config(source, "pair"), tmp_path / "pair")
     test = result.metrics["test"]
     assert test["n_docs"] == 80 and test["n_classes"] == 2
@@ -155,8 +158,13 @@ def test_pair_bundle_from_the_cli(tmp_path: Path) -> None:
     """``evaluate --data`` reads the bundle's own field names; ``predict`` takes JSONL pairs."""
     records = nli_pairs(seed=1)
     data = write_jsonl(tmp_path / "nli.jsonl", records)
-    source = {"kind": "jsonl", "path": str(data), "text_field": "premise", "text_pair_field": "hypothesis",
-              "labels_field": "label"}
+    source = {
+        "kind": "jsonl",
+        "path": str(data),
+        "text_field": "premise",
+        "text_pair_field": "hypothesis",
+        "labels_field": "label",
+    }
     result = train_run(_run_config(source, "pair"), tmp_path / "pair")
     out = tmp_path / "eval.json"
     evaluated = run_main(["-q", "evaluate", result.bundle_dir, "--data", data, "--output", out])

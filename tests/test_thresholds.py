@@ -84,9 +84,7 @@ def test_per_label_thresholds_optimal_and_not_worse_than_global(seed: int) -> No
 def test_apply_thresholds_uses_greater_or_equal() -> None:
     scores = np.array([[0.5, 0.4], [0.6, 0.5]])
     np.testing.assert_array_equal(apply_thresholds(scores, 0.5), [[True, False], [True, True]])
-    np.testing.assert_array_equal(
-        apply_thresholds(scores, np.array([0.6, 0.4])), [[False, True], [True, True]]
-    )
+    np.testing.assert_array_equal(apply_thresholds(scores, np.array([0.6, 0.4])), [[False, True], [True, True]])
     with pytest.raises(ValueError, match="thresholds"):
         apply_thresholds(scores, np.array([0.1, 0.2, 0.3]))
 

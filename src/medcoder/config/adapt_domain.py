@@ -39,4 +39,3 @@ class AdaptDomainConfig(Strict):
     attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     train: TrainConfig = Field(default_factory=_mlm_train)
-

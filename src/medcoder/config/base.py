@@ -112,7 +112,8 @@ def _format_validation_error(exc: ValidationError) -> str:
             tag = ctx["discriminator"].strip("'")
             parts.append(f"{loc}.{tag}: unknown value {ctx['tag']!r} (expected one of {ctx['expected_tags']})")
         else:
-            parts.append(f"{loc or 'config'}: {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's tag
+            parts.append(f"{loc or 'config'}: {message}")
     return "; ".join(parts)
 
 

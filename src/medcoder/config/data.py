@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medcoder.config.base import Strict, registered_section
 from medcoder.registry import SOURCES
@@ -45,6 +45,12 @@ class LabelConfig(Strict):
     truncate: bool = False
     min_freq: int = Field(1, ge=1)
     top_k: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _levels_need_a_hierarchy(self) -> LabelConfig:
+        if self.level != "full" and self.system == "none":
+            raise ValueError(f"level {self.level!r} needs an ICD system (system 'none' has no hierarchy)")
+        return self
 
 
 class TaskConfig(Strict):

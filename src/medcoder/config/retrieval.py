@@ -87,4 +87,3 @@ class RetrievalConfig(Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     fusion: FusionConfig = Field(default_factory=FusionConfig)
-

@@ -39,13 +39,7 @@ def texts_of(notes: list[Note]) -> tuple[list[str], list[str] | None]:
 def fit_label_space(labels: LabelConfig, task: str, train: list[Note]) -> LabelSpace:
     """The label space ``labels`` describes for a ``task``, fitted on the training notes only."""
     return LabelSpace.fit(
-        [note.labels for note in train],
-        system=labels.system,
-        level=labels.level,
-        truncate=labels.truncate,
-        min_freq=labels.min_freq,
-        top_k=labels.top_k,
-        task="multilabel" if task == "multilabel" else "multiclass",
+        [note.labels for note in train], labels, task="multilabel" if task == "multilabel" else "multiclass"
     )
 
 

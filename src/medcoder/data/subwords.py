@@ -83,7 +83,9 @@ def segment_starts(n_tokens: int, content_length: int, stride: int) -> list[int]
     return [i * stride for i in range(math.ceil((n_tokens - content_length) / stride) + 1)]
 
 
-def collate_truncated(encoder: SubwordEncoder, ids: Sequence[np.ndarray], indices: Sequence[int]) -> dict[str, torch.Tensor]:
+def collate_truncated(
+    encoder: SubwordEncoder, ids: Sequence[np.ndarray], indices: Sequence[int]
+) -> dict[str, torch.Tensor]:
     """``[CLS] content [SEP]`` rows of ``ids[i]`` padded to the batch's longest: input_ids/attention_mask/content_index ``[B, T]``."""
     width = 2 + max(len(ids[i]) for i in indices)
     input_ids = np.full((len(indices), width), encoder.pad_id, dtype=np.int64)

@@ -63,8 +63,13 @@ from medcoder.errors import ConfigError
 
 UNCODED_REASONS = {"n": "negated", "f": "family_history", "r": "ruled_out", "h": "hypothetical"}
 SECTION_HEADERS = (
-    "CHIEF COMPLAINT", "HISTORY OF PRESENT ILLNESS", "PAST MEDICAL HISTORY", "FAMILY HISTORY",
-    "MEDICATIONS", "PHYSICAL EXAM", "ASSESSMENT AND PLAN",
+    "CHIEF COMPLAINT",
+    "HISTORY OF PRESENT ILLNESS",
+    "PAST MEDICAL HISTORY",
+    "FAMILY HISTORY",
+    "MEDICATIONS",
+    "PHYSICAL EXAM",
+    "ASSESSMENT AND PLAN",
 )
 # How many codes a note gets (1..8); most notes carry 2-5.
 _CODES_PER_NOTE_WEIGHTS = (10, 17, 20, 18, 13, 10, 7, 5)
@@ -146,12 +151,18 @@ class _Catalog:
         by_code = {entry.code: entry for entry in entries}
         weights = {code: 1.0 / (rank + 1) ** config.zipf_exponent for rank, code in enumerate(by_code)}
         conflicts = {
-            code: tuple(other for group in EXCLUSIVE_GROUPS if code in group for other in group
-                        if other != code and other in by_code)
+            code: tuple(
+                other
+                for group in EXCLUSIVE_GROUPS
+                if code in group
+                for other in group
+                if other != code and other in by_code
+            )
             for code in by_code
         }
         clusters = tuple(
-            (name, kept) for name, members in CLUSTERS
+            (name, kept)
+            for name, members in CLUSTERS
             if len(kept := tuple(code for code in members if code in by_code)) >= 2
         )
         return cls(entries, by_code, weights, conflicts, clusters)
@@ -308,8 +319,9 @@ class _NoteWriter:
         meds = [rng.choice(e.meds) for e in patient.codes if e.meds and rng.random() < config.med_rate]
         if rng.random() < config.decoy_med_rate:
             # A drug for an absent condition keeps medications a weak cue rather than a giveaway.
-            others = [e for e in self.catalog.entries
-                      if e.meds and e not in patient.codes and e.sex in (None, patient.sex)]
+            others = [
+                e for e in self.catalog.entries if e.meds and e not in patient.codes and e.sex in (None, patient.sex)
+            ]
             meds += [rng.choice(rng.choice(others).meds)] if others else []
         if rng.random() < 0.3:
             meds.append(rng.choice(GENERAL_MEDS))
@@ -328,15 +340,19 @@ class _NoteWriter:
         for entry in reversed(self.patient.codes):  # reversed: the first code that shifts a value wins
             ranges.update(SIGN_SHIFTS.get(entry.code, {}))
         v = {name: rng.uniform(low, high) for name, (low, high) in ranges.items()}
-        b.add(f"PHYSICAL EXAM:\nVitals: T {v['temp']:.1f} F, HR {v['hr']:.0f}, BP {v['sbp']:.0f}/{v['dbp']:.0f}, "
-              f"RR {v['rr']:.0f}, SpO2 {v['spo2']:.0f}% on room air, BMI {v['bmi']:.1f}.\n")
+        b.add(
+            f"PHYSICAL EXAM:\nVitals: T {v['temp']:.1f} F, HR {v['hr']:.0f}, BP {v['sbp']:.0f}/{v['dbp']:.0f}, "
+            f"RR {v['rr']:.0f}, SpO2 {v['spo2']:.0f}% on room air, BMI {v['bmi']:.1f}.\n"
+        )
         abnormal = {e.exam[0]: e.exam[1] for e in reversed(self.patient.codes) if e.exam}
         for system, normal in NORMAL_EXAM:
             b.add(f"{system}: {abnormal.get(system, rng.choice(normal))}.\n")
         if rng.random() < 0.5 and self._distractors("n", 1, on_exam=True):
             b.add("\n")
-        b.add(f"\nPERTINENT RESULTS:\nNa {v['na']:.0f}, K {v['k']:.1f}, Cr {v['cr']:.2f}, glucose {v['glucose']:.0f}, "
-              f"WBC {v['wbc']:.1f}, Hgb {v['hgb']:.1f}, Plt {v['plt']:.0f}.")
+        b.add(
+            f"\nPERTINENT RESULTS:\nNa {v['na']:.0f}, K {v['k']:.1f}, Cr {v['cr']:.2f}, glucose {v['glucose']:.0f}, "
+            f"WBC {v['wbc']:.1f}, Hgb {v['hgb']:.1f}, Plt {v['plt']:.0f}."
+        )
         for entry in self.findings:
             b.add(" ")
             b.sentence(rng.choice(FINDING_SENTENCES), self._form(entry), entry.code, **self.fields)
@@ -368,12 +384,19 @@ class _NoteWriter:
         """
         rng, patient = self.rng, self.patient
         kinds = ("acute", "finding") if on_exam else ("chronic", "status", "acute", "finding")
-        templates = {"n": EXAM_NEGATED_SENTENCES if on_exam else NEGATED_SENTENCES, "r": RULED_OUT_SENTENCES,
-                     "h": HYPOTHETICAL_SENTENCES, "f": FAMILY_SENTENCES}[letter]
+        templates = {
+            "n": EXAM_NEGATED_SENTENCES if on_exam else NEGATED_SENTENCES,
+            "r": RULED_OUT_SENTENCES,
+            "h": HYPOTHETICAL_SENTENCES,
+            "f": FAMILY_SENTENCES,
+        }[letter]
         for written in range(count):
             candidates = [
-                e.code for e in self.catalog.entries
-                if letter in e.uncoded and e.kind in kinds and e.code not in patient.blocked
+                e.code
+                for e in self.catalog.entries
+                if letter in e.uncoded
+                and e.kind in kinds
+                and e.code not in patient.blocked
                 and (letter == "f" or e.sex in (None, patient.sex))
             ]
             if not candidates:
@@ -382,8 +405,9 @@ class _NoteWriter:
             patient.blocked.add(entry.code)  # name each distractor once per note
             fields = dict(self.fields)
             if letter == "f":
-                fields.update(Relative=rng.choice(RELATIVES[entry.sex or rng.choice(("F", "M"))]),
-                              n=str(rng.randint(40, 80)))
+                fields.update(
+                    Relative=rng.choice(RELATIVES[entry.sex or rng.choice(("F", "M"))]), n=str(rng.randint(40, 80))
+                )
             self.b.add(" " if written else lead)
             self.b.sentence(rng.choice(templates), self._form(entry), entry.code, UNCODED_REASONS[letter], **fields)
         return count
@@ -409,8 +433,8 @@ def _assign_splits(rng: random.Random, labels: list[tuple[str, ...]], ratios: tu
             continue
         incoming = next(i for i in order if code in labels[i])
         outgoing = next(
-            (i for i in order if split[i] == "train"
-             and all(in_train[c] >= 2 or total[c] < 3 for c in labels[i])), None,
+            (i for i in order if split[i] == "train" and all(in_train[c] >= 2 or total[c] < 3 for c in labels[i])),
+            None,
         )
         if outgoing is None:
             continue

@@ -191,7 +191,9 @@ class _Training:
         self.device = self.params[0].device
         self.autocast = autocast_factory(config.precision, self.device)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.scaler = torch.amp.GradScaler("cuda") if resolve_precision(config.precision, self.device) == "fp16" else None
+        self.scaler = (
+            torch.amp.GradScaler("cuda") if resolve_precision(config.precision, self.device) == "fp16" else None
+        )
         self.state = _LoopState()
         self.best: dict[str, torch.Tensor] | None = None  # None: the current weights are the best
 

@@ -58,9 +58,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _per_label_counts(
-    y_true: np.ndarray, y_pred: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _per_label_counts(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TP, FP, FN per label, each int ``[n_labels]``."""
     y_true = _as_bool_matrix(y_true, "y_true")
     y_pred = _as_bool_matrix(y_pred, "y_pred")
@@ -85,9 +83,7 @@ def micro_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, flo
     return p, r, f1
 
 
-def per_label_prf(
-    y_true: np.ndarray, y_pred: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def per_label_prf(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-label precision, recall and F1, each float ``[n_labels]`` (0 where undefined)."""
     tp, fp, fn = _per_label_counts(y_true, y_pred)
     # F1 = 2TP / (2TP + FP + FN) equals the harmonic mean of P and R, and is 0
@@ -201,9 +197,7 @@ def rank_order(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-s, axis=1, kind="stable")
 
 
-def precision_at_k(
-    y_true: np.ndarray, scores: np.ndarray, k: int, *, skip_empty: bool = False
-) -> float:
+def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int, *, skip_empty: bool = False) -> float:
     """Mean over documents of ``|gold ∩ top-k| / k``.
 
     Ties are broken by column index (see :func:`rank_order`). The divisor is
@@ -242,9 +236,7 @@ def precision_at_k(
     return float(hits.mean()) if hits.size else float("nan")
 
 
-def mean_average_precision(
-    y_true: np.ndarray, scores: np.ndarray, *, n_gold: np.ndarray | None = None
-) -> float:
+def mean_average_precision(y_true: np.ndarray, scores: np.ndarray, *, n_gold: np.ndarray | None = None) -> float:
     """MAP as CodiEsp defines it.
 
     For each document all columns are ranked by score (ties by column index);
@@ -330,18 +322,14 @@ def f1_by_frequency_bins(
     out: list[dict[str, Any]] = []
     for name, mask in ranges:
         n = int(mask.sum())
-        out.append(
-            {"bin": name, "n_labels": n, "macro_f1": float(f1[mask].mean()) if n else float("nan")}
-        )
+        out.append({"bin": name, "n_labels": n, "macro_f1": float(f1[mask].mean()) if n else float("nan")})
     return out
 
 
 def _as_index_vector(a: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(
-            f"{name} must be a 1-D integer array [n_docs], got {arr.dtype} {arr.shape}"
-        )
+        raise ValueError(f"{name} must be a 1-D integer array [n_docs], got {arr.dtype} {arr.shape}")
     return arr.astype(np.int64, copy=False)
 
 

@@ -182,30 +182,47 @@ def render_retrieval_report(result: dict[str, Any]) -> str:
             continue
         every, unseen = metrics[name]["all"], metrics[name]["unseen"]
         f1 = f"{every['micro_f1']:.3f}" if "micro_f1" in every else "—"
-        lines.append(f"| {name} | {every['map']:.3f} | {f1} | {every['recall@10']:.3f} | {unseen['map']:.3f} | "
-                     f"{unseen['recall@10']:.3f} |")
+        lines.append(
+            f"| {name} | {every['map']:.3f} | {f1} | {every['recall@10']:.3f} | {unseen['map']:.3f} | "
+            f"{unseen['recall@10']:.3f} |"
+        )
     if result.get("fusion"):
         fusion = result["fusion"]
-        lines += ["", f"fusion tuned on dev: weight {fusion['weight']} (classifier codes), "
-                      f"{fusion['novel_weight']} (codes it never saw), floor {fusion['floor']}, "
-                      f"threshold {fusion['threshold']:.4f}"]
-        lines += ["", "Weight on codes the classifier never saw (other fusion settings as tuned; the dev MAP picks):",
-                  "", "| novel weight | dev MAP | test MAP | test MAP (unseen gold) | test recall@10 (unseen gold) |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"fusion tuned on dev: weight {fusion['weight']} (classifier codes), "
+            f"{fusion['novel_weight']} (codes it never saw), floor {fusion['floor']}, "
+            f"threshold {fusion['threshold']:.4f}",
+        ]
+        lines += [
+            "",
+            "Weight on codes the classifier never saw (other fusion settings as tuned; the dev MAP picks):",
+            "",
+            "| novel weight | dev MAP | test MAP | test MAP (unseen gold) | test recall@10 (unseen gold) |",
+            "|---|---|---|---|---|",
+        ]
         for row in fusion["novel_weight_sweep"]:
             dev, test = row["dev"], row["test"]
-            lines.append(f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
-                         f"{test['unseen_recall@10']:.3f} |")
+            lines.append(
+                f"| {row['novel_weight']} | {dev['map']:.3f} | {test['map']:.3f} | {test['unseen_map']:.3f} | "
+                f"{test['unseen_recall@10']:.3f} |"
+            )
         new = metrics["new_code_suggestions"]
-        lines += ["", f"Codes the classifier never saw, suggested apart (up to {fusion['novel_top']} a note, "
-                      f"cosine >= {fusion['novel_threshold']:.3f}, tuned on dev): "
-                      f"{new['suggested_per_note']:.2f} a note, precision {new['precision']:.3f}, "
-                      f"recall {new['recall']:.3f} of the {new['gold_new_assignments']} such test assignments."]
+        lines += [
+            "",
+            f"Codes the classifier never saw, suggested apart (up to {fusion['novel_top']} a note, "
+            f"cosine >= {fusion['novel_threshold']:.3f}, tuned on dev): "
+            f"{new['suggested_per_note']:.2f} a note, precision {new['precision']:.3f}, "
+            f"recall {new['recall']:.3f} of the {new['gold_new_assignments']} such test assignments.",
+        ]
     training = result.get("training") or {}
     if training.get("epochs"):
-        lines += ["", f"bi-encoder: {training['pairs']} train pairs, best epoch {training.get('best_epoch')}, "
-                      "dev triplet accuracy "
-                      f"{training.get('dev_triplet_accuracy_before', float('nan')):.3f} before -> "
-                      + ", ".join(f"{e.get('dev_triplet_accuracy', float('nan')):.3f}" for e in training["epochs"])]
+        lines += [
+            "",
+            f"bi-encoder: {training['pairs']} train pairs, best epoch {training.get('best_epoch')}, "
+            "dev triplet accuracy "
+            f"{training.get('dev_triplet_accuracy_before', float('nan')):.3f} before -> "
+            + ", ".join(f"{e.get('dev_triplet_accuracy', float('nan')):.3f}" for e in training["epochs"]),
+        ]
     lines += ["", "timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timing"].items()), ""]
     return "\n".join(lines)

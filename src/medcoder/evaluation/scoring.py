@@ -72,9 +72,7 @@ def _section(
     }
     for k in ks:
         out[f"p_at_{k}"] = m.precision_at_k(ranked_y, ranked_scores, k)
-    out["map"] = m.mean_average_precision(
-        y[:, :n_model], scores[:, :n_model], n_gold=y.sum(axis=1)
-    )
+    out["map"] = m.mean_average_precision(y[:, :n_model], scores[:, :n_model], n_gold=y.sum(axis=1))
     out["exact_match"] = m.exact_match(y, pred)
     out = {key: _clean(value) for key, value in out.items()}
     out.update(
@@ -115,10 +113,7 @@ def evaluate_multilabel(
     scores = np.asarray(scores, dtype=np.float64)
     codes = list(codes)
     if scores.shape != (len(gold), len(codes)):
-        raise ValueError(
-            f"scores must have shape (n_docs={len(gold)}, n_codes={len(codes)}), "
-            f"got {scores.shape}"
-        )
+        raise ValueError(f"scores must have shape (n_docs={len(gold)}, n_codes={len(codes)}), got {scores.shape}")
     if len(set(codes)) != len(codes):
         raise ValueError("codes contains duplicates")
     model_pred = thresholds.apply(scores)
@@ -166,9 +161,7 @@ def evaluate_multilabel(
     }
 
 
-def evaluate_multiclass(
-    gold: Sequence[str], probs: np.ndarray, classes: Sequence[str]
-) -> dict[str, Any]:
+def evaluate_multiclass(gold: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """Accuracy and macro F1 of a single-label task.
 
     The prediction is the arg-max class (ties: the first class). Gold classes
@@ -187,10 +180,7 @@ def evaluate_multiclass(
     probs = np.asarray(probs, dtype=np.float64)
     classes = list(classes)
     if probs.shape != (len(gold), len(classes)):
-        raise ValueError(
-            f"probs must have shape (n_docs={len(gold)}, n_classes={len(classes)}), "
-            f"got {probs.shape}"
-        )
+        raise ValueError(f"probs must have shape (n_docs={len(gold)}, n_classes={len(classes)}), got {probs.shape}")
     if not classes:
         raise ValueError("classes is empty: there is nothing to predict")
     space = classes + sorted(set(gold) - set(classes))

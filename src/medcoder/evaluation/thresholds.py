@@ -71,9 +71,7 @@ def _check_inputs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     y = np.asarray(y_true).astype(bool, copy=False)
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or y.shape != s.shape:
-        raise ValueError(
-            f"y_true and scores must both be [n_docs, n_labels], got {y.shape} and {s.shape}"
-        )
+        raise ValueError(f"y_true and scores must both be [n_docs, n_labels], got {y.shape} and {s.shape}")
     if s.shape[0] == 0:
         raise ValueError("cannot tune thresholds on zero documents")
     if not np.all(np.isfinite(s)):
@@ -98,9 +96,7 @@ def tune_global_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(thresholds[0])
 
 
-def tune_per_label_thresholds(
-    y_true: np.ndarray, scores: np.ndarray, *, fallback: float
-) -> np.ndarray:
+def tune_per_label_thresholds(y_true: np.ndarray, scores: np.ndarray, *, fallback: float) -> np.ndarray:
     """One threshold per label maximising that label's dev F1.
 
     Args:
@@ -133,9 +129,7 @@ def apply_thresholds(scores: np.ndarray, thresholds: float | np.ndarray) -> np.n
     if s.ndim != 2:
         raise ValueError(f"scores must be 2-D [n_docs, n_labels], got shape {s.shape}")
     if t.ndim not in (0, 1) or (t.ndim == 1 and t.shape[0] != s.shape[1]):
-        raise ValueError(
-            f"thresholds must be a scalar or have shape ({s.shape[1]},), got shape {t.shape}"
-        )
+        raise ValueError(f"thresholds must be a scalar or have shape ({s.shape[1]},), got shape {t.shape}")
     return s >= t
 
 
@@ -154,9 +148,7 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if self.strategy not in ("global", "per_label"):
-            raise InputError(
-                f"expected 'global' or 'per_label', got {self.strategy!r}", field="strategy"
-            )
+            raise InputError(f"expected 'global' or 'per_label', got {self.strategy!r}", field="strategy")
         if (self.strategy == "per_label") != (self.per_label is not None):
             raise InputError(
                 "per_label values are required by, and only allowed with, strategy 'per_label'",

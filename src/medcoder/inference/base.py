@@ -142,7 +142,9 @@ class Coder(ABC):
         """Whether :meth:`explain` (and ``predict(explain=True)``) gives evidence spans."""
         return False
 
-    def explain(self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3) -> list[dict[str, list[Evidence]]]:
+    def explain(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
+    ) -> list[dict[str, list[Evidence]]]:
         """Per note, ``{code: evidence spans}`` for the codes asked (strongest first, inside the note)."""
         raise MedcoderError(f"this {self.kind} system cannot explain its codes")
 

@@ -85,14 +85,18 @@ class ModelCoder(Coder):
     def can_explain(self) -> bool:
         return self.bundle.model.can_explain()
 
-    def _evidence(self, texts: Sequence[str], columns: Sequence[Sequence[int]], top: int) -> list[dict[int, list[Evidence]]]:
+    def _evidence(
+        self, texts: Sequence[str], columns: Sequence[Sequence[int]], top: int
+    ) -> list[dict[int, list[Evidence]]]:
         spans = self.bundle.model.explain(texts, columns, top=top)
         return [
             {j: [Evidence(s, e, text[s:e], round(w, 4)) for s, e, w in found] for j, found in note.items()}
             for text, note in zip(texts, spans, strict=True)
         ]
 
-    def explain(self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3) -> list[dict[str, list[Evidence]]]:
+    def explain(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
+    ) -> list[dict[str, list[Evidence]]]:
         check_note_texts(texts, "explain")
         if len(codes) != len(texts):
             raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")

@@ -137,8 +137,9 @@ class RetrievalCoder(Coder):
         probs = dense_to_sparse(
             self.classifier.predict_proba(list(texts)), self.classifier.codes, top=self.config.fusion.classifier_top
         )
-        fused = fuse(probs, retrieval, weight=self.weight, floor=self.floor, novel_weight=self.novel_weight,
-                     known=self._known)
+        fused = fuse(
+            probs, retrieval, weight=self.weight, floor=self.floor, novel_weight=self.novel_weight, known=self._known
+        )
         new = novel_suggestions(retrieval, self._known, threshold=self.novel_threshold, top=self.novel_top)
         return fused, new, hits
 
@@ -162,18 +163,28 @@ class RetrievalCoder(Coder):
     def can_explain(self) -> bool:
         return True
 
-    def explain(self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3) -> list[dict[str, list[Evidence]]]:
+    def explain(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
+    ) -> list[dict[str, list[Evidence]]]:
         """The mention whose embedding matched each code's description best (none: no mention retrieved it)."""
         check_note_texts(texts, "explain")
         if len(codes) != len(texts):
             raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")
         _, _, hits = self.scores(list(texts))
-        return [{code: _evidence(note_hits.get(code)) for code in wanted} for wanted, note_hits in zip(codes, hits,
-                                                                                                         strict=True)]
+        return [
+            {code: _evidence(note_hits.get(code)) for code in wanted}
+            for wanted, note_hits in zip(codes, hits, strict=True)
+        ]
 
     def _code(self, code: str, score: float, rank: int, predicted: bool, hit: Hit | None) -> CodeScore:
-        return CodeScore(code=code, description=self._descriptions.get(code), probability=round(float(score), 6),
-                         predicted=predicted, rank=rank, evidence=_evidence(hit))
+        return CodeScore(
+            code=code,
+            description=self._descriptions.get(code),
+            probability=round(float(score), 6),
+            predicted=predicted,
+            rank=rank,
+            evidence=_evidence(hit),
+        )
 
     def predict(
         self,
@@ -206,11 +217,16 @@ class RetrievalCoder(Coder):
                     if score < self.threshold and rank > top_k:
                         break
                     codes.append(self._code(code, score, rank, score >= self.threshold, hits.get(code)))
-                suggested = [self._code(code, cosine, rank, True, hits.get(code))
-                             for rank, (code, cosine) in enumerate(new_codes.items(), start=1)]
+                suggested = [
+                    self._code(code, cosine, rank, True, hits.get(code))
+                    for rank, (code, cosine) in enumerate(new_codes.items(), start=1)
+                ]
                 note_id = None if ids is None else ids[start + row]
-                results.append(NotePrediction(id=note_id, codes=codes,
-                                              new_codes=suggested if self.classifier is not None else None))
+                results.append(
+                    NotePrediction(
+                        id=note_id, codes=codes, new_codes=suggested if self.classifier is not None else None
+                    )
+                )
             if progress is not None:
                 progress(min(start + _BATCH, len(texts)), len(texts))
         return results
@@ -259,8 +275,15 @@ def _open_index(folder: Path, encoder: BiEncoder, config: RetrievalConfig, progr
     else:
         logger.warning("%s: no index in the bundle; embedding the catalog again", folder)
     cache = Path(config.index.cache_dir) if config.index.cache_dir else default_cache_dir()
-    index, _ = cached_index(encoder.encode, fingerprint, cache, system=config.index.system,
-                            leaves_only=config.index.leaves_only, prefixes=config.index.prefixes, progress=progress)
+    index, _ = cached_index(
+        encoder.encode,
+        fingerprint,
+        cache,
+        system=config.index.system,
+        leaves_only=config.index.leaves_only,
+        prefixes=config.index.prefixes,
+        progress=progress,
+    )
     return index
 
 

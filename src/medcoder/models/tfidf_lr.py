@@ -102,8 +102,10 @@ class NgramCounter:
             indices.extend(found)
             indptr.append(len(indices))
         data = np.ones(len(indices), dtype=np.float64)
-        counts = sp.csr_matrix((data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
-                               shape=(len(texts), len(self.terms)))
+        counts = sp.csr_matrix(
+            (data, np.asarray(indices, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(texts), len(self.terms)),
+        )
         counts.sum_duplicates()  # sums repeated n-grams and sorts the indices
         return counts
 
@@ -131,9 +133,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _fit_binary_chunk(
-    x: sp.csr_matrix, y: np.ndarray, options: dict[str, object]
-) -> tuple[np.ndarray, np.ndarray]:
+def _fit_binary_chunk(x: sp.csr_matrix, y: np.ndarray, options: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
     """One binary liblinear model per column of bool ``y`` ``[n_docs, k]``: (coef ``[k, n_features]``, intercept ``[k]``)."""
     coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
     intercept = np.zeros(y.shape[1], dtype=np.float32)
@@ -359,4 +359,3 @@ class TfidfLogisticRegression(CodingModel):
     def describe(self) -> dict[str, int]:
         """Sizes for the model card."""
         return {"n_features": int(self.coef_.shape[1]), "n_labels": self.n_labels}
-

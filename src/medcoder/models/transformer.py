@@ -147,7 +147,10 @@ class TransformerCoder(TorchCoder):
         corpus = self.encode(texts)
         logger.info("%d of %d notes truncated to %d tokens", corpus.n_truncated, len(corpus), cfg.max_tokens)
         self._span_tags = self._token_tags(corpus, spans) if span_tagging and spans is not None else None
-        self.auxiliary_ = {"levels": {name: t.shape[1] for name, t in self._levels.items()}, "span_tagging": span_tagging}
+        self.auxiliary_ = {
+            "levels": {name: t.shape[1] for name, t in self._levels.items()},
+            "span_tagging": span_tagging,
+        }
         return corpus
 
     def build_network(self, seed: int, *, y: np.ndarray | None) -> torch.nn.Module:
@@ -347,5 +350,7 @@ class TransformerCoder(TorchCoder):
 
     def load_state(self, directory: Path) -> None:
         self.encoder_dir_ = directory / "encoder"
-        self._set_tokenizer(*load_config_and_tokenizer(str(self.encoder_dir_), self.config.encoder, attention_dropout=None))
+        self._set_tokenizer(
+            *load_config_and_tokenizer(str(self.encoder_dir_), self.config.encoder, attention_dropout=None)
+        )
         self.auxiliary_ = {"levels": {}, "span_tagging": False}

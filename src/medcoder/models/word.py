@@ -190,8 +190,9 @@ class WordCoder(TorchCoder):
         return [(s, e) for _, s, e in tokenize_with_offsets(text, lowercase=enc.lowercase)][: enc.max_tokens]
 
     def save_state(self, directory: Path) -> None:
-        atomic_write_json(directory / "words.json", {"format": WORDS_FORMAT, "tokens": self.vocab_.tokens,
-                                                     **self.words_extra()})
+        atomic_write_json(
+            directory / "words.json", {"format": WORDS_FORMAT, "tokens": self.vocab_.tokens, **self.words_extra()}
+        )
 
     def load_state(self, directory: Path) -> None:
         path = directory / "words.json"

@@ -92,8 +92,13 @@ class BiEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         self.model.eval()
         with torch.inference_mode():
-            vectors = self.model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                        normalize_embeddings=True, show_progress_bar=False)
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def save(self, folder: str | Path) -> None:
@@ -128,8 +133,11 @@ class BiEncoder:
         if len(pairs) < 2:
             raise MedcoderError(f"bi-encoder training needs at least 2 pairs, got {len(pairs)}")
         plan = NoDuplicatePlan(pairs, train.batch_size, seed)
-        columns = {"anchor": [p.query for p in pairs], "positive": [p.description for p in pairs],
-                   "negative": [p.negative for p in pairs]}
+        columns = {
+            "anchor": [p.query for p in pairs],
+            "positive": [p.description for p in pairs],
+            "negative": [p.negative for p in pairs],
+        }
 
         def make_batch(indices: list[int], epoch: int, step: int) -> dict[str, Any]:
             del epoch, step
@@ -174,8 +182,11 @@ class BiEncoder:
         self.model.eval()
         report: dict[str, Any] = {"pairs": len(pairs), "batch_size": train.batch_size}
         report["epochs"] = [
-            {"epoch": e["epoch"], "loss": e["train_loss"], **({"dev_triplet_accuracy": e["dev_accuracy"]}
-                                                              if "dev_accuracy" in e else {})}
+            {
+                "epoch": e["epoch"],
+                "loss": e["train_loss"],
+                **({"dev_triplet_accuracy": e["dev_accuracy"]} if "dev_accuracy" in e else {}),
+            }
             for e in result.history
             if e["epoch"] > 0
         ]
@@ -280,8 +291,15 @@ def align_pairs(
     return pairs
 
 
-def mine_hard_negatives(encoder: BiEncoder, pairs: Sequence[Pair], gold: Sequence[Sequence[str]], index: Any,
-                        descriptions: dict[str, str], *, k: int = 20) -> list[Pair]:
+def mine_hard_negatives(
+    encoder: BiEncoder,
+    pairs: Sequence[Pair],
+    gold: Sequence[Sequence[str]],
+    index: Any,
+    descriptions: dict[str, str],
+    *,
+    k: int = 20,
+) -> list[Pair]:
     """Each pair with a hard negative: the best-ranked catalog code (``index``) for its query that is wrong.
 
     Wrong means not one of its note's gold codes (``gold[pair.note]``) and not in
@@ -294,14 +312,17 @@ def mine_hard_negatives(encoder: BiEncoder, pairs: Sequence[Pair], gold: Sequenc
     mined = []
     for pair, row in zip(pairs, top.tolist(), strict=True):
         categories = {code[:3] for code in gold[pair.note]} | {pair.code[:3]}
-        wrong = next((index.codes[i] for i in row if index.codes[i][:3] not in categories
-                      and index.codes[i] in descriptions), None)
+        wrong = next(
+            (index.codes[i] for i in row if index.codes[i][:3] not in categories and index.codes[i] in descriptions),
+            None,
+        )
         mined.append(replace(pair, negative_code=wrong, negative=descriptions[wrong]) if wrong else pair)
     return mined
 
 
-def hard_triplets(encoder: BiEncoder, pairs: Sequence[Pair], descriptions: dict[str, str],
-                  pool: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+def hard_triplets(
+    encoder: BiEncoder, pairs: Sequence[Pair], descriptions: dict[str, str], pool: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
     """(anchor, positive, negative) texts whose negative is a hard one, fixed before training.
 
     The negative of a pair is the code of ``pool`` (say, every code the data uses)
@@ -312,8 +333,10 @@ def hard_triplets(encoder: BiEncoder, pairs: Sequence[Pair], descriptions: dict[
     pool = [c for c in dict.fromkeys(pool) if c in descriptions]
     codes = sorted({p.code for p in pairs if p.code in descriptions})
     if len(pool) < 2 or not codes:
-        raise MedcoderError(f"hard triplets need >= 2 pool codes with descriptions and pairs; got {len(pool)} "
-                            f"pool codes, {len(codes)} pair codes")
+        raise MedcoderError(
+            f"hard triplets need >= 2 pool codes with descriptions and pairs; got {len(pool)} "
+            f"pool codes, {len(codes)} pair codes"
+        )
     similarity = encoder.encode([descriptions[c] for c in codes]) @ encoder.encode([descriptions[c] for c in pool]).T
     negative: dict[str, str] = {}
     for row, code in enumerate(codes):

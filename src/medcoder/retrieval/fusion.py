@@ -36,8 +36,9 @@ SparseScores = dict[str, float]
 Hit = tuple[float, Mention]  # (cosine, the mention) behind a retrieved code
 
 
-def retrieve(encoder: BiEncoder, index: CodeIndex, mentions: Sequence[Sequence[Mention]], *, k: int) -> list[
-        dict[str, Hit]]:
+def retrieve(
+    encoder: BiEncoder, index: CodeIndex, mentions: Sequence[Sequence[Mention]], *, k: int
+) -> list[dict[str, Hit]]:
     """Per note, ``{code: (best cosine, its mention)}`` over the top ``k`` codes of each of its mentions."""
     vectors = encoder.encode([m.text for note in mentions for m in note])
     notes: list[dict[str, Hit]] = []
@@ -61,12 +62,19 @@ def similarities(hits: Sequence[dict[str, Hit]]) -> list[SparseScores]:
     return [{code: sim for code, (sim, _) in note.items()} for note in hits]
 
 
-def open_set_report(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], seen: Set[str], *,
-                    threshold: float | None = None) -> dict[str, Any]:
+def open_set_report(
+    scores: Sequence[Mapping[str, float]],
+    gold: Sequence[Sequence[str]],
+    seen: Set[str],
+    *,
+    threshold: float | None = None,
+) -> dict[str, Any]:
     """:func:`open_set_metrics` over all gold codes and over the gold codes not in ``seen`` (unseen in train)."""
     unseen_scores, unseen_gold = restrict_to_unseen(scores, gold, seen)
-    return {"all": open_set_metrics(scores, gold, threshold=threshold),
-            "unseen": open_set_metrics(unseen_scores, unseen_gold)}
+    return {
+        "all": open_set_metrics(scores, gold, threshold=threshold),
+        "unseen": open_set_metrics(unseen_scores, unseen_gold),
+    }
 
 
 @dataclass(frozen=True)
@@ -77,8 +85,15 @@ class FusionParams:
     threshold: float
 
 
-def fuse(classifier: Sequence[Mapping[str, float]], retrieval: Sequence[Mapping[str, float]], *, weight: float,
-         floor: float, novel_weight: float | None = None, known: Set[str] | None = None) -> list[SparseScores]:
+def fuse(
+    classifier: Sequence[Mapping[str, float]],
+    retrieval: Sequence[Mapping[str, float]],
+    *,
+    weight: float,
+    floor: float,
+    novel_weight: float | None = None,
+    known: Set[str] | None = None,
+) -> list[SparseScores]:
     """``p(c) + w * max(0, r(c) - floor)`` per note; ``w`` is ``novel_weight`` for codes outside ``known``.
 
     ``known``: the classifier's codes (default: the codes it scored for the note);
@@ -130,8 +145,9 @@ class ScoreTable:
         return y, np.array([len(set(codes)) for codes in gold])
 
 
-def open_set_metrics(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], *,
-                     threshold: float | None = None, k: int = 10) -> dict[str, float]:
+def open_set_metrics(
+    scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], *, threshold: float | None = None, k: int = 10
+) -> dict[str, float]:
     """MAP and recall@k (and micro P/R/F1 when ``threshold`` is given) of sparse scores against ``gold``.
 
     Codes a note did not score rank below every scored one; gold codes nobody
@@ -165,8 +181,9 @@ def _prf(tp: int, n_predicted: int, n_gold: int) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
-def restrict_to_unseen(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]],
-                       seen: set[str]) -> tuple[list[SparseScores], list[list[str]]]:
+def restrict_to_unseen(
+    scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], seen: set[str]
+) -> tuple[list[SparseScores], list[list[str]]]:
     """Gold codes never seen in train only: a note's seen gold codes leave its ranking and its gold set.
 
     So an unseen gold code competes only with wrong codes, and notes without an
@@ -183,8 +200,9 @@ def restrict_to_unseen(scores: Sequence[Mapping[str, float]], gold: Sequence[Seq
 def best_threshold(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]]) -> float:
     """The global threshold maximising micro-F1 (candidates: every score)."""
     gold_sets = [set(g) for g in gold]
-    pairs = sorted(((s, c in g) for row, g in zip(scores, gold_sets, strict=True) for c, s in row.items()),
-                   key=lambda p: -p[0])
+    pairs = sorted(
+        ((s, c in g) for row, g in zip(scores, gold_sets, strict=True) for c, s in row.items()), key=lambda p: -p[0]
+    )
     total_gold = sum(len(g) for g in gold_sets)
     best, best_f1, tp = 1.0, -1.0, 0
     for rank, (score, is_gold) in enumerate(pairs, start=1):
@@ -195,27 +213,45 @@ def best_threshold(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequenc
     return float(best)
 
 
-def tune_fusion(classifier: Sequence[Mapping[str, float]], retrieval: Sequence[Mapping[str, float]],
-                gold: Sequence[Sequence[str]], *, known: Set[str] | None = None,
-                weights: Sequence[float] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
-                novel_weights: Sequence[float] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
-                floors: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6)) -> tuple[FusionParams, list[dict[str, float]]]:
+def tune_fusion(
+    classifier: Sequence[Mapping[str, float]],
+    retrieval: Sequence[Mapping[str, float]],
+    gold: Sequence[Sequence[str]],
+    *,
+    known: Set[str] | None = None,
+    weights: Sequence[float] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
+    novel_weights: Sequence[float] = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
+    floors: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6),
+) -> tuple[FusionParams, list[dict[str, float]]]:
     """Grid over (weight, novel_weight, floor) by dev MAP, then the micro-F1 threshold; returns params and grid."""
     grid = []
     for weight in weights:
         for novel_weight in novel_weights:
             for floor in floors if weight > 0 or novel_weight > 0 else floors[:1]:
                 fused = fuse(classifier, retrieval, weight=weight, floor=floor, novel_weight=novel_weight, known=known)
-                grid.append({"weight": weight, "novel_weight": novel_weight, "floor": floor,
-                             "map": open_set_metrics(fused, gold)["map"]})
+                grid.append(
+                    {
+                        "weight": weight,
+                        "novel_weight": novel_weight,
+                        "floor": floor,
+                        "map": open_set_metrics(fused, gold)["map"],
+                    }
+                )
     best = max(grid, key=lambda row: row["map"])
-    fused = fuse(classifier, retrieval, weight=best["weight"], floor=best["floor"], novel_weight=best["novel_weight"],
-                 known=known)
+    fused = fuse(
+        classifier,
+        retrieval,
+        weight=best["weight"],
+        floor=best["floor"],
+        novel_weight=best["novel_weight"],
+        known=known,
+    )
     return FusionParams(best["weight"], best["novel_weight"], best["floor"], best_threshold(fused, gold)), grid
 
 
-def novel_suggestions(retrieval: Sequence[Mapping[str, float]], known: Set[str], *, threshold: float,
-                      top: int) -> list[SparseScores]:
+def novel_suggestions(
+    retrieval: Sequence[Mapping[str, float]], known: Set[str], *, threshold: float, top: int
+) -> list[SparseScores]:
     """Per note, up to ``top`` codes outside ``known`` whose retrieval cosine reaches ``threshold``, best first."""
     out = []
     for sims in retrieval:
@@ -224,20 +260,27 @@ def novel_suggestions(retrieval: Sequence[Mapping[str, float]], known: Set[str],
     return out
 
 
-def tune_novel_threshold(retrieval: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str],
-                         *, top: int) -> float:
+def tune_novel_threshold(
+    retrieval: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str], *, top: int
+) -> float:
     """The cosine threshold for :func:`novel_suggestions` with the best micro-F1 against gold codes outside ``known``."""
     candidates = novel_suggestions(retrieval, known, threshold=-1.0, top=top)
     return best_threshold(candidates, [[c for c in codes if c not in known] for codes in gold])
 
 
-def suggestion_metrics(suggested: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]],
-                       known: Set[str]) -> dict[str, float]:
+def suggestion_metrics(
+    suggested: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str]
+) -> dict[str, float]:
     """Precision / recall / F1 of suggested new codes against the gold codes outside ``known``."""
     wanted = [{c for c in codes if c not in known} for codes in gold]
     tp = sum(len(set(row) & want) for row, want in zip(suggested, wanted, strict=True))
     n_suggested = sum(len(row) for row in suggested)
     n_gold = sum(len(want) for want in wanted)
     precision, recall, f1 = _prf(tp, n_suggested, n_gold)
-    return {"precision": precision, "recall": recall, "f1": f1, "suggested_per_note": n_suggested / max(1, len(gold)),
-            "gold_new_assignments": n_gold}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "suggested_per_note": n_suggested / max(1, len(gold)),
+        "gold_new_assignments": n_gold,
+    }

@@ -208,8 +208,12 @@ def cached_index(
         if not kept:
             raise MedcoderError(f"no {system} code starts with any of {list(wanted)}")
         codes, descriptions = tuple(codes[i] for i in kept), tuple(descriptions[i] for i in kept)
-    meta = {"encoder_fingerprint": encoder_fingerprint, "system": system, "leaves_only": leaves_only,
-            "prefixes": list(wanted)}
+    meta = {
+        "encoder_fingerprint": encoder_fingerprint,
+        "system": system,
+        "leaves_only": leaves_only,
+        "prefixes": list(wanted),
+    }
     index = CodeIndex.build(encode, codes, descriptions, meta=meta, progress=progress)
     index.save(folder)
     return index, False

@@ -36,22 +36,97 @@ EXCLUSION_REASONS = ("negated", "hypothetical", "family_history")
 # Connectors that occur inside clinical phrases ("shortness of breath", "diabetes with
 # hyperglycemia"): spaCy counts them as stop words, we do not cut there.
 _CONNECTORS = frozenset({"of", "with", "in", "to", "on", "due", "without", "at", "by", "from"})
-_EXTRA_BREAKS = frozenset({"patient", "patients", "showed", "revealed", "presented", "presents", "reported",
-                           "reports", "found", "diagnosed", "admitted", "observed", "noted", "performed",
-                           "underwent", "treated", "started", "included", "including", "year", "years", "old",
-                           "day", "days", "month", "months", "week", "weeks", "hours", "time", "case", "evolution",
-                           "study", "history", "mg", "ml", "dl", "cm", "mm", "kg", "man", "woman", "boy", "girl",
-                           "child", "compatible", "consistent", "suggestive", "suggesting", "showing", "return", "present",
-                           "absent", "normal", "positive", "admission", "onset", "condition", "requested",
-                           "results"})
+_EXTRA_BREAKS = frozenset(
+    {
+        "patient",
+        "patients",
+        "showed",
+        "revealed",
+        "presented",
+        "presents",
+        "reported",
+        "reports",
+        "found",
+        "diagnosed",
+        "admitted",
+        "observed",
+        "noted",
+        "performed",
+        "underwent",
+        "treated",
+        "started",
+        "included",
+        "including",
+        "year",
+        "years",
+        "old",
+        "day",
+        "days",
+        "month",
+        "months",
+        "week",
+        "weeks",
+        "hours",
+        "time",
+        "case",
+        "evolution",
+        "study",
+        "history",
+        "mg",
+        "ml",
+        "dl",
+        "cm",
+        "mm",
+        "kg",
+        "man",
+        "woman",
+        "boy",
+        "girl",
+        "child",
+        "compatible",
+        "consistent",
+        "suggestive",
+        "suggesting",
+        "showing",
+        "return",
+        "present",
+        "absent",
+        "normal",
+        "positive",
+        "admission",
+        "onset",
+        "condition",
+        "requested",
+        "results",
+    }
+)
 
 HYPOTHETICAL_TRIGGERS: dict[str, list[str]] = {
     "pseudo_negations": ["if needed", "if necessary", "as needed"],
     "preceding_negations": [
-        "if", "in case of", "should", "would", "could", "risk of", "at risk for", "warning signs of",
-        "signs and symptoms of", "return precautions", "precautions", "to prevent", "prevention of",
-        "prophylaxis of", "prophylaxis against", "screening for", "rule out", "r/o", "to exclude",
-        "evaluate for", "watch for", "monitor for", "seek care",
+        "if",
+        "in case of",
+        "should",
+        "would",
+        "could",
+        "risk of",
+        "at risk for",
+        "warning signs of",
+        "signs and symptoms of",
+        "return precautions",
+        "precautions",
+        "to prevent",
+        "prevention of",
+        "prophylaxis of",
+        "prophylaxis against",
+        "screening for",
+        "rule out",
+        "r/o",
+        "to exclude",
+        "evaluate for",
+        "watch for",
+        "monitor for",
+        "seek care",
     ],
     "following_negations": ["develops", "develop", "occurs", "occur", "arises", "is suspected"],
     "termination": ["but", "however", "although", "though", "yet", "because", "since"],
@@ -59,21 +134,76 @@ HYPOTHETICAL_TRIGGERS: dict[str, list[str]] = {
 FAMILY_TRIGGERS: dict[str, list[str]] = {
     "pseudo_negations": ["no family history", "family history of unknown"],
     "preceding_negations": [
-        "family history of", "family history", "familial history of", "fh of", "mother", "father", "sister",
-        "brother", "son", "daughter", "grandmother", "grandfather", "aunt", "uncle", "cousin", "parents",
-        "parent", "sibling", "siblings", "relative", "relatives", "maternal", "paternal",
+        "family history of",
+        "family history",
+        "familial history of",
+        "fh of",
+        "mother",
+        "father",
+        "sister",
+        "brother",
+        "son",
+        "daughter",
+        "grandmother",
+        "grandfather",
+        "aunt",
+        "uncle",
+        "cousin",
+        "parents",
+        "parent",
+        "sibling",
+        "siblings",
+        "relative",
+        "relatives",
+        "maternal",
+        "paternal",
     ],
     "following_negations": ["in the family", "in his family", "in her family", "runs in the family"],
     "termination": ["but", "however", "although", "patient", "he", "she", "himself", "herself"],
 }
 _EXTRA_NEGATIONS = {
-    "preceding_negations": ["no known", "no prior", "no history of", "not suggestive of", "no clinical signs of",
-                            "excluded", "no evidence of"],
-    "following_negations": ["has been ruled out", "had been ruled out", "ruled out", "was excluded",
-                            "were excluded", "excluded", "was negative", "were negative", "negative"],
+    "preceding_negations": [
+        "no known",
+        "no prior",
+        "no history of",
+        "not suggestive of",
+        "no clinical signs of",
+        "excluded",
+        "no evidence of",
+    ],
+    "following_negations": [
+        "has been ruled out",
+        "had been ruled out",
+        "ruled out",
+        "was excluded",
+        "were excluded",
+        "excluded",
+        "was negative",
+        "were negative",
+        "negative",
+    ],
 }
-_CLINICAL_SUFFIXES = ("emia", "itis", "osis", "oma", "pathy", "ectomy", "otomy", "ostomy", "plasty", "algia",
-                      "uria", "penia", "plegia", "thyroid", "trophy", "megaly", "lipidemia", "esis", "iasis")
+_CLINICAL_SUFFIXES = (
+    "emia",
+    "itis",
+    "osis",
+    "oma",
+    "pathy",
+    "ectomy",
+    "otomy",
+    "ostomy",
+    "plasty",
+    "algia",
+    "uria",
+    "penia",
+    "plegia",
+    "thyroid",
+    "trophy",
+    "megaly",
+    "lipidemia",
+    "esis",
+    "iasis",
+)
 _SECTION = re.compile(r"^\s*([A-Za-z][A-Za-z /&-]{2,40}):", re.MULTILINE)
 _FAMILY_SECTION = re.compile(r"family", re.IGNORECASE)
 
@@ -124,15 +254,28 @@ class MentionExtractor:
         self._nlp.add_pipe("sentencizer")
         negations = termset("en_clinical")
         negations.add_patterns(_EXTRA_NEGATIONS)
-        trigger_sets = {"negated": negations.get_patterns(), "hypothetical": HYPOTHETICAL_TRIGGERS,
-                        "family_history": FAMILY_TRIGGERS}
+        trigger_sets = {
+            "negated": negations.get_patterns(),
+            "hypothetical": HYPOTHETICAL_TRIGGERS,
+            "family_history": FAMILY_TRIGGERS,
+        }
         self._negex = {
-            reason: Negex(self._nlp, f"medcoder_{reason}", neg_termset=terms, extension_name=f"medcoder_{reason}",
-                          span_keys=["mentions"])
+            reason: Negex(
+                self._nlp,
+                f"medcoder_{reason}",
+                neg_termset=terms,
+                extension_name=f"medcoder_{reason}",
+                span_keys=["mentions"],
+            )
             for reason, terms in trigger_sets.items()
         }
-        trigger_words = {word for terms in trigger_sets.values() for key in ("preceding_negations",
-                         "following_negations", "termination") for t in terms[key] for word in t.split()}
+        trigger_words = {
+            word
+            for terms in trigger_sets.values()
+            for key in ("preceding_negations", "following_negations", "termination")
+            for t in terms[key]
+            for word in t.split()
+        }
         self._breaks = (frozenset(STOP_WORDS) | _EXTRA_BREAKS | trigger_words) - _CONNECTORS
 
     def _is_break(self, token: Any) -> bool:

@@ -83,8 +83,9 @@ def _open_classifier(path: str) -> ModelCoder:
     return coder
 
 
-def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: Reporter | None = None,
-                  source: str = "") -> dict[str, Any]:
+def run_retrieval(
+    config: RetrievalConfig, output_dir: str | Path, *, reporter: Reporter | None = None, source: str = ""
+) -> dict[str, Any]:
     """Run the steps above and write the retrieval bundle; returns what its ``config.json`` holds."""
     reporter = reporter or LogReporter()
     output = Path(output_dir)
@@ -101,41 +102,65 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
     extractor = MentionExtractor(max_tokens=config.mentions.max_tokens)
     mentions = {split: _codable(extractor, notes, reporter, split) for split, notes in splits.items()}
     # catalog spelling ("e119" -> "E11.9"), as the classifier's label space and the index spell codes
-    gold = {split: [list(dict.fromkeys(normalize_code(c, config.index.system) for c in n.labels)) for n in notes]
-            for split, notes in splits.items()}
+    gold = {
+        split: [list(dict.fromkeys(normalize_code(c, config.index.system) for c in n.labels)) for n in notes]
+        for split, notes in splits.items()
+    }
     timing["mentions_s"] = time.perf_counter() - clock
     mention_counts = {split: float(np.mean([len(m) for m in ms])) for split, ms in mentions.items()}
 
     cache_dir = Path(config.index.cache_dir) if config.index.cache_dir else default_cache_dir()
-    index_options = {"system": config.index.system, "leaves_only": config.index.leaves_only,
-                     "prefixes": config.index.prefixes}
+    index_options = {
+        "system": config.index.system,
+        "leaves_only": config.index.leaves_only,
+        "prefixes": config.index.prefixes,
+    }
     encoder = BiEncoder.load(config.encoder, max_seq_length=config.max_seq_length)
     training: dict[str, Any] = {"epochs": []}
     if config.train.epochs > 0:
         clock = time.perf_counter()
         with reporter.task("aligning gold codes to mentions"):
-            train_pairs = align_pairs(encoder, [[m.text for m in ms] for ms in mentions["train"]], gold["train"],
-                                      catalog, min_similarity=config.pairs.min_similarity)
-            dev_pairs = align_pairs(encoder, [[m.text for m in ms] for ms in mentions["dev"]], gold["dev"],
-                                    catalog, min_similarity=config.pairs.min_similarity)
+            train_pairs = align_pairs(
+                encoder,
+                [[m.text for m in ms] for ms in mentions["train"]],
+                gold["train"],
+                catalog,
+                min_similarity=config.pairs.min_similarity,
+            )
+            dev_pairs = align_pairs(
+                encoder,
+                [[m.text for m in ms] for ms in mentions["dev"]],
+                gold["dev"],
+                catalog,
+                min_similarity=config.pairs.min_similarity,
+            )
             pool = [c for split in ("train", "dev") for codes in gold[split] for c in codes]
             dev_triplets = hard_triplets(encoder, dev_pairs, catalog, pool)
         if len(train_pairs) < 2:
-            raise MedcoderError(f"only {len(train_pairs)} training pairs: lower pairs.min_similarity "
-                                f"({config.pairs.min_similarity}) or check that the notes carry catalog codes")
+            raise MedcoderError(
+                f"only {len(train_pairs)} training pairs: lower pairs.min_similarity "
+                f"({config.pairs.min_similarity}) or check that the notes carry catalog codes"
+            )
         timing["align_s"] = time.perf_counter() - clock
         if config.train.hard_negatives:
             clock = time.perf_counter()
             with reporter.task("embedding the catalog with the encoder before training", total=None) as update:
-                base_index, _ = cached_index(encoder.encode, encoder.fingerprint(), cache_dir, progress=update,
-                                             **index_options)
+                base_index, _ = cached_index(
+                    encoder.encode, encoder.fingerprint(), cache_dir, progress=update, **index_options
+                )
             with reporter.task("mining hard negatives"):
                 train_pairs = mine_hard_negatives(encoder, train_pairs, gold["train"], base_index, catalog)
             timing["hard_negatives_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
         with reporter.task("fine-tuning the bi-encoder", total=None) as update:
-            training = encoder.fit(train_pairs, train=config.train.loop_config(), dev_triplets=dev_triplets,
-                                   seed=config.train.seed, work_dir=work / "biencoder", progress=update)
+            training = encoder.fit(
+                train_pairs,
+                train=config.train.loop_config(),
+                dev_triplets=dev_triplets,
+                seed=config.train.seed,
+                work_dir=work / "biencoder",
+                progress=update,
+            )
         training["dev_pairs"] = len(dev_pairs)
         timing["train_s"] = time.perf_counter() - clock
         encoder.save(work / "trained-biencoder")
@@ -157,8 +182,9 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
 
     seen = {c for codes in gold["train"] for c in codes}
     retrieval_threshold = best_threshold(retrieved["dev"], gold["dev"])
-    metrics: dict[str, Any] = {"retrieval": open_set_report(retrieved["test"], gold["test"], seen,
-                                                            threshold=retrieval_threshold)}
+    metrics: dict[str, Any] = {
+        "retrieval": open_set_report(retrieved["test"], gold["test"], seen, threshold=retrieval_threshold)
+    }
     fusion: dict[str, Any] = {"threshold": retrieval_threshold}
     if classifier is not None:
         fusion, metrics = _fuse_with_classifier(classifier, config, splits, retrieved, gold, seen, metrics, reporter)
@@ -167,22 +193,36 @@ def run_retrieval(config: RetrievalConfig, output_dir: str | Path, *, reporter: 
         "source": source,
         "index": {"codes": len(index.codes), "from_cache": from_cache, "encoder_fingerprint": fingerprint},
         "retrieval_threshold": retrieval_threshold,
-        "mentions_per_note": mention_counts, "training": training, "metrics": metrics, "timing": timing,
+        "mentions_per_note": mention_counts,
+        "training": training,
+        "metrics": metrics,
+        "timing": timing,
     }
     result = {**record, "config": config.model_dump(mode="json"), "fusion": fusion if classifier else None}
     save_retrieval_bundle(
-        output, config=config, encoder_dir=Path(encoder.source),
+        output,
+        config=config,
+        encoder_dir=Path(encoder.source),
         index_dir=index_folder(cache_dir, fingerprint, **index_options),
         classifier_dir=Path(config.classifier) if config.classifier else None,
-        fusion=fusion, record=dict(record), report=render_retrieval_report(result),
+        fusion=fusion,
+        record=dict(record),
+        report=render_retrieval_report(result),
     )
     shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def _fuse_with_classifier(classifier: ModelCoder, config: RetrievalConfig, splits: dict[str, list[Note]],
-                          retrieved: dict[str, Any], gold: dict[str, list[list[str]]], seen: set[str],
-                          metrics: dict[str, Any], reporter: Reporter) -> tuple[dict[str, Any], dict[str, Any]]:
+def _fuse_with_classifier(
+    classifier: ModelCoder,
+    config: RetrievalConfig,
+    splits: dict[str, list[Note]],
+    retrieved: dict[str, Any],
+    gold: dict[str, list[list[str]]],
+    seen: set[str],
+    metrics: dict[str, Any],
+    reporter: Reporter,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Tune the fusion on dev; test figures of the classifier alone and fused, the novel-weight sweep, new codes."""
     probs = {}
     for split in ("dev", "test"):
@@ -192,29 +232,59 @@ def _fuse_with_classifier(classifier: ModelCoder, config: RetrievalConfig, split
     classifier_threshold = classifier.bundle.thresholds.global_  # the classifier's own dev-tuned threshold
     with reporter.task("tuning fusion on dev"):
         known = set(classifier.codes)
-        params, grid = tune_fusion(probs["dev"], retrieved["dev"], gold["dev"], known=known,
-                                   weights=config.fusion.weights, novel_weights=config.fusion.novel_weights,
-                                   floors=config.fusion.floors)
-    fused_test = fuse(probs["test"], retrieved["test"], weight=params.weight, floor=params.floor,
-                      novel_weight=params.novel_weight, known=known)
-    metrics = {**metrics,
-               "classifier": open_set_report(probs["test"], gold["test"], seen, threshold=classifier_threshold),
-               "fused": open_set_report(fused_test, gold["test"], seen, threshold=params.threshold)}
+        params, grid = tune_fusion(
+            probs["dev"],
+            retrieved["dev"],
+            gold["dev"],
+            known=known,
+            weights=config.fusion.weights,
+            novel_weights=config.fusion.novel_weights,
+            floors=config.fusion.floors,
+        )
+    fused_test = fuse(
+        probs["test"],
+        retrieved["test"],
+        weight=params.weight,
+        floor=params.floor,
+        novel_weight=params.novel_weight,
+        known=known,
+    )
+    metrics = {
+        **metrics,
+        "classifier": open_set_report(probs["test"], gold["test"], seen, threshold=classifier_threshold),
+        "fused": open_set_report(fused_test, gold["test"], seen, threshold=params.threshold),
+    }
     sweep = []  # what a larger weight on never-seen codes buys (unseen recall) and costs (MAP); chosen on dev
     for novel_weight in config.fusion.novel_weights:
         row: dict[str, Any] = {"novel_weight": novel_weight}
         for split in ("dev", "test"):
-            fused = fuse(probs[split], retrieved[split], weight=params.weight, floor=params.floor,
-                         novel_weight=novel_weight, known=known)
+            fused = fuse(
+                probs[split],
+                retrieved[split],
+                weight=params.weight,
+                floor=params.floor,
+                novel_weight=novel_weight,
+                known=known,
+            )
             report = open_set_report(fused, gold[split], seen)
-            row[split] = {"map": report["all"]["map"], "unseen_map": report["unseen"]["map"],
-                          "unseen_recall@10": report["unseen"]["recall@10"]}
+            row[split] = {
+                "map": report["all"]["map"],
+                "unseen_map": report["unseen"]["map"],
+                "unseen_recall@10": report["unseen"]["recall@10"],
+            }
         sweep.append(row)
     novel_threshold = tune_novel_threshold(retrieved["dev"], gold["dev"], known, top=config.fusion.novel_top)
     suggested = novel_suggestions(retrieved["test"], known, threshold=novel_threshold, top=config.fusion.novel_top)
     metrics["new_code_suggestions"] = suggestion_metrics(suggested, gold["test"], known)
-    fusion = {"weight": params.weight, "novel_weight": params.novel_weight, "floor": params.floor,
-              "threshold": params.threshold, "novel_weight_sweep": sweep,
-              "novel_threshold": novel_threshold, "novel_top": config.fusion.novel_top,
-              "classifier_threshold": classifier_threshold, "dev_grid": grid}
+    fusion = {
+        "weight": params.weight,
+        "novel_weight": params.novel_weight,
+        "floor": params.floor,
+        "threshold": params.threshold,
+        "novel_weight_sweep": sweep,
+        "novel_threshold": novel_threshold,
+        "novel_top": config.fusion.novel_top,
+        "classifier_threshold": classifier_threshold,
+        "dev_grid": grid,
+    }
     return fusion, metrics

@@ -56,9 +56,7 @@ class Mimic4Source(SourceConfig):
             (find_table(root / "hosp", "diagnoses_icd"), {9: ICD9_DIAGNOSIS, 10: ICD10_DIAGNOSIS}, False)
         ]
         if self.include_procedures:
-            tables.append(
-                (find_table(root / "hosp", "procedures_icd"), {9: ICD9_PROCEDURE, 10: icd10_procedure}, True)
-            )
+            tables.append((find_table(root / "hosp", "procedures_icd"), {9: ICD9_PROCEDURE, 10: icd10_procedure}, True))
         note_columns = ["note_id", "subject_id", "hadm_id", "note_seq", "text"]
         code_columns = ["hadm_id", "icd_code", "icd_version"]
         check_columns(notes_path, note_columns)
@@ -82,7 +80,11 @@ class Mimic4Source(SourceConfig):
                 version = {"9": 9, "10": 10}.get(normalize_id(version_text))
                 if version is None:
                     raise InputError(
-                        f"expected 9 or 10, found {version_text!r}", path=path, line=line, record=hadm, field="icd_version"
+                        f"expected 9 or 10, found {version_text!r}",
+                        path=path,
+                        line=line,
+                        record=hadm,
+                        field="icd_version",
                     )
                 if hadm in admissions and self.icd_version in (None, version):
                     code = formatters[version](raw)
