@@ -318,6 +318,13 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
     result = cli("predict", tmp_path / "moved" / "renamed", "--top-k", "5", stdin=note.encode())
     assert result.code == 0, result.err
     assert json.loads(result.out)["codes"] == before[0].to_dict()["codes"]
+    evaluated = cli("evaluate", tmp_path / "moved" / "renamed")  # any saved system evaluates on its own test split
+    assert evaluated.code == 0, evaluated.err
+    assert "| MAP | micro-F1 | recall@10 |" in evaluated.out
+    table_map = float(evaluated.out.splitlines()[2].split("|")[1])
+    assert table_map == pytest.approx(metrics["fused"]["all"]["map"], abs=5e-4)  # the same figure as the run's
+    labels = cli("labels", tmp_path / "moved" / "renamed")  # the label space is its classifier's
+    assert labels.code == 0 and "label space: 20 labels" in labels.out
     prediction = json.loads(result.out)
     assert isinstance(prediction["new_codes"], list) and len(prediction["new_codes"]) <= 3
     assert not {c["code"] for c in prediction["new_codes"]} & set(

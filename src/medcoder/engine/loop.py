@@ -361,15 +361,19 @@ def train_loop(
     )
 
 
-def _evaluate_start(training: _Training, evaluate: Evaluate) -> None:
-    """Score the weights before training as "epoch 0", a candidate for the best weights."""
-    model = training.model
+def _evaluated(model: torch.nn.Module, evaluate: Evaluate) -> dict[str, float]:
+    """``evaluate(model)`` in eval mode without gradients; the model is back in train mode after."""
     model.eval()
     try:
         with torch.no_grad():
-            dev = {k: float(v) for k, v in evaluate(model).items()}
+            return {k: float(v) for k, v in evaluate(model).items()}
     finally:
         model.train()
+
+
+def _evaluate_start(training: _Training, evaluate: Evaluate) -> None:
+    """Score the weights before training as "epoch 0", a candidate for the best weights."""
+    dev = _evaluated(training.model, evaluate)
     score = training.score(math.nan, dev, True)
     training.update_best(score, 0)
     training.state.history.append({"epoch": 0, **{f"dev_{k}": v for k, v in dev.items()}})
@@ -421,15 +425,8 @@ def _run_epoch(
 
     seconds = time.perf_counter() - started
     train_loss = loss_sum.item() / max(state.epoch_docs, 1)
-    dev: dict[str, float] = {}
     eval_started = time.perf_counter()
-    if evaluate is not None:
-        model.eval()
-        try:
-            with torch.no_grad():
-                dev = {k: float(v) for k, v in evaluate(model).items()}
-        finally:
-            model.train()
+    dev = _evaluated(model, evaluate) if evaluate is not None else {}
     eval_seconds = time.perf_counter() - eval_started
     training.update_best(training.score(train_loss, dev, evaluate is not None), epoch + 1)
     state.history.append(

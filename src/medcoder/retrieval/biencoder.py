@@ -66,9 +66,12 @@ class BiEncoder:
     def load(cls, name: str | None = None, *, max_seq_length: int = 64) -> BiEncoder:
         from sentence_transformers import SentenceTransformer
 
+        from medcoder.models.hf_encoders import quiet_transformers
+
         source = resolve_sentence_encoder(name)
         try:
-            model = SentenceTransformer(source, device="cpu")
+            with quiet_transformers():  # no per-weight progress bar in the middle of our own
+                model = SentenceTransformer(source, device="cpu")
         except (OSError, ValueError) as error:
             raise MedcoderError(f"cannot load the sentence encoder {source!r}: {error}") from error
         model.max_seq_length = max_seq_length  # mentions and descriptions are short
@@ -103,7 +106,9 @@ class BiEncoder:
 
     def save(self, folder: str | Path) -> None:
         """A sentence-transformers folder (``model.safetensors``, configs, tokenizer), written atomically."""
-        with atomic_directory(folder) as tmp:
+        from medcoder.models.hf_encoders import quiet_transformers
+
+        with atomic_directory(folder) as tmp, quiet_transformers():
             self.model.save(str(tmp), safe_serialization=True)
         self.source = str(folder)
 
