@@ -129,11 +129,13 @@ def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def compare(before: dict[str, Any], after: dict[str, Any]) -> bool:
+def compare(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, list[str]]:
+    """(whether every run is identical, one line per run)."""
     same_everywhere = True
+    lines = []
     for name in RUNS:
         if name not in before or name not in after:
-            print(f"{name}: missing in one of the files")
+            lines.append(f"{name}: missing in one of the files")
             same_everywhere = False
             continue
         old, new = before[name], after[name]
@@ -156,26 +158,34 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> bool:
         )
         identical = old["test"] == new["test"] and same_codes and probability_gap == 0.0 and same_evidence
         same_everywhere &= identical
-        print(
-            f"{name}: {'identical' if identical else 'DIFFERENT'}; test MAP {old['test']['all_gold']['map']:.6f} -> "
+        lines.append(
+            f"- {name}: {'identical' if identical else 'DIFFERENT'}; test MAP {old['test']['all_gold']['map']:.6f} -> "
             f"{new['test']['all_gold']['map']:.6f}, largest metric gap {metric_gap:.2e}, largest probability gap "
             f"{probability_gap:.2e}, same codes listed {same_codes}, same evidence {same_evidence}; "
             f"train+predict {old['seconds']:.0f} s -> {new['seconds']:.0f} s"
         )
-    return same_everywhere
+    return same_everywhere, lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", type=Path, required=True, help="JSON file for this version's results")
     parser.add_argument("--compare", type=Path, help="an earlier --output to compare with")
+    parser.add_argument("--report", type=Path, help="with --compare: also write the comparison here (Markdown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         results = run_all(Path(work))
     args.output.write_text(json.dumps(results), encoding="utf-8")
-    if args.compare is not None:
-        return 0 if compare(json.loads(args.compare.read_text()), results) else 1
-    return 0
+    if args.compare is None:
+        return 0
+    identical, lines = compare(json.loads(args.compare.read_text()), results)
+    print("\n".join(lines))
+    if args.report is not None:
+        from medcoder.io import atomic_write_text
+
+        title = f"# Same scores? {args.compare.name} vs {args.output.name}\n\n"
+        atomic_write_text(args.report, title + "\n".join(lines) + "\n")
+    return 0 if identical else 1
 
 
 if __name__ == "__main__":

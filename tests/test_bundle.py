@@ -165,6 +165,9 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(trained, tmp_path
     (tmp_path / ".model.def456.tmp").mkdir()  # the half-built new bundle
     bundle = load_bundle(tmp_path / "model")
     assert len(bundle.labels) > 0 and (tmp_path / "model" / "config.json").is_file()
+    # reading never deletes: a .tmp beside a bundle may be a save under way in another process
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.def456.tmp", "model"]
+    save_bundle(bundle, tmp_path / "model")  # the next save clears what a killed one left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 

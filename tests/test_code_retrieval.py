@@ -258,7 +258,9 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
 ) -> None:
     from conftest import SYNTHETIC_SOURCE, write_yaml
 
-    categories = sorted({e.code[:3] for e in INVENTORY})
+    classifier_codes = json.loads((synthetic_run.bundle / "labels.json").read_text())["codes"]
+    left_out = classifier_codes[0][:3]  # a category the classifier knows but the index leaves out
+    categories = sorted({e.code[:3] for e in INVENTORY} - {left_out})
     config = write_yaml(
         tmp_path / "retrieval.yaml",
         {
@@ -313,7 +315,11 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
     import medcoder
 
     note = "She was found to have atrial fibrillation. She denies chest pain."
-    before = medcoder.load(tmp_path / "run").predict([note], top_k=5)
+    coder = medcoder.load(tmp_path / "run")
+    before = coder.predict([note], top_k=5)
+    assert set(classifier_codes) <= set(coder.codes) and not any(c.startswith(left_out) for c in coder.index.codes)
+    scores = coder.predict_proba([note])  # columns: the index's codes, then those only the classifier knows
+    assert scores.shape == (1, len(coder.codes)) and scores[0, coder.codes.index(classifier_codes[0])] > 0
     shutil.move(tmp_path / "run", tmp_path / "moved" / "renamed")
     result = cli("predict", tmp_path / "moved" / "renamed", "--top-k", "5", stdin=note.encode())
     assert result.code == 0, result.err
@@ -355,18 +361,26 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
         medcoder.load(tmp_path / "fake")
     header = {"format": "medcoder.bundle.v2", "kind": "retrieval", "config": {"k": 3}}
     (tmp_path / "fake" / "config.json").write_text(json.dumps(header))
-    with pytest.raises(ConfigError, match=r"config\.json: config: unknown key 'k'"):
+    with pytest.raises(ConfigError, match=r"config\.json: unknown key 'config\.k'; missing required key 'encoder'"):
         medcoder.load(tmp_path / "fake")
-    (tmp_path / "fake" / "config.json").write_text(
-        json.dumps(
-            {**header, "config": {}, "fusion": {"threshold": 0.5}, "encoder": "/abs/path", "index": {"folder": "index"}}
-        )
-    )
-    with pytest.raises(BundleError, match="'encoder' must name a folder inside the bundle"):
-        medcoder.load(tmp_path / "fake")
-    (tmp_path / "fake" / "config.json").write_text(json.dumps({**header, "kind": "reranker"}))
-    with pytest.raises(ConfigError, match="unknown saved system kind 'reranker' \\(known: model, retrieval\\)"):
-        medcoder.load(tmp_path / "fake")
+    good = {
+        **header,
+        "config": {},
+        "fusion": {"threshold": 0.5},
+        "encoder": "biencoder",
+        "index": {"folder": "index", "encoder_fingerprint": "abc"},
+    }
+    for broken, message in [
+        ({"index": "index"}, "index: Input should be a valid dictionary"),  # not a mapping: a named key, no traceback
+        ({"fusion": {"threshold": "high"}}, "fusion.threshold: Input should be a valid number"),
+        ({"encoder": "/abs/path"}, "its bi-encoder must be a folder inside the bundle, got '/abs/path'"),
+        ({"encoder": "../elsewhere"}, "its bi-encoder must be a folder inside the bundle"),
+        ({}, "its bi-encoder \\(biencoder/\\) is missing"),
+        ({"kind": "reranker"}, "config.json: unknown saved system kind 'reranker' \\(known: model, retrieval\\)"),
+    ]:
+        (tmp_path / "fake" / "config.json").write_text(json.dumps({**good, **broken}))
+        with pytest.raises(MedcoderError, match=message):
+            medcoder.load(tmp_path / "fake")
 
 
 def test_fusion_needs_a_multilabel_classifier(cli, tmp_path) -> None:

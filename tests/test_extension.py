@@ -158,3 +158,28 @@ def test_the_conformance_checks_hold_for_the_new_model(registered, tiny_bert, tm
     for check in CHECKS:
         (tmp_path / check.__name__).mkdir()
         check("word_attention.v1", section, model, data, tmp_path / check.__name__)
+
+
+def test_a_plugin_package_registers_through_its_entry_point(monkeypatch) -> None:
+    """A model shipped by another package: the registry imports its entry point when a config names it."""
+    import importlib.metadata
+    import sys
+
+    from medcoder.config import RunConfig, validate
+
+    point = importlib.metadata.EntryPoint(name="unigram", value="plugin_model", group="medcoder.models")
+
+    def entry_points(group: str):
+        return [point] if group == "medcoder.models" else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    sys.modules.pop("plugin_model", None)
+    try:
+        config = validate(RunConfig, {"model": {"type": "plugin_unigram_lr.v1"}}, source="run.yaml")
+        assert config.model.ngram_range == (1, 1) and "plugin_model" in sys.modules
+    finally:
+        MODELS.unregister("plugin_unigram_lr.v1")
+    broken = importlib.metadata.EntryPoint(name="broken", value="no_such_module_here", group="medcoder.models")
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [broken])
+    with pytest.raises(Exception, match="the medcoder.models plugin 'broken' \\(no_such_module_here\\) failed to load"):
+        validate(RunConfig, {"model": {"type": "nothing_like_it.v1"}}, source="run.yaml")

@@ -168,6 +168,18 @@ def test_predictor_explains_codes_of_an_attention_bundle(tmp_path) -> None:
     bundle = train_run(validate(RunConfig, raw, source="test"), tmp_path / "caml").bundle_dir
     note = "ASSESSMENT AND PLAN: essential hypertension, continue lisinopril."
     prediction = medcoder.load(bundle).predict([note], top_k=2, explain=True)[0]
+
+    # the same model as medcoder 0.1 wrote it (format v1, no kinds, "transfer": null on every word model) loads
+    import json
+    import shutil
+
+    old = tmp_path / "caml-v1"
+    shutil.copytree(bundle, old)
+    header = json.loads((old / "config.json").read_text())
+    del header["kind"], header["run"]["kind"]
+    header["run"]["model"]["transfer"] = None
+    (old / "config.json").write_text(json.dumps({**header, "format": "medcoder.bundle.v1"}))
+    assert medcoder.load(old).predict([note], top_k=2, explain=True)[0] == prediction
     assert len(prediction.codes) >= 2
     for code in prediction.codes:
         assert code.evidence, code

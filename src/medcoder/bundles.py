@@ -45,7 +45,7 @@ def bundle_header(kind: str) -> dict[str, Any]:
 def read_header(path: str | Path) -> dict[str, Any]:
     """The ``config.json`` of the bundle folder ``path`` (``kind`` filled in for v1 bundles); clear errors otherwise."""
     path = Path(path)
-    recover_directory(path, marker="config.json")
+    recover_directory(path, marker="config.json", clean=False)  # reading: a save may be under way beside it
     if not path.is_dir():
         raise BundleError(f"{path}: not a model directory (expected a folder holding config.json)")
     config_file = path / "config.json"
@@ -65,6 +65,16 @@ def read_header(path: str | Path) -> dict[str, Any]:
     if not isinstance(kind, str):
         raise BundleError(f"{config_file}: 'kind' must be a string, got {kind!r}")
     return raw
+
+
+def inside(bundle: Path, relative: str, what: str) -> Path:
+    """``bundle / relative`` for a folder the bundle's config.json names; it must lie inside the bundle and exist."""
+    if Path(relative).is_absolute() or ".." in Path(relative).parts:
+        raise BundleError(f"{bundle / 'config.json'}: {what} must be a folder inside the bundle, got {relative!r}")
+    folder = bundle / relative
+    if not folder.is_dir():
+        raise BundleError(f"{bundle}: {what} ({relative}/) is missing")
+    return folder
 
 
 def is_bundle(path: str | Path) -> bool:

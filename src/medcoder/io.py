@@ -107,23 +107,25 @@ def link_or_copy_tree(source: str | Path, target: str | Path) -> None:
     shutil.copytree(source, target, copy_function=link_or_copy)
 
 
-def recover_directory(path: str | Path, *, marker: str) -> None:
+def recover_directory(path: str | Path, *, marker: str, clean: bool = True) -> None:
     """Clean up after an :func:`atomic_directory` swap that was killed part-way.
 
-    Half-built ``.NAME.*.tmp`` siblings are deleted. If ``path`` is missing
-    but a complete ``.NAME.*.old`` (one holding ``marker``) is there, the kill
-    fell between the swap's two renames: the old directory is put back.
-    Other ``.old`` leftovers are deleted.
+    If ``path`` is missing but a complete ``.NAME.*.old`` (one holding
+    ``marker``) is there, the kill fell between the swap's two renames: the old
+    directory is put back. With ``clean`` (writers, before they write),
+    half-built ``.NAME.*.tmp`` siblings and other ``.old`` leftovers are
+    deleted; readers pass ``clean=False``, since a save may be under way.
     """
     path = Path(path)
     if not path.parent.is_dir():
         return
-    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    if clean:
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
     for old in sorted(path.parent.glob(f".{path.name}.*.old")):
         if not path.exists() and (old / marker).is_file():
             os.replace(old, path)
-        else:
+        elif clean:
             shutil.rmtree(old, ignore_errors=True)
 
 

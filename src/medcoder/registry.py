@@ -14,9 +14,13 @@ Built-in components are found lazily, so that coding notes with a TF-IDF
 model never imports torch: a registry knows the packages that hold its
 built-ins, and the name ``stem.vN`` lives in the module ``stem`` of one of
 them (``textcnn.v1`` in ``medcoder.models.textcnn``). Asking for a name
-imports that module only; :meth:`Registry.names` imports them all. A
-component defined anywhere else (a plugin, a test) is registered by importing
-its module before the config that names it is read.
+imports that module only; :meth:`Registry.names` imports them all.
+
+A component outside medcoder is found through its package's entry points:
+``[project.entry-points."medcoder.models"] my_coder = "my_package.my_coder"``
+(groups ``medcoder.models``, ``medcoder.sources``, ``medcoder.systems``); the
+modules of a group are imported when a name is not among the built-ins. Code
+that imports its module itself (a script, a test) needs no entry point.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from typing import Any, Generic, TypeVar
 from medcoder.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class UnknownName(ConfigError):
+    """A config or bundle names a component no registry entry (built-in or plugin) provides."""
 
 
 @dataclass(frozen=True)
@@ -48,10 +56,11 @@ class Registry(Generic[T]):
     ``kind`` for data sources and saved systems); ``packages`` hold the built-ins.
     """
 
-    def __init__(self, kind: str, *, tag: str, packages: tuple[str, ...]) -> None:
+    def __init__(self, kind: str, *, tag: str, packages: tuple[str, ...], group: str) -> None:
         self.kind = kind
         self.tag = tag
         self.packages = packages
+        self.group = group  # the entry-point group of plugin packages
         self._entries: dict[str, Entry] = {}
         self._all_loaded = False
 
@@ -86,7 +95,7 @@ class Registry(Generic[T]):
             self._import_builtin(name)
         if name not in self._entries:
             known = ", ".join(self.names()) or "none"
-            raise ConfigError(f"unknown {self.kind} {name!r} (known: {known})")
+            raise UnknownName(f"unknown {self.kind} {name!r} (known: {known})")
         return self._entries[name]
 
     def get(self, name: str) -> Any:
@@ -110,7 +119,7 @@ class Registry(Generic[T]):
         return [self._entries[name] for name in sorted(self._entries)]
 
     def load_all(self) -> None:
-        """Import every module of the built-in packages (each registers what it defines)."""
+        """Import every module of the built-in packages and of the plugins (each registers what it defines)."""
         if self._all_loaded:
             return
         for package in self.packages:
@@ -118,28 +127,47 @@ class Registry(Generic[T]):
             for info in pkgutil.iter_modules(module.__path__):
                 if not info.name.startswith("_"):
                     importlib.import_module(f"{package}.{info.name}")
+        self._load_plugins()
         self._all_loaded = True
 
-    def _import_builtin(self, name: str) -> None:
-        stem = name.split(".")[0]
-        if not stem.isidentifier():
-            return
-        for package in self.packages:
+    def _load_plugins(self) -> None:
+        """Import the modules other packages declare in the entry-point group :attr:`group`."""
+        from importlib.metadata import entry_points
+
+        for point in entry_points(group=self.group):
             try:
-                importlib.import_module(f"{package}.{stem}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"{package}.{stem}":  # the module exists but something it imports does not
-                    raise
-            if name in self._entries:
-                return
-        self.load_all()
+                point.load()
+            except Exception as exc:  # a broken plugin is named, not a traceback from deep inside it
+                raise ConfigError(
+                    f"the {self.group} plugin {point.name!r} ({point.value}) failed to load: {exc}"
+                ) from exc
+
+    def _import_builtin(self, name: str) -> None:
+        """Import the module that should register ``name``: its built-in module, else the plugins, else all."""
+        stem = name.split(".")[0]
+        if stem.isidentifier():
+            for package in self.packages:
+                try:
+                    importlib.import_module(f"{package}.{stem}")
+                except ModuleNotFoundError as exc:
+                    if exc.name != f"{package}.{stem}":  # the module exists but something it imports does not
+                        raise
+                if name in self._entries:
+                    return
+        self._load_plugins()
+        if name not in self._entries:
+            self.load_all()
 
 
-MODELS: Registry = Registry("model type", tag="type", packages=("medcoder.models",))
+MODELS: Registry = Registry("model type", tag="type", packages=("medcoder.models",), group="medcoder.models")
 """Coding models (``model.type``): a ``CodingModel`` subclass and its config class."""
 
-SOURCES: Registry = Registry("data source kind", tag="kind", packages=("medcoder.data.sources",))
+SOURCES: Registry = Registry(
+    "data source kind", tag="kind", packages=("medcoder.data.sources",), group="medcoder.sources"
+)
 """Data sources (``data.source.kind``): a config class whose ``read()`` returns notes."""
 
-SYSTEMS: Registry = Registry("saved system kind", tag="kind", packages=("medcoder.inference",))
+SYSTEMS: Registry = Registry(
+    "saved system kind", tag="kind", packages=("medcoder.inference",), group="medcoder.systems"
+)
 """Saved systems (the ``kind`` of a bundle's ``config.json``): a ``Coder`` class that loads itself."""

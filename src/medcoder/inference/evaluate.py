@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medcoder.config import DataConfig
 from medcoder.data.dataset import load_dataset
 from medcoder.data.records import SPLITS, Note
 from medcoder.data.sources.jsonl import JsonlSource
@@ -13,22 +12,6 @@ from medcoder.errors import MedcoderError
 from medcoder.inference.base import Coder
 from medcoder.inference.load import load
 from medcoder.progress import LogReporter, Reporter
-
-
-def _jsonl_fields(data: DataConfig, needs_pairs: bool) -> dict[str, Any]:
-    """Field names for ``--data``: those the system was trained with (JSONL or CSV source), else the defaults."""
-    source = data.source
-    if source.kind == "jsonl":
-        return source.model_dump(include={"id_field", "text_field", "labels_field", "split_field", "text_pair_field"})
-    if source.kind == "csv":
-        return {
-            "id_field": source.id_column,
-            "text_field": source.text_column,
-            "labels_field": source.labels_column,
-            "split_field": source.split_column or "split",
-            "text_pair_field": source.text_pair_column,
-        }
-    return {"text_pair_field": "text_pair" if needs_pairs else None}
 
 
 def evaluate_system(
@@ -49,7 +32,8 @@ def evaluate_system(
             groups = load_dataset(own)
             notes: list[Note] = [n for s in SPLITS for n in groups[s]] if split == "all" else groups[split]
         else:
-            notes = JsonlSource(path=data, **_jsonl_fields(own, coder.needs_pairs)).read()
+            fields = own.source.record_fields() or {"text_pair_field": "text_pair" if coder.needs_pairs else None}
+            notes = JsonlSource(path=data, **fields).read()
             if split != "all":
                 notes = [n for n in notes if n.split == split]
     if not notes:

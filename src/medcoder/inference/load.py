@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from medcoder.bundles import read_header
+from medcoder.errors import BundleError
 from medcoder.inference.base import Coder
-from medcoder.registry import SYSTEMS
+from medcoder.registry import SYSTEMS, UnknownName
 
 
 def load(path: str | Path) -> Coder:
@@ -18,4 +19,8 @@ def load(path: str | Path) -> Coder:
     """
     folder = Path(path)
     header = read_header(folder)
-    return SYSTEMS.get(header["kind"]).load(folder, header)
+    try:
+        system = SYSTEMS.get(header["kind"])
+    except UnknownName as exc:
+        raise BundleError(f"{folder / 'config.json'}: {exc}") from None
+    return system.load(folder, header)

@@ -21,21 +21,23 @@ Layout (every path relative to the folder, so it can be moved)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
-from medcoder.bundles import bundle_header, check_bundle_target, library_versions
+from medcoder.bundles import bundle_header, check_bundle_target, inside, library_versions
 from medcoder.config import DataConfig
 from medcoder.config.base import validate
 from medcoder.config.retrieval import RetrievalConfig
-from medcoder.data.icd import catalog_entries, normalize_code
+from medcoder.data.icd import CATALOG_PACKAGES, catalog_entries, normalize_code
 from medcoder.data.records import Note
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.inference.base import Coder, CodeScore, Evidence, NotePrediction, check_note_texts
+from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
 from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
 from medcoder.progress import Update
@@ -51,14 +53,44 @@ from medcoder.retrieval.fusion import (
     retrieve,
     similarities,
 )
-from medcoder.retrieval.index import CodeIndex, cached_index, default_cache_dir
+from medcoder.retrieval.index import CodeIndex
 from medcoder.retrieval.mentions import MentionExtractor
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 64
 # what the saved system needs besides numpy/pydantic/safetensors
-_REQUIRES = ("torch", "transformers", "tokenizers", "sentence-transformers", "spacy", "negspacy", "simple-icd-10-cm")
+_REQUIRES = ("torch", "transformers", "tokenizers", "sentence-transformers", "spacy", "negspacy")
+
+
+class _IndexRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    folder: str
+    encoder_fingerprint: str  # of the bi-encoder the vectors were made with
+
+
+class _FusionRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the dev grid and sweeps, for the report
+
+    threshold: float
+    weight: float = 1.0
+    novel_weight: float = 1.0
+    floor: float = 0.0
+    novel_threshold: float = 1.0
+    novel_top: int = 0
+
+
+class RetrievalHeader(BaseModel):
+    """The parts of a retrieval bundle's ``config.json`` that loading it needs (the rest is the run's record)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    config: RetrievalConfig
+    encoder: str
+    index: _IndexRecord
+    classifier: str | None = None
+    fusion: _FusionRecord
 
 
 @SYSTEMS.register("retrieval")
@@ -90,30 +122,33 @@ class RetrievalCoder(Coder):
         self.extractor = MentionExtractor(max_tokens=config.mentions.max_tokens)
         codes, descriptions = catalog_entries(index.meta.get("system", "icd10cm"))
         self._descriptions = dict(zip(codes, descriptions, strict=True))
-        self._column = {code: j for j, code in enumerate(index.codes)}
+        # the index's codes, then those only the classifier knows (codes coded data uses that the catalog lacks)
+        indexed = set(index.codes)
+        self._codes = list(index.codes) + [c for c in (classifier.codes if classifier else []) if c not in indexed]
+        self._column = {code: j for j, code in enumerate(self._codes)}
 
     @classmethod
-    def load(cls, path: Path, header: dict[str, Any], *, progress: Update | None = None) -> RetrievalCoder:
+    def load(cls, path: Path, header: dict[str, Any]) -> RetrievalCoder:
         source = path / "config.json"
-        config = validate(RetrievalConfig, header.get("config"), source=f"{source}: config")
-        fusion = header.get("fusion")
-        if not isinstance(fusion, dict) or not isinstance(fusion.get("threshold"), float):
-            raise BundleError(f"{source}: 'fusion' with a 'threshold' (a number) is required")
-        folders = {"encoder": header.get("encoder"), "index": (header.get("index") or {}).get("folder")}
-        for key, folder in folders.items():
-            if not isinstance(folder, str) or Path(folder).is_absolute() or ".." in Path(folder).parts:
-                raise BundleError(f"{source}: {key!r} must name a folder inside the bundle, got {folder!r}")
-        if not (path / folders["encoder"]).is_dir():
-            raise BundleError(f"{path}: its bi-encoder folder {folders['encoder']}/ is missing")
-        encoder = BiEncoder.load(str(path / folders["encoder"]), max_seq_length=config.max_seq_length)
-        index = _open_index(path / folders["index"], encoder, config, progress)
+        parts = validate(RetrievalHeader, header, source=str(source))
+        encoder_dir = inside(path, parts.encoder, "its bi-encoder")
+        encoder = BiEncoder.load(str(encoder_dir), max_seq_length=parts.config.max_seq_length)
+        index_dir = inside(path, parts.index.folder, "its catalog index")
+        index = CodeIndex.load(index_dir)
+        if index.meta.get("encoder_fingerprint") != parts.index.encoder_fingerprint:
+            raise BundleError(
+                f"{index_dir}: this index was not built by the bundle's bi-encoder; "
+                "copy the whole folder again, or run `medcoder retrieval` again"
+            )
         classifier = None
-        if header.get("classifier"):
-            classifier_dir = path / str(header["classifier"])
-            if not classifier_dir.is_dir():
-                raise BundleError(f"{path}: its classifier folder {header['classifier']}/ is missing")
-            classifier = ModelCoder.load(classifier_dir, {"kind": "model"})
-        return cls(encoder, index, config, fusion, classifier=classifier, path=path, header=header)
+        if parts.classifier is not None:
+            loaded = load(inside(path, parts.classifier, "its classifier"))
+            if not isinstance(loaded, ModelCoder):
+                raise BundleError(f"{source}: 'classifier' must be a model bundle, found a {loaded.kind} system")
+            classifier = loaded
+        return cls(
+            encoder, index, parts.config, parts.fusion.model_dump(), classifier=classifier, path=path, header=header
+        )
 
     # ------------------------------------------------------------ contract
     @classmethod
@@ -123,10 +158,11 @@ class RetrievalCoder(Coder):
 
     @property
     def codes(self) -> list[str]:
-        return self.index.codes
+        return self._codes
 
     def description(self, code: str) -> str | None:
-        return self._descriptions.get(code)
+        found = self._descriptions.get(code)
+        return found if found is not None or self.classifier is None else self.classifier.description(code)
 
     def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[SparseScores], list[dict[str, Hit]]]:
         """Per note: fused ``{code: score}``, new-code suggestions ``{code: cosine}``, each code's (cosine, mention)."""
@@ -146,19 +182,28 @@ class RetrievalCoder(Coder):
     def predict_proba(
         self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
     ) -> np.ndarray:
-        """Fused scores float32 ``[n_notes, len(codes)]`` over the whole index (0 where nothing scored a code)."""
+        """Fused scores float32 ``[n_notes, len(codes)]`` (0 where nothing scored a code).
+
+        ``codes`` is the whole index (about 98k columns for ICD-10-CM: 0.4 MB a note) and the classifier's codes.
+        """
         check_note_texts(texts, "predict_proba")
         if pairs is not None:
             raise MedcoderError("a retrieval system codes single notes, not pairs")
-        out = np.zeros((len(texts), len(self.index.codes)), dtype=np.float32)
-        for start in range(0, len(texts), _BATCH):
-            fused, _, _ = self.scores(list(texts[start : start + _BATCH]))
+        out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
+        for start, fused, _, _ in self._scored_batches(texts, progress):
             for row, note in enumerate(fused, start=start):
                 for code, score in note.items():
                     out[row, self._column[code]] = score
+        return out
+
+    def _scored_batches(
+        self, texts: Sequence[str], progress: Update | None
+    ) -> Iterator[tuple[int, list[SparseScores], list[SparseScores], list[dict[str, Hit]]]]:
+        """:meth:`scores` of ``texts`` a batch at a time: (first note's position, fused, new codes, hits)."""
+        for start in range(0, len(texts), _BATCH):
+            yield start, *self.scores(list(texts[start : start + _BATCH]))
             if progress is not None:
                 progress(min(start + _BATCH, len(texts)), len(texts))
-        return out
 
     def can_explain(self) -> bool:
         return True
@@ -179,7 +224,7 @@ class RetrievalCoder(Coder):
     def _code(self, code: str, score: float, rank: int, predicted: bool, hit: Hit | None) -> CodeScore:
         return CodeScore(
             code=code,
-            description=self._descriptions.get(code),
+            description=self.description(code),
             probability=round(float(score), 6),
             predicted=predicted,
             rank=rank,
@@ -207,9 +252,7 @@ class RetrievalCoder(Coder):
         if ids is not None and len(ids) != len(texts):
             raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
         results = []
-        for start in range(0, len(texts), _BATCH):
-            batch = list(texts[start : start + _BATCH])
-            fused, new, evidence = self.scores(batch)
+        for start, fused, new, evidence in self._scored_batches(texts, progress):
             for row, (scores, new_codes, hits) in enumerate(zip(fused, new, evidence, strict=True)):
                 ranked = sorted(scores.items(), key=lambda item: -item[1])
                 codes = []
@@ -227,8 +270,6 @@ class RetrievalCoder(Coder):
                         id=note_id, codes=codes, new_codes=suggested if self.classifier is not None else None
                     )
                 )
-            if progress is not None:
-                progress(min(start + _BATCH, len(texts)), len(texts))
         return results
 
     def data_config(self) -> DataConfig:
@@ -238,12 +279,7 @@ class RetrievalCoder(Coder):
         """Open-set figures (any catalog code can be ranked) over all gold codes and those the classifier never saw."""
         system = self.index.meta.get("system", "icd10cm")
         gold = [list(dict.fromkeys(normalize_code(c, system) for c in note.labels)) for note in notes]
-        fused: list[SparseScores] = []
-        texts = [note.text for note in notes]
-        for start in range(0, len(texts), _BATCH):
-            fused += self.scores(texts[start : start + _BATCH])[0]
-            if progress is not None:
-                progress(min(start + _BATCH, len(texts)), len(texts))
+        fused = [note for _, batch, _, _ in self._scored_batches([n.text for n in notes], progress) for note in batch]
         return open_set_report(fused, gold, self._known, threshold=self.threshold)
 
     def metrics_table(self, metrics: dict[str, Any]) -> str:
@@ -262,29 +298,6 @@ def _evidence(hit: Hit | None) -> list[Evidence]:
         return []
     cosine, mention = hit
     return [Evidence(mention.start, mention.end, mention.text, round(cosine, 4))]
-
-
-def _open_index(folder: Path, encoder: BiEncoder, config: RetrievalConfig, progress: Update | None) -> CodeIndex:
-    """The bundle's own index when it matches its encoder; else the catalog embedded again (cached)."""
-    fingerprint = encoder.fingerprint()
-    if (folder / "index.json").is_file():
-        index = CodeIndex.load(folder)
-        if index.meta.get("encoder_fingerprint") == fingerprint:
-            return index
-        logger.warning("%s: the index was built by another encoder; embedding the catalog again", folder)
-    else:
-        logger.warning("%s: no index in the bundle; embedding the catalog again", folder)
-    cache = Path(config.index.cache_dir) if config.index.cache_dir else default_cache_dir()
-    index, _ = cached_index(
-        encoder.encode,
-        fingerprint,
-        cache,
-        system=config.index.system,
-        leaves_only=config.index.leaves_only,
-        prefixes=config.index.prefixes,
-        progress=progress,
-    )
-    return index
 
 
 def save_retrieval_bundle(
@@ -313,7 +326,10 @@ def save_retrieval_bundle(
         "classifier": "classifier" if classifier_dir is not None else None,
         "fusion": fusion,
         **record,
-        "info": {"created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": library_versions(_REQUIRES)},
+        "info": {
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": library_versions([*_REQUIRES, CATALOG_PACKAGES[config.index.system]]),
+        },
     }
     with atomic_directory(path) as tmp:
         link_or_copy_tree(encoder_dir, tmp / "biencoder")

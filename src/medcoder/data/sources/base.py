@@ -24,6 +24,12 @@ class SourceConfig(Strict):
         """Every note of the source, checked (ids unique, texts non-empty, labels as the source requires)."""
         raise NotImplementedError
 
+    def record_fields(self) -> dict[str, str | None]:
+        """This source's names for a record's fields, as ``JsonlSource`` options (``id_field``, ``text_field``,
+        ``labels_field``, ``split_field``, ``text_pair_field``): ``medcoder evaluate --data FILE.jsonl`` reads
+        other notes of a model with them. Empty: the JSONL defaults."""
+        return {}
+
 
 class NoteCollector:
     """Collects the notes of one file, checking each one where it was read."""

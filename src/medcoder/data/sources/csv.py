@@ -35,6 +35,15 @@ class CsvSource(SourceConfig):
     delimiter: str = ","
     allow_empty_labels: bool = False
 
+    def record_fields(self) -> dict[str, str | None]:
+        return {
+            "id_field": self.id_column,
+            "text_field": self.text_column,
+            "labels_field": self.labels_column,
+            "split_field": self.split_column or "split",
+            "text_pair_field": self.text_pair_column,
+        }
+
     def read(self) -> list[Note]:
         path = Path(self.path)
         # Notes are long; the csv module's default 128 KiB field limit is too small.

@@ -32,6 +32,9 @@ class JsonlSource(SourceConfig):
     text_pair_field: str | None = None
     allow_empty_labels: bool = False  # unlabelled notes (e.g. background text) are allowed
 
+    def record_fields(self) -> dict[str, str | None]:
+        return self.model_dump(include={"id_field", "text_field", "labels_field", "split_field", "text_pair_field"})
+
     def read(self) -> list[Note]:
         path = Path(self.path)
         collector = NoteCollector(
