@@ -30,6 +30,8 @@ class BiEncoderTrainConfig(Strict):
     weight_decay: float = Field(0.01, ge=0.0)
     max_grad_norm: float = Field(1.0, gt=0.0)
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: a checkpoint at the end of every epoch only
+    # as every medcoder model: bf16 only where the hardware computes it natively (fp32 on AVX2 CPUs)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     # a third column per pair: the wrong catalog code the untrained encoder ranks highest for the mention
     # (costs one extra catalog index, of the untrained encoder, cached like the other)
     hard_negatives: bool = True
@@ -48,6 +50,7 @@ class BiEncoderTrainConfig(Strict):
             early_stopping_metric="accuracy",
             early_stopping_patience=max(self.epochs, 1),
             checkpoint_every_steps=self.checkpoint_every_steps,
+            precision=self.precision,
         )
 
 
