@@ -160,10 +160,6 @@ class Coder(ABC):
     def metrics_table(self, metrics: dict[str, Any]) -> str:
         """:meth:`evaluate`'s figures as Markdown."""
 
-    def info(self) -> dict[str, Any]:
-        """What the bundle says of itself (its config.json)."""
-        return dict(self.header)
-
 
 def ranked(scores: np.ndarray, chosen: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """(columns to show, rank of every column) for one note: the chosen ones and the ``top_k`` best, best first."""

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from medcoder.config import DataConfig
+from medcoder.data.dataset import texts_of
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.report import format_frequency_table, format_metrics_table
@@ -36,7 +37,7 @@ class ModelCoder(Coder):
 
     @classmethod
     def load(cls, path: Path, header: dict[str, Any]) -> ModelCoder:
-        return cls(load_bundle(path), path, header)
+        return cls(load_bundle(path, header=header), path, header)
 
     @classmethod
     def labels_file(cls, path: Path, header: dict[str, Any]) -> Path | None:
@@ -148,8 +149,6 @@ class ModelCoder(Coder):
         return self.bundle.config.data
 
     def evaluate(self, notes: Sequence[Note], *, progress: Update | None = None) -> dict[str, Any]:
-        from medcoder.data.dataset import texts_of
-
         texts, pairs = texts_of(list(notes))
         scores = self.predict_proba(texts, pairs=pairs, progress=progress)
         return score_notes(scores, notes, self.bundle.labels, self.bundle.thresholds)

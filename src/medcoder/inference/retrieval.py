@@ -166,7 +166,7 @@ class RetrievalCoder(Coder):
 
     def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[SparseScores], list[dict[str, Hit]]]:
         """Per note: fused ``{code: score}``, new-code suggestions ``{code: cosine}``, each code's (cosine, mention)."""
-        hits = retrieve(self.encoder, self.index, [self.extractor.codable(t) for t in texts], k=self.config.search.k)
+        hits = self._hits(texts)
         retrieval = similarities(hits)
         if self.classifier is None:
             return retrieval, [{} for _ in texts], hits
@@ -178,6 +178,10 @@ class RetrievalCoder(Coder):
         )
         new = novel_suggestions(retrieval, self._known, threshold=self.novel_threshold, top=self.novel_top)
         return fused, new, hits
+
+    def _hits(self, texts: Sequence[str]) -> list[dict[str, Hit]]:
+        """Per note, ``{code: (best cosine, its mention)}`` of the codes its codable mentions retrieve."""
+        return retrieve(self.encoder, self.index, [self.extractor.codable(t) for t in texts], k=self.config.search.k)
 
     def predict_proba(
         self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
@@ -215,7 +219,7 @@ class RetrievalCoder(Coder):
         check_note_texts(texts, "explain")
         if len(codes) != len(texts):
             raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")
-        _, _, hits = self.scores(list(texts))
+        hits = self._hits(texts)  # the evidence needs no classifier scores
         return [
             {code: _evidence(note_hits.get(code)) for code in wanted}
             for wanted, note_hits in zip(codes, hits, strict=True)

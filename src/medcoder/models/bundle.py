@@ -101,20 +101,23 @@ def _upgrade_run(run: Any, bundle_format: str) -> Any:
     return run
 
 
-def saved_run_config(path: str | Path) -> tuple[RunConfig, dict[str, Any]]:
-    """(the run config the model bundle at ``path`` was made from, its config.json); ``BundleError`` if not one."""
+def saved_run_config(path: str | Path, *, header: dict[str, Any] | None = None) -> tuple[RunConfig, dict[str, Any]]:
+    """(the run config the model bundle at ``path`` was made from, its config.json); ``BundleError`` if not one.
+
+    ``header``: the folder's config.json as :func:`~medcoder.bundles.read_header` returned it, when read already.
+    """
     path = Path(path)
-    raw = read_header(path)
+    raw = header if header is not None else read_header(path)
     if raw["kind"] != "model":
         raise BundleError(f"{path}: a saved {raw['kind']} system, not a single model (open it with medcoder.load)")
     run = _upgrade_run(raw.get("run"), raw["format"])
     return validate(RunConfig, run, source=str(path / "config.json")), raw
 
 
-def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle directory written by :func:`save_bundle`."""
+def load_bundle(path: str | Path, *, header: dict[str, Any] | None = None) -> Bundle:
+    """Load a bundle directory written by :func:`save_bundle` (``header``: its config.json, when read already)."""
     path = Path(path)
-    config, raw = saved_run_config(path)
+    config, raw = saved_run_config(path, header=header)
     for name in ("labels.json", "thresholds.json", "metrics.json"):
         if not (path / name).is_file():
             raise BundleError(f"{path}: missing {name}")
