@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,12 @@ from medcoder.config import DataConfig, LabelConfig, RunConfig
 from medcoder.data.dataset import load_dataset
 from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.errors import BundleError
+from medcoder.evaluation.calibration import (
+    CALIBRATION_FORMAT,
+    CALIBRATION_METHODS,
+    calibrate_probabilities,
+    ece_at_k,
+)
 from medcoder.evaluation.scoring import score_notes
 from medcoder.io import atomic_directory
 from medcoder.models.bundle import load_bundle, save_bundle
@@ -39,6 +46,7 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
             "config.json",
             "labels.json",
             "thresholds.json",
+            "calibration.json",
             "metrics.json",
             "README.md",
             "model.safetensors",
@@ -62,7 +70,9 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
 def test_reloaded_bundle_reproduces_test_scores_and_metrics(trained) -> None:
     bundle = load_bundle(trained.bundle_dir)
     test = load_dataset(CONFIG.data)["test"]
-    again = score_notes(score_split(bundle.model, test), test, bundle.labels, bundle.thresholds)
+    # the thresholds are in calibrated units: the model's scores go through the bundle's calibrator first
+    scores = calibrate_probabilities(bundle.calibrator, score_split(bundle.model, test))
+    again = score_notes(scores, test, bundle.labels, bundle.thresholds)
     assert again["all_gold"]["map"] == trained.metrics["test"]["all_gold"]["map"]
     assert again["all_gold"]["micro_f1"] == trained.metrics["test"]["all_gold"]["micro_f1"]
 
@@ -81,6 +91,67 @@ def test_predictor_ranks_and_thresholds(trained) -> None:
         assert all(c.description for c in prediction.codes)  # ICD-10-CM titles from the catalog
     with pytest.raises(TypeError):
         predictor.predict_proba("one string is not a list of notes")
+
+
+def test_calibration_is_fitted_on_dev_saved_and_applied_when_loaded(trained, tmp_path) -> None:
+    saved = json.loads((trained.bundle_dir / "calibration.json").read_text())
+    record = trained.metrics["calibration"]
+    assert saved["format"] == CALIBRATION_FORMAT and saved["method"] == record["method"] != "none"
+    assert record["requested"] == "auto" and record["k"] == 20
+    assert [row["method"] for row in record["choice"]] == list(CALIBRATION_METHODS)
+    chosen = next(row for row in record["choice"] if row["method"] == record["method"])
+    assert chosen["cv_ece"] == min(row["cv_ece"] for row in record["choice"])
+    splits = load_dataset(CONFIG.data)
+    shown = min(20, len(json.loads((trained.bundle_dir / "labels.json").read_text())["codes"]))  # codes per note
+    for split in ("dev", "test"):
+        before, after = record[split]["before"], record[split]["after"]
+        assert before["n"] == after["n"] == shown * len(splits[split]) and len(after["bins"]) == 10
+    assert record["dev"]["after"]["ece"] < record["dev"]["before"]["ece"]
+    assert json.loads((trained.bundle_dir / "metrics.json").read_text())["calibration"] == record
+
+    coder = medcoder.load(trained.bundle_dir)
+    test = splits["test"]
+    raw = score_split(coder.bundle.model, test)
+    probs = coder.predict_proba([note.text for note in test])
+    assert probs.dtype == np.float32 and not np.array_equal(probs, raw)
+    assert np.array_equal(probs, calibrate_probabilities(coder.bundle.calibrator, raw))
+    # what the bundle's metrics were computed on: same figures again, the thresholds apply to these probabilities
+    assert coder.evaluate(test) == trained.metrics["test"]
+    y_test = coder.bundle.labels.transform([note.labels for note in test])
+    assert ece_at_k(probs, y_test) == record["test"]["after"] and ece_at_k(raw, y_test) == record["test"]["before"]
+    # a strictly increasing map: the ranking, hence MAP, is the raw model's
+    raw_metrics = score_notes(raw, test, coder.bundle.labels, coder.bundle.thresholds)
+    assert raw_metrics["all_gold"]["map"] == trained.metrics["test"]["all_gold"]["map"]
+    predicted = coder.predict([note.text for note in test[:3]], top_k=2)
+    for row, prediction in zip(probs[:3], predicted, strict=True):
+        assert [c.probability for c in prediction.codes[:2]] == [round(float(p), 6) for p in np.sort(row)[::-1][:2]]
+
+    card = (trained.bundle_dir / "README.md").read_text()
+    assert "## Calibration" in card and "| split | ECE@20 before | ECE@20 after |" in card
+    assert f"| test | {record['test']['before']['ece']:.3f} | {record['test']['after']['ece']:.3f} |" in card
+    assert "| probability bin | n before | mean p before | share gold before | n after |" in card
+
+    # an older bundle (no calibration.json) gives the model's scores as they are; a broken one is refused
+    old = tmp_path / "old"
+    shutil.copytree(trained.bundle_dir, old)
+    (old / "calibration.json").unlink()
+    assert np.array_equal(medcoder.load(old).predict_proba([note.text for note in test]), raw)
+    (old / "calibration.json").write_text(json.dumps({"format": CALIBRATION_FORMAT, "method": "platt"}))
+    with pytest.raises(BundleError, match="calibration.json: method 'platt' takes params a, b"):
+        load_bundle(old)
+
+
+def test_calibration_none_keeps_the_models_probabilities(trained, tmp_path) -> None:
+    result = train_run(CONFIG.model_copy(update={"calibration": "none"}), tmp_path / "none")
+    record = result.metrics["calibration"]
+    assert record["method"] == "none" and record["choice"] == []
+    assert record["test"]["before"] == record["test"]["after"]
+    assert json.loads((result.bundle_dir / "calibration.json").read_text())["method"] == "none"
+    test = load_dataset(CONFIG.data)["test"]
+    coder = medcoder.load(result.bundle_dir)
+    texts = [note.text for note in test]
+    assert np.array_equal(coder.predict_proba(texts), coder.bundle.model.predict_scores(texts))
+    assert result.metrics["test"]["all_gold"]["map"] == trained.metrics["test"]["all_gold"]["map"]
 
 
 def test_failed_save_keeps_previous_bundle(trained, tmp_path) -> None:

@@ -47,6 +47,7 @@ BUNDLE_FILES = (
     "config.json",
     "labels.json",
     "thresholds.json",
+    "calibration.json",
     "metrics.json",
     "README.md",
     "model.safetensors",

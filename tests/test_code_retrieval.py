@@ -376,7 +376,10 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
         ({"encoder": "/abs/path"}, "its bi-encoder must be a folder inside the bundle, got '/abs/path'"),
         ({"encoder": "../elsewhere"}, "its bi-encoder must be a folder inside the bundle"),
         ({}, "its bi-encoder \\(biencoder/\\) is missing"),
-        ({"kind": "reranker"}, "config.json: unknown saved system kind 'reranker' \\(known: model, retrieval\\)"),
+        (
+            {"kind": "reranker"},
+            "config.json: unknown saved system kind 'reranker' \\(known: model, rerank, retrieval\\)",
+        ),
     ]:
         (tmp_path / "fake" / "config.json").write_text(json.dumps({**good, **broken}))
         with pytest.raises(MedcoderError, match=message):

@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("models",),
     ("retrieval",),
+    ("rerank",),
     ("inference",),
     ("training",),
     ("demo", "cli", "__init__"),

@@ -83,6 +83,8 @@ def test_multiclass_specialty_from_keywords(tmp_path: Path) -> None:
     keys = _walk_keys(result.metrics)
     assert "map" not in keys and "all_gold" not in keys and "micro_f1" not in keys
     assert json.loads((result.bundle_dir / "thresholds.json").read_text())["decision"] == "argmax"
+    # softmax probabilities are left as they are: no calibration for a single-label task
+    assert "calibration" not in result.metrics and not (result.bundle_dir / "calibration.json").exists()
 
     # The saved bundle decides by argmax: exactly one class per note, the right one for clear notes.
     predictor = medcoder.load(result.bundle_dir)

@@ -106,12 +106,22 @@ def train(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
 ) -> None:
-    """Train one model, tune thresholds on dev, evaluate on test, save a bundle."""
+    """Train one model (or a reranked system), tune thresholds on dev, evaluate on test, save a bundle."""
     from medcoder.config import load_config
+    from medcoder.config.rerank import RerankConfig
     from medcoder.evaluation.report import format_metrics_table
     from medcoder.training.run import train_run
 
-    result = train_run(load_config(config, "train"), output, reporter=RichReporter())
+    loaded = load_config(config, ("train", "rerank"))
+    if isinstance(loaded, RerankConfig):
+        from medcoder.inference.rerank import render_rerank_report
+        from medcoder.training.rerank import run_rerank
+
+        record = run_rerank(loaded, output, reporter=RichReporter())
+        sys.stdout.write(f"reranked system written to {output}\n\n")
+        sys.stdout.write(render_rerank_report(record))
+        return
+    result = train_run(loaded, output, reporter=RichReporter())
     sys.stdout.write(f"model written to {result.bundle_dir}\n\n")
     sys.stdout.write(format_metrics_table(result.metrics["test"]))
 

@@ -13,11 +13,12 @@ from typing import Any
 
 from medcoder.config.adapt_domain import AdaptDomainConfig
 from medcoder.config.base import Strict, read_config_file, validate
+from medcoder.config.rerank import RerankConfig
 from medcoder.config.retrieval import RetrievalConfig
 from medcoder.config.run import ExperimentConfig, RunConfig
 from medcoder.errors import ConfigError
 
-TOP_LEVEL: tuple[type[Strict], ...] = (RunConfig, ExperimentConfig, AdaptDomainConfig, RetrievalConfig)
+TOP_LEVEL: tuple[type[Strict], ...] = (RunConfig, ExperimentConfig, AdaptDomainConfig, RetrievalConfig, RerankConfig)
 
 
 def config_kinds() -> dict[str, type[Strict]]:
@@ -25,15 +26,22 @@ def config_kinds() -> dict[str, type[Strict]]:
     return {cls.model_fields["kind"].default: cls for cls in TOP_LEVEL}
 
 
-def load_config(path: str | Path, kind: str) -> Any:
-    """Read and validate the ``kind`` config at ``path`` (an experiment's runs are validated too)."""
+def load_config(path: str | Path, kind: str | tuple[str, ...]) -> Any:
+    """Read and validate the ``kind`` config at ``path`` (an experiment's runs are validated too).
+
+    ``kind`` may list several kinds a command reads (``medcoder train`` reads ``train`` and
+    ``rerank``): the file's declared kind picks one, a file without ``kind`` is the first.
+    """
     kinds = config_kinds()
-    if kind not in kinds:
-        raise ValueError(f"unknown config kind {kind!r}")
+    accepted = (kind,) if isinstance(kind, str) else kind
+    unknown = [k for k in accepted if k not in kinds]
+    if unknown:
+        raise ValueError(f"unknown config kind {unknown[0]!r}")
     raw = read_config_file(path)
     if isinstance(raw, dict) and "stage" in raw and "kind" not in raw:
         raw = {("kind" if key == "stage" else key): value for key, value in raw.items()}  # medcoder 0.1 spelling
     declared = raw.get("kind") if isinstance(raw, dict) else None
+    kind = declared if isinstance(declared, str) and declared in accepted else accepted[0]
     if isinstance(declared, str) and declared != kind and declared in kinds:
         raise ConfigError(
             f"{path}: this is a '{declared}' config, not a '{kind}' one; use `{kinds[declared].command}`"  # type: ignore[attr-defined]

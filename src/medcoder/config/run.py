@@ -40,6 +40,9 @@ class RunConfig(Strict):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     model: ModelConfig = Field(default_factory=_default_model)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    # Multi-label tasks: map the model's scores to calibrated probabilities, fitted on dev's top-20 codes per note
+    # before the thresholds are tuned. "auto" picks the method with the lowest cross-validated ECE@20 on dev.
+    calibration: Literal["auto", "none", "temperature", "platt", "isotonic"] = "auto"
 
 
 class Variant(Strict):

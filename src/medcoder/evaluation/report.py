@@ -66,6 +66,62 @@ def format_frequency_table(metrics: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _share(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def format_reliability_table(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """Markdown reliability table of two :func:`~medcoder.evaluation.calibration.reliability` dicts side by side
+    (same bins): per bin n, mean probability and share of gold codes, before and after calibration."""
+    lines = [
+        "| probability bin | n before | mean p before | share gold before | n after | mean p after | share gold after |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for old, new in zip(before["bins"], after["bins"], strict=True):
+        closing = "]" if new["high"] >= 1.0 else ")"
+        lines.append(
+            f"| [{old['low']:.1f}, {old['high']:.1f}{closing} | {old['n']} | {_share(old['mean_probability'])} | "
+            f"{_share(old['share_gold'])} | {new['n']} | {_share(new['mean_probability'])} | "
+            f"{_share(new['share_gold'])} |"
+        )
+    lines.append(f"| all | {before['n']} | | | {after['n']} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def format_calibration(record: Mapping[str, Any]) -> list[str]:
+    """Model-card lines of a run's calibration record (metrics.json ``calibration``)."""
+    k = record.get("k", 20)
+    lines = [
+        "## Calibration",
+        "",
+        f"Probabilities are calibrated on dev: method `{record['method']}`"
+        + (f" (config `{record['requested']}`)" if record.get("requested") not in (None, record["method"]) else "")
+        + f". ECE@{k} over each note's {k} top-ranked codes, 10 equal-width bins (METRICS.md); "
+        "the map is strictly increasing, so rankings (MAP, P@k) are unchanged and the thresholds are in "
+        "calibrated units.",
+        "",
+        f"| split | ECE@{k} before | ECE@{k} after |",
+        "|---|---|---|",
+    ]
+    for split in ("dev", "test"):
+        if split in record:
+            lines.append(
+                f"| {split} | {_fmt(record[split]['before']['ece'])} | {_fmt(record[split]['after']['ece'])} |"
+            )
+    choice = [row for row in record.get("choice") or [] if row.get("cv_ece") is not None]
+    if choice:
+        lines += ["", "Methods compared by 5-fold cross-validation over dev notes (lowest ECE chosen):", ""]
+        lines += [f"| method | CV ECE@{k} | CV log loss |", "|---|---|---|"]
+        lines += [f"| {row['method']} | {_fmt(row['cv_ece'])} | {_fmt(row['cv_log_loss'])} |" for row in choice]
+    notes = [row["note"] for row in record.get("choice") or [] if row.get("note")]
+    if notes:
+        lines += ["", "Nothing was fitted: " + "; ".join(notes) + "."]
+    if "test" in record:
+        lines += ["", f"Test reliability (top {k} codes per note):", ""]
+        lines.append(format_reliability_table(record["test"]["before"], record["test"]["after"]))
+    return lines
+
+
 def _source_line(config: RunConfig) -> str:
     source = config.data.source.model_dump()
     kind = source.pop("kind")
@@ -75,6 +131,7 @@ def _source_line(config: RunConfig) -> str:
 
 def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, Any], info: dict[str, Any]) -> str:
     """Markdown describing data, label space, metrics, timings and versions."""
+    calibration = metrics.get("calibration")
     lines = [
         f"# medcoder model: {config.name}",
         "",
@@ -101,6 +158,8 @@ def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, 
         by_frequency = format_frequency_table(metrics["test"])
         if by_frequency:
             lines += ["F1 by how often a code occurs in train (all-gold label space):", "", by_frequency]
+    if calibration:
+        lines += format_calibration(calibration)
     members = (info.get("training") or {}).get("members") or []
     if members:
         metric = info["training"].get("metric")
@@ -120,7 +179,11 @@ def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, 
         "## Intended use",
         "",
         "Suggests codes for human review. It knows only codes seen in its training split;"
-        " probabilities are not calibrated across datasets.",
+        + (
+            f" probabilities are calibrated on its dev split ({calibration['method']}), not across datasets."
+            if calibration and calibration["method"] != "none"
+            else " probabilities are not calibrated across datasets."
+        ),
         "",
         "## Run config",
         "",

@@ -31,6 +31,7 @@ class Evidence:
     end: int
     text: str
     weight: float
+    source: str | None = None  # the signal that found it, in a system of several (a base model, "retrieval")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class NotePrediction:
             for code in out:
                 if code["evidence"] is None:  # only explained predictions carry the key
                     del code["evidence"]
+                else:  # a span's source is named only by systems of several signals
+                    code["evidence"] = [
+                        {k: v for k, v in span.items() if k != "source" or v} for span in code["evidence"]
+                    ]
             return out
 
         result = {"id": self.id, "codes": rows(self.codes)}

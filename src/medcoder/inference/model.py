@@ -12,6 +12,7 @@ from medcoder.config import DataConfig
 from medcoder.data.dataset import texts_of
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
+from medcoder.evaluation.calibration import calibrate_probabilities
 from medcoder.evaluation.report import format_frequency_table, format_metrics_table
 from medcoder.evaluation.scoring import score_notes
 from medcoder.inference.base import Coder, CodeScore, Evidence, NotePrediction, check_note_texts, ranked
@@ -62,7 +63,10 @@ class ModelCoder(Coder):
     def predict_proba(
         self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
     ) -> np.ndarray:
-        """Probabilities float32 ``[n_notes, n_labels]`` (columns in ``self.codes`` order)."""
+        """Probabilities float32 ``[n_notes, n_labels]`` (columns in ``self.codes`` order).
+
+        Calibrated as the bundle's calibration.json says (fitted on dev; the thresholds apply to these).
+        """
         check_note_texts(texts, "predict_proba")
         if self.needs_pairs and (pairs is None or len(pairs) != len(texts)):
             raise MedcoderError("this model codes text pairs: give one second text per note")
@@ -70,7 +74,8 @@ class ModelCoder(Coder):
         for start in range(0, len(texts), _BATCH):
             stop = min(start + _BATCH, len(texts))
             batch_pairs = None if pairs is None else pairs[start:stop]
-            out[start:stop] = self.bundle.model.predict_scores(texts[start:stop], pairs=batch_pairs)
+            scores = self.bundle.model.predict_scores(texts[start:stop], pairs=batch_pairs)
+            out[start:stop] = calibrate_probabilities(self.bundle.calibrator, scores)
             if progress:
                 progress(stop, len(texts))
         return out

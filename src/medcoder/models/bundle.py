@@ -5,7 +5,8 @@ Layout (``medcoder.bundle.v2``, kind ``model``; v1 bundles load too)::
     config.json        format, kind, the run config, task, versions, training info
     labels.json        the label space (codes, train frequencies, descriptions)
     thresholds.json    decision rule tuned on dev (threshold(s) or argmax)
-    metrics.json       dev/test metrics of the run
+    calibration.json   multi-label models: the calibrator fitted on dev (absent in older bundles: none)
+    metrics.json       dev/test metrics of the run (and the calibration's ECE@20 before/after)
     README.md          the model card
     model.safetensors  weights (+ model-specific JSON such as vocab.json)
 
@@ -27,6 +28,7 @@ from medcoder.config import RunConfig, validate
 from medcoder.data.icd import CATALOG_PACKAGES
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, MedcoderError
+from medcoder.evaluation.calibration import CALIBRATION_FORMAT, Calibrator
 from medcoder.evaluation.report import render_model_card
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, read_json_file
@@ -46,6 +48,8 @@ class Bundle:
     thresholds: Thresholds | None  # None: single-label task, decision is argmax
     metrics: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    # maps the model's scores to the probabilities the thresholds apply to; None: the scores as they are
+    calibrator: Calibrator | None = None
 
     @property
     def task(self) -> str:
@@ -76,6 +80,8 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
         else:
             decision = {"format": THRESHOLDS_FORMAT, "decision": "threshold", **bundle.thresholds.to_dict()}
         atomic_write_json(tmp / "thresholds.json", decision)
+        if bundle.calibrator is not None:
+            atomic_write_json(tmp / "calibration.json", {"format": CALIBRATION_FORMAT, **bundle.calibrator.to_dict()})
         atomic_write_json(tmp / "metrics.json", bundle.metrics)
         bundle.model.save(tmp)
         atomic_write_text(tmp / "README.md", render_model_card(bundle.config, bundle.labels, bundle.metrics, info))
@@ -129,8 +135,26 @@ def load_bundle(path: str | Path, *, header: dict[str, Any] | None = None) -> Bu
     for name in model_cls.weight_files:
         if not (path / name).is_file():
             raise BundleError(f"{path}: missing {name} (needed by model {config.model.type!r})")
+    calibrator = _load_calibrator(path / "calibration.json", single=thresholds is None)
     model = load_model(path, config.model, n_labels=len(labels), task=config.task.type)
-    return Bundle(config, labels, model, thresholds, _read_object(path / "metrics.json"), raw.get("info", {}))
+    metrics = _read_object(path / "metrics.json")
+    return Bundle(config, labels, model, thresholds, metrics, raw.get("info", {}), calibrator)
+
+
+def _load_calibrator(path: Path, *, single: bool) -> Calibrator | None:
+    """The calibrator in ``path``; None where the bundle has none (older bundles, single-label tasks)."""
+    if not path.is_file():
+        return None
+    raw = _read_object(path)
+    if raw.get("format") != CALIBRATION_FORMAT:
+        raise BundleError(f"{path}: format is {raw.get('format')!r}, expected {CALIBRATION_FORMAT!r}")
+    try:
+        calibrator = Calibrator.from_dict({k: v for k, v in raw.items() if k != "format"}, source=str(path))
+    except MedcoderError as exc:
+        raise BundleError(str(exc)) from None
+    if single and calibrator.method != "none":
+        raise BundleError(f"{path}: a single-label model's probabilities are not calibrated (its decision is argmax)")
+    return calibrator
 
 
 def _load_thresholds(path: Path, *, n_labels: int) -> Thresholds | None:

@@ -4,7 +4,7 @@ Running the same experiment again into the same folder reuses every finished
 run whose bundle was made from exactly the same run config, so a stopped
 experiment continues where it was and a changed variant is the only one
 trained again. With ``seed_ensemble: true`` each variant also gets a row for
-the ensemble of its seed models (mean of their scores, thresholds tuned on dev).
+the ensemble of its seed models (mean of their raw scores, calibrated and thresholds tuned on dev).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from medcoder.evaluation.thresholds import Thresholds
 from medcoder.io import atomic_write_json, atomic_write_text, read_json_file
 from medcoder.models.bundle import load_bundle, saved_run_config
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.run import score_split, train_run
+from medcoder.training.run import calibrate_splits, score_split, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -112,13 +112,16 @@ def finished_run(variant: str, bundle_dir: Path, run_config: RunConfig) -> RunRe
         return None
     if saved != run_config or not isinstance(metrics, dict):
         return None
+    if "all_gold" in metrics.get("test", {}) and "calibration" not in metrics and run_config.calibration != "none":
+        return None  # a multi-label model from before calibration: its figures are not this config's
     info = header.get("info") or {}
     timing = _best_epoch(info.get("timing", {}), info.get("training", {}))
     return RunRecord(variant, run_config.seed, str(bundle_dir), metrics, timing)
 
 
 def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig, reporter: Reporter) -> RunRecord:
-    """One model averaging the dev and test scores of ``records``' bundles; thresholds re-tuned on dev."""
+    """One model averaging the dev and test scores of ``records``' bundles (their models' raw scores, before each
+    bundle's own calibration); calibration and thresholds fitted on dev again."""
     with reporter.task(f"{variant}: ensemble of {len(records)} seed models"):
         splits = load_dataset(run_config.data)
         bundles = [load_bundle(r.bundle_dir) for r in records]
@@ -128,14 +131,20 @@ def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig,
         dev, test = splits["dev"], splits["test"]
         dev_scores = np.mean([score_split(b.model, dev) for b in bundles], axis=0)
         test_scores = np.mean([score_split(b.model, test) for b in bundles], axis=0)
-    thresholds = None
-    if bundles[0].thresholds is not None:
+    thresholds, calibration = None, None
+    if bundles[0].thresholds is not None:  # the mean of the members' raw scores, calibrated on dev as a run is
         y_dev = labels.transform([note.labels for note in dev])
+        y_test = labels.transform([note.labels for note in test])
+        _, dev_scores, test_scores, calibration = calibrate_splits(
+            run_config.calibration, dev_scores, y_dev, test_scores, y_test, seed=run_config.seed
+        )
         thresholds = Thresholds.tune(y_dev, dev_scores, run_config.thresholds.strategy)
-    metrics = {
+    metrics: dict[str, Any] = {
         "dev": score_notes(dev_scores, dev, labels, thresholds),
         "test": score_notes(test_scores, test, labels, thresholds),
     }
+    if calibration is not None:
+        metrics["calibration"] = calibration
     timing = {"train": sum(r.timing.get("train", 0.0) for r in records)}
     epochs = [r.timing["best_epoch"] for r in records if "best_epoch" in r.timing]
     if epochs:

@@ -1,7 +1,7 @@
-"""One run end to end: data -> label space -> model -> dev thresholds -> test metrics -> bundle.
+"""One run end to end: data -> label space -> model -> dev calibration -> dev thresholds -> test metrics -> bundle.
 
-Thresholds are tuned on the dev split and applied unchanged to test; the test
-split is never used to choose anything.
+Calibration (multi-label tasks) and thresholds are fitted on the dev split and
+applied unchanged to test; the test split is never used to choose anything.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from medcoder.config import RunConfig
 from medcoder.data.dataset import fit_label_space, load_dataset, texts_of
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
+from medcoder.evaluation.calibration import Calibrator, calibrate_probabilities, ece_at_k, fit_on_probabilities
 from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.models import build_model
@@ -44,6 +45,52 @@ def _is_main_process() -> bool:
     from medcoder.engine.distributed import init_from_env
 
     return init_from_env().is_main
+
+
+ECE_TOP_K = 20  # ECE@20 of METRICS.md: calibration is fitted and measured on each note's 20 top-ranked codes
+
+
+def calibrate_splits(
+    method: str, dev_scores: np.ndarray, dev_y: np.ndarray, test_scores: np.ndarray, test_y: np.ndarray, *, seed: int
+) -> tuple[Calibrator, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fit a calibrator (``method``, or "auto") on dev's top-20 codes per note and apply it to dev and test.
+
+    Args:
+        dev_scores, test_scores: the model's probabilities ``[n_notes, n_labels]``.
+        dev_y, test_y: bool gold among the model's columns (what ECE@20 looks at).
+
+    Returns:
+        ``(calibrator, calibrated dev scores, calibrated test scores, record)``: the scores float32, the
+        record ``{"method", "requested", "choice", "k", "dev": {"before", "after"}, "test": {...}}`` with
+        :func:`~medcoder.evaluation.calibration.reliability` dicts (a strictly increasing map: rankings,
+        hence MAP and P@k, are unchanged).
+    """
+    calibrator, choice = fit_on_probabilities(dev_scores, dev_y, method, k=ECE_TOP_K, seed=seed)
+    dev_calibrated = calibrate_probabilities(calibrator, dev_scores)
+    test_calibrated = calibrate_probabilities(calibrator, test_scores)
+    record = {
+        "method": calibrator.method,
+        "requested": method,
+        "choice": choice,
+        "k": ECE_TOP_K,
+        "dev": {
+            "before": ece_at_k(dev_scores, dev_y, k=ECE_TOP_K),
+            "after": ece_at_k(dev_calibrated, dev_y, k=ECE_TOP_K),
+        },
+        "test": {
+            "before": ece_at_k(test_scores, test_y, k=ECE_TOP_K),
+            "after": ece_at_k(test_calibrated, test_y, k=ECE_TOP_K),
+        },
+    }
+    logger.info(
+        "calibration: %s (asked %s); test ECE@%d %s -> %s",
+        calibrator.method,
+        method,
+        ECE_TOP_K,
+        record["test"]["before"]["ece"],
+        record["test"]["after"]["ece"],
+    )
+    return calibrator, dev_calibrated, test_calibrated, record
 
 
 @dataclass
@@ -109,13 +156,22 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
     timing["predict_dev_test"] = time.perf_counter() - start
     timing["predict_per_doc_ms"] = 1000.0 * timing["predict_dev_test"] / (len(dev) + len(test))
 
-    thresholds = None
+    thresholds, calibrator, calibration = None, None, None
     if not single:
-        thresholds = Thresholds.tune(dev_set.y, dev_scores, config.thresholds.strategy)
-    metrics = {
+        start = time.perf_counter()
+        with reporter.task("calibrating on dev"):
+            test_y = labels.transform([note.labels for note in test])
+            calibrator, dev_scores, test_scores, calibration = calibrate_splits(
+                config.calibration, dev_scores, dev_set.y, test_scores, test_y, seed=config.seed
+            )
+        timing["calibrate"] = time.perf_counter() - start
+        thresholds = Thresholds.tune(dev_set.y, dev_scores, config.thresholds.strategy)  # calibrated units
+    metrics: dict[str, Any] = {
         "dev": score_notes(dev_scores, dev, labels, thresholds),
         "test": score_notes(test_scores, test, labels, thresholds),
     }
+    if calibration is not None:
+        metrics["calibration"] = calibration
     info = {
         "split_sizes": {"train": len(train), "dev": len(dev), "test": len(test)},
         "test_coverage": labels.coverage([note.labels for note in test]),
@@ -123,7 +179,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         "timing": timing,
         "training": model.training_report(),
     }
-    bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info), output_dir)
+    bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info, calibrator), output_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir, ignore_errors=True)
     return RunResult(Path(bundle_dir), metrics, timing, labels.report, info["training"])

@@ -1,0 +1,435 @@
+"""``medcoder train`` on a ``kind: rerank`` config: bases -> out-of-fold scores -> features -> ranker -> bundle.
+
+Steps (each timed, each with progress; every step's output is kept in the work
+folder, ``OUTPUT.work/``, so a killed run started again resumes after the last
+finished step or fold):
+
+1. read the notes, fit the label space on train, cut train into K folds;
+2. per base classifier: K fold models score their held-out folds (out-of-fold
+   train scores); one model trained on all of train (a normal model bundle,
+   thresholds tuned on dev) scores dev and test;
+3. retrieval evidence of every note (when configured): every mention searches
+   the catalog index of the untrained sentence encoder;
+4. candidates and features of every split; a ranker per candidate count k,
+   dev MAP picks k (and stops each ranker's boosting);
+5. calibration chosen and fitted on dev (ECE@20 by cross-validation over dev
+   notes), then the decision threshold by dev micro-F1;
+6. test scored once: the reranker, each base alone, retrieval alone, the
+   hand-set fusion of the first base with retrieval (tuned on dev) and, with
+   ``leave_one_out``, the reranker retrained without each signal in turn;
+7. the bundle (kind ``rerank``, :mod:`medcoder.inference.rerank`) is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcoder.bundles import bundle_header, check_bundle_target, library_versions
+from medcoder.config.rerank import RerankConfig
+from medcoder.config.run import RunConfig
+from medcoder.data.dataset import fit_label_space, load_dataset
+from medcoder.data.labels import LabelSpace
+from medcoder.data.records import Note
+from medcoder.errors import MedcoderError
+from medcoder.evaluation.calibration import Calibrator, choose_calibrator, reliability
+from medcoder.inference.load import load
+from medcoder.inference.model import ModelCoder
+from medcoder.inference.rerank import RERANK_REQUIRES, render_rerank_report, top_pairs
+from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
+from medcoder.models.base import DevSet
+from medcoder.progress import LogReporter, Reporter
+from medcoder.rerank.evaluate import evaluate_scores
+from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
+from medcoder.rerank.folds import assign_folds, fold_frequencies, out_of_fold_scores
+from medcoder.rerank.lexical import CodeTexts, note_stems
+from medcoder.rerank.ranker import Ranker
+from medcoder.rerank.signals import (
+    evidence_from_json,
+    evidence_to_json,
+    mentions_from_json,
+    mentions_to_json,
+    note_evidence,
+    note_mentions,
+)
+from medcoder.retrieval.fusion import best_threshold, dense_to_sparse, fuse, tune_fusion
+from medcoder.training.run import train_run
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+def _sparse(scores: np.ndarray, codes: list[str], top: int = 200) -> list[dict[str, float]]:
+    return dense_to_sparse(scores, codes, top=min(top, len(codes)))
+
+
+def _base_bundle(config: RerankConfig, index: int, folder: Path, reporter: Reporter) -> ModelCoder:
+    """The base trained on all of train: a normal model bundle (reused when an earlier run finished it)."""
+    base = config.bases[index]
+    if not (folder / "config.json").is_file():
+        run = RunConfig(
+            name=f"{config.name}-{base.name}",
+            seed=base.seed,
+            task=config.task,
+            data=config.data,
+            labels=config.labels,
+            model=base.model,
+        )
+        train_run(run, folder, reporter=reporter)
+    coder = load(folder)
+    assert isinstance(coder, ModelCoder)
+    return coder
+
+
+def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> Any:
+    """Per split, the retrieval evidence of each note (cached in the work folder); also the encoder and index."""
+    from medcoder.retrieval.biencoder import BiEncoder
+    from medcoder.retrieval.index import cached_index, default_cache_dir
+    from medcoder.retrieval.mentions import MentionExtractor
+
+    assert config.retrieval is not None
+    settings = config.retrieval
+    encoder = BiEncoder.load(settings.encoder, max_seq_length=settings.max_seq_length)
+    cache_dir = Path(settings.index.cache_dir) if settings.index.cache_dir else default_cache_dir()
+    with reporter.task("embedding the catalog (cached per encoder)", total=None) as update:
+        index, _ = cached_index(
+            encoder.encode,
+            encoder.fingerprint(),
+            cache_dir,
+            system=settings.index.system,
+            leaves_only=settings.index.leaves_only,
+            prefixes=settings.index.prefixes,
+            progress=update,
+        )
+    extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens)
+    out = {}
+    for split, notes in splits.items():
+        cached = work / "retrieval" / f"{split}.json"
+        if cached.is_file():
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            if len(data) == len(notes):
+                out[split] = evidence_from_json(data)
+                continue
+        with reporter.task(f"retrieving codes for the mentions of {split} notes", total=len(notes)) as update:
+            out[split] = note_evidence(
+                encoder, index, extractor, [n.text for n in notes], k=settings.k, progress=update
+            )
+        atomic_write_json(cached, evidence_to_json(out[split]))
+    return out, encoder, index
+
+
+def _mentions(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> dict[str, Any]:
+    """Per split, the stems of each note's codable and excluded mentions (cached in the work folder)."""
+    from medcoder.retrieval.mentions import MentionExtractor
+
+    max_tokens = config.retrieval.mentions.max_tokens if config.retrieval is not None else 10
+    extractor = MentionExtractor(max_tokens=max_tokens)
+    out = {}
+    for split, notes in splits.items():
+        cached = work / "mentions" / f"{split}.json"
+        if cached.is_file():
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            if len(data) == len(notes):
+                out[split] = mentions_from_json(data)
+                continue
+        with reporter.task(f"mentions of {split} notes", total=len(notes)) as update:
+            out[split] = note_mentions(extractor, [n.text for n in notes], progress=update)
+        atomic_write_json(cached, mentions_to_json(out[split]))
+    return out
+
+
+def _gold(labels: LabelSpace, notes: list[Note]) -> list[list[str]]:
+    return [labels.map_labels(note.labels) for note in notes]
+
+
+def _calibrated_rows(
+    ranker: Ranker, candidates: Candidates, calibrator: Calibrator | None
+) -> tuple[np.ndarray, list[dict[str, float]]]:
+    raw = ranker.score(candidates)
+    probs = calibrator(raw) if calibrator is not None else raw
+    return raw, candidates.per_note(probs)
+
+
+def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run the steps above and write the rerank bundle; returns what its ``config.json`` holds."""
+    reporter = reporter or LogReporter()
+    output = Path(output_dir)
+    check_bundle_target(output)
+    work = Path(config.work_dir) if config.work_dir else Path(f"{output}.work")
+    work.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    with reporter.task("reading data"):
+        splits = load_dataset(config.data)
+    labels = fit_label_space(config.labels, "multilabel", splits["train"])
+    if len(labels) < 2:
+        raise MedcoderError(f"the label space has {len(labels)} label(s); need at least 2")
+    codes = list(labels.codes)
+    texts = {s: [n.text for n in notes] for s, notes in splits.items()}
+    y = {s: labels.transform([n.labels for n in notes]) for s, notes in splits.items()}
+    gold = {s: _gold(labels, notes) for s, notes in splits.items()}
+    fold = assign_folds(len(splits["train"]), config.folds, config.seed)
+    train_freq = np.array([labels.train_freq.get(c, 0) for c in codes], dtype=np.int64)
+    freq = {
+        "train": fold_frequencies(y["train"], fold),
+        "dev": np.broadcast_to(train_freq, y["dev"].shape),
+        "test": np.broadcast_to(train_freq, y["test"].shape),
+    }
+    timing["read_s"] = time.perf_counter() - clock
+
+    # 2. bases: out-of-fold train scores, and the full model for dev / test
+    dev_set = DevSet(texts["dev"], y["dev"])
+    scores: dict[str, dict[str, np.ndarray]] = {s: {} for s in SPLITS}
+    base_records = {}
+    for b, base in enumerate(config.bases):
+        clock = time.perf_counter()
+        with reporter.task(
+            f"{base.name}: out-of-fold scores of train ({config.folds} folds)", total=config.folds
+        ) as up:
+            scores["train"][base.name] = out_of_fold_scores(
+                base.model,
+                texts["train"],
+                y["train"],
+                fold,
+                dev=dev_set,
+                seed=base.seed,
+                label_codes=codes,
+                label_descriptions=labels.descriptions(),
+                label_system=labels.system,
+                work_dir=work / "oof" / base.name,
+                progress=up,
+            )
+        timing[f"{base.name}.out_of_fold_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        coder = _base_bundle(config, b, work / "bases" / base.name, reporter)
+        if coder.codes != codes:
+            raise MedcoderError(f"base {base.name}: its label space differs from the reranker's")
+        with reporter.task(f"{base.name}: scoring dev and test"):
+            for split in ("dev", "test"):
+                scores[split][base.name] = coder.bundle.model.predict_scores(texts[split]).astype(np.float32)
+        timing[f"{base.name}.full_model_s"] = time.perf_counter() - clock
+        base_records[base.name] = {"folder": f"bases/{base.name}", "type": base.model.type}
+
+    # 3. retrieval evidence
+    evidence: dict[str, Any] = {s: None for s in SPLITS}
+    encoder = index = None
+    if config.retrieval is not None:
+        clock = time.perf_counter()
+        evidence, encoder, index = _retrieval_evidence(config, splits, work, reporter)
+        timing["retrieval_s"] = time.perf_counter() - clock
+
+    mentions: dict[str, Any] = {s: None for s in SPLITS}
+    if "mentions" in config.features:
+        clock = time.perf_counter()
+        mentions = _mentions(config, splits, work, reporter)
+        timing["mentions_s"] = time.perf_counter() - clock
+
+    # 4. candidates, features, ranker per k
+    clock = time.perf_counter()
+    code_texts = CodeTexts(labels.system, dict(zip(codes, labels.descriptions(), strict=True)))
+    builder = FeatureBuilder(
+        codes,
+        labels.system,
+        [b.name for b in config.bases],
+        retrieval=config.retrieval is not None,
+        groups=config.features,
+        code_texts=code_texts,
+    )
+    k_max = max(config.candidates)
+    signals = {
+        s: SplitSignals(note_stems(texts[s]), scores[s], np.asarray(freq[s]), evidence[s], gold[s], mentions[s])
+        for s in SPLITS
+    }
+    candidates: dict[str, Candidates] = {}
+    for split in SPLITS:
+        with reporter.task(f"features of {split} candidates"):
+            candidates[split] = builder.build(signals[split], k_max)
+    timing["features_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    all_sources = list(range(len(builder.sources)))
+    all_columns = builder.columns_without(None)
+    per_k = []
+    best: tuple[float, int, Ranker, dict] | None = None
+    for k in config.candidates:
+        train_k, dev_k = (candidates[s].subset(k, all_sources, all_columns) for s in ("train", "dev"))
+        with reporter.task(f"training the ranker on {len(train_k.codes):,} candidates (k = {k})"):
+            ranker, record = Ranker.fit(train_k, dev_k, config.ranker, seed=config.seed)
+        recall = float(dev_k.y.sum() / max(1, dev_k.n_gold.sum()))
+        per_k.append({"k": k, "dev_map": record["dev_map"], "dev_candidate_recall": recall, **record})
+        if best is None or record["dev_map"] > best[0]:
+            best = (record["dev_map"], k, ranker, record)
+    assert best is not None
+    _, k, ranker, ranker_record = best
+    seen = {c for c, n in labels.train_freq.items() if n > 0}
+    per_gain = []
+    if len(config.unseen_gains) > 1:
+        train_k, dev_k = (candidates[s].subset(k, all_sources, all_columns) for s in ("train", "dev"))
+        fits = {}
+        for gain in config.unseen_gains:
+            if gain == 1.0:
+                fits[gain] = (ranker, ranker_record)
+            else:
+                with reporter.task(f"training the ranker with unseen gold codes counting {gain}x (k = {k})"):
+                    fits[gain] = Ranker.fit(train_k, dev_k, config.ranker, seed=config.seed, unseen_gain=gain)
+            rows = dev_k.per_note(fits[gain][0].score(dev_k))
+            figures = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=codes)
+            per_gain.append(
+                {"gain": gain, "dev_map": figures["all"]["map"], "dev_unseen_recall@10": figures["unseen"]["recall@10"]}
+            )
+        reaching = [
+            r
+            for r in per_gain
+            if config.unseen_recall_target and r["dev_unseen_recall@10"] >= config.unseen_recall_target
+        ]
+        chosen = reaching[0] if reaching else max(per_gain, key=lambda r: r["dev_map"])
+        ranker, ranker_record = fits[chosen["gain"]]
+    unseen_gain = ranker_record.get("unseen_gain", 1.0)
+    timing["ranker_s"] = time.perf_counter() - clock
+
+    # 5. calibration and threshold on dev
+    clock = time.perf_counter()
+    final = {s: candidates[s].subset(k, all_sources, all_columns) for s in SPLITS}
+    dev_raw = ranker.score(final["dev"])
+    pair_scores, pair_gold, pair_note = top_pairs(final["dev"], dev_raw, k=20)
+    methods = ("none", "temperature", "platt", "isotonic") if config.calibration == "auto" else (config.calibration,)
+    calibrator, choice = choose_calibrator(pair_scores, pair_gold, pair_note, methods=methods, seed=config.seed)
+    _, dev_scores = _calibrated_rows(ranker, final["dev"], calibrator)
+    threshold = best_threshold(dev_scores, gold["dev"])
+    timing["calibration_s"] = time.perf_counter() - clock
+
+    # 6. test, once; the comparison rows
+    clock = time.perf_counter()
+    test_raw, test_scores = _calibrated_rows(ranker, final["test"], calibrator)
+
+    def figures(rows_dev: list[dict[str, float]], rows_test: list[dict[str, float]]) -> dict[str, Any]:
+        return evaluate_scores(
+            rows_test, gold["test"], threshold=best_threshold(rows_dev, gold["dev"]), seen=seen, train_codes=codes
+        )
+
+    metrics: dict[str, Any] = {
+        "reranker": evaluate_scores(test_scores, gold["test"], threshold=threshold, seen=seen, train_codes=codes)
+    }
+    metrics["reranker"]["dev_map"] = ranker_record["dev_map"]
+    for base in config.bases:
+        metrics[base.name] = figures(
+            _sparse(scores["dev"][base.name], codes), _sparse(scores["test"][base.name], codes)
+        )
+    if config.retrieval is not None:
+        best_cos = {s: [{c: ev.best for c, ev in note.items() if ev.n_codable} for note in evidence[s]] for s in SPLITS}
+        metrics[RETRIEVAL] = figures(best_cos["dev"], best_cos["test"])
+        first = config.bases[0].name
+        classifier = {s: _sparse(scores[s][first], codes) for s in ("dev", "test")}
+        params, _ = tune_fusion(classifier["dev"], best_cos["dev"], gold["dev"], known=set(codes))
+        fused = {
+            s: fuse(
+                classifier[s],
+                best_cos[s],
+                weight=params.weight,
+                floor=params.floor,
+                novel_weight=params.novel_weight,
+                known=set(codes),
+            )
+            for s in ("dev", "test")
+        }
+        metrics[f"fusion ({first} + retrieval)"] = figures(fused["dev"], fused["test"])
+        metrics[f"fusion ({first} + retrieval)"]["params"] = {
+            "weight": params.weight,
+            "novel_weight": params.novel_weight,
+            "floor": params.floor,
+        }
+    calibration = {
+        "method": calibrator.method,
+        "choice": choice,
+        "test": {
+            "before": reliability(*top_pairs(final["test"], 1 / (1 + np.exp(-test_raw)), k=20)[:2]),
+            "after": reliability(*top_pairs(final["test"], calibrator(test_raw), k=20)[:2]),
+        },
+        "dev": {
+            "before": reliability(1 / (1 + np.exp(-pair_scores)), pair_gold),
+            "after": reliability(calibrator(pair_scores), pair_gold),
+        },
+    }
+    timing["test_s"] = time.perf_counter() - clock
+
+    leave_one_out = {}
+    if config.leave_one_out:
+        clock = time.perf_counter()
+        for dropped in [*builder.sources, *config.features]:
+            sources = [i for i, s in enumerate(builder.sources) if s != dropped]
+            if not sources:
+                continue
+            columns = builder.columns_without(dropped)
+            parts = {s: candidates[s].subset(k, sources, columns) for s in SPLITS}
+            with reporter.task(f"ranker without {dropped}"):
+                other, record = Ranker.fit(
+                    parts["train"], parts["dev"], config.ranker, seed=config.seed, unseen_gain=unseen_gain
+                )
+            rows = {s: parts[s].per_note(other.score(parts[s])) for s in ("dev", "test")}
+            leave_one_out[dropped] = figures(rows["dev"], rows["test"]) | {"dev_map": record["dev_map"]}
+        timing["leave_one_out_s"] = time.perf_counter() - clock
+
+    record = {
+        "name": config.name,
+        "labels": {"codes": len(codes), "system": labels.system},
+        "split_sizes": {s: len(n) for s, n in splits.items()},
+        "bases": base_records,
+        "features": builder.names,
+        "candidates": {"k": k, "per_k": per_k},
+        "unseen_gain": {"chosen": unseen_gain, "target": config.unseen_recall_target, "per_gain": per_gain},
+        "ranker": ranker_record | {"importance": ranker.importance()},
+        "threshold": threshold,
+        "calibration": calibration,
+        "metrics": metrics,
+        "leave_one_out": leave_one_out,
+        "timing": timing,
+    }
+    _save(output, config, record, ranker, calibrator, work, encoder, index)
+    if config.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
+
+
+def _save(
+    output: Path,
+    config: RerankConfig,
+    record: dict[str, Any],
+    ranker: Ranker,
+    calibrator: Calibrator,
+    work: Path,
+    encoder: Any,
+    index: Any,
+) -> None:
+    header = {
+        **bundle_header("rerank"),
+        "config": config.model_dump(mode="json"),
+        **record,
+        "retrieval": None,
+        "info": {"versions": library_versions(list(RERANK_REQUIRES))},
+    }
+    with atomic_directory(output) as tmp:
+        for base in config.bases:
+            link_or_copy_tree(work / "bases" / base.name, tmp / "bases" / base.name)
+        if encoder is not None:
+            if Path(encoder.source).is_dir():
+                link_or_copy_tree(encoder.source, tmp / "retrieval" / "encoder")
+            else:  # a hub id: save a copy
+                encoder.save(tmp / "retrieval" / "encoder")
+            index.save(tmp / "retrieval" / "index")
+            header["retrieval"] = {
+                "encoder": "retrieval/encoder",
+                "index": "retrieval/index",
+                "encoder_fingerprint": index.meta.get("encoder_fingerprint"),
+            }
+        atomic_write_text(tmp / "ranker.txt", ranker.to_text())
+        atomic_write_json(tmp / "calibration.json", calibrator.to_dict())
+        atomic_write_json(tmp / "config.json", header)
+        atomic_write_text(tmp / "results.md", render_rerank_report(header))
