@@ -181,7 +181,15 @@ def test_rerank_run_beats_its_bases_calibrates_and_saves_a_system(cli, tmp_path,
     best_base = max(metrics["unigrams"]["all"]["map"], metrics["bigrams"]["all"]["map"])
     assert metrics["reranker"]["all"]["map"] >= best_base - 0.01
     assert metrics["reranker"]["all"]["micro_f1"] > 0.6
-    assert set(header["leave_one_out"]) == {"unigrams", "bigrams", "retrieval", "frequency", "hierarchy", "lexical"}
+    assert set(header["leave_one_out"]) == {
+        "unigrams",
+        "bigrams",
+        "retrieval",
+        "frequency",
+        "hierarchy",
+        "lexical",
+        "mentions",
+    }
     assert header["candidates"]["k"] in (3, 8) and len(header["candidates"]["per_k"]) == 2
     calibration = header["calibration"]
     assert calibration["test"]["after"]["ece"] < calibration["test"]["before"]["ece"]
@@ -223,8 +231,7 @@ def test_a_killed_rerank_run_resumes_without_training_the_bases_again(cli, tmp_p
 
     with monkeypatch.context() as patch:
         patch.setattr(ranker.Ranker, "fit", crash)
-        with pytest.raises(KeyboardInterrupt):
-            cli("train", config, "-o", tmp_path / "run")
+        assert cli("train", config, "-o", tmp_path / "run").code != 0  # Ctrl-C while the ranker trains
     assert not (tmp_path / "run").exists()
     assert sorted(p.name for p in (tmp_path / "work" / "bases").iterdir()) == ["bigrams", "unigrams"]
 
@@ -277,3 +284,26 @@ def test_mention_features_tell_a_negated_finding_from_a_present_one() -> None:
     codable, excluded = [stems("small effusion"), stems("mild cardiomegaly")], [stems("pleural effusion")]
     assert texts.mention_features("Pleural Effusion", codable, excluded) == [0.5, 1.0]
     assert texts.mention_features("Cardiomegaly", codable, excluded) == [1.0, 0.0]
+
+
+def test_a_saved_system_builds_candidates_as_its_run_did() -> None:
+    """The run builds at its largest k and cuts; so does RerankCoder: the same rows, features and order."""
+    codes = ["E11.9", "E11.65", "I10", "R52", "R50.9"]
+    builder = FeatureBuilder(
+        codes,
+        "icd10cm",
+        ["a"],
+        retrieval=False,
+        groups=["frequency", "hierarchy", "lexical"],
+        code_texts=CodeTexts("icd10cm", {}),
+    )
+    signals = SplitSignals(
+        stems=note_stems(["fever and diabetes"]),
+        scores={"a": np.array([[0.9, 0.8, 0.2, 0.5, 0.4]], dtype=np.float32)},
+        freq=np.array([[3, 2, 1, 2, 2]]),
+    )
+    wide = builder.build(signals, k=5).subset(2, [0], range(len(builder.names)))
+    assert wide.codes == ["E11.65", "E11.9"]
+    column = builder.names.index("hierarchy.sibling_candidates")
+    assert wide.x[:, column].tolist() == [1.0, 1.0]
+    assert wide.source_rank.ravel().tolist() == [2.0, 1.0]

@@ -103,6 +103,11 @@ class RerankConfig(Strict):
             raise ValueError("unseen gains must be > 0")
         return sorted(set(value))
 
+    @field_validator("features")
+    @classmethod
+    def _unique_features(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
     @field_validator("candidates")
     @classmethod
     def _positive_sorted(cls, value: list[int]) -> list[int]:
@@ -116,9 +121,11 @@ class RerankConfig(Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"base names must be unique, repeated: {', '.join(repeated)}")
-        reserved = sorted(set(names) & {"retrieval", *FEATURE_GROUPS})
+        reserved = sorted(set(names) & {"retrieval", "hierarchy", *FEATURE_GROUPS})
         if reserved:
             raise ValueError(f"base name {reserved[0]!r} names a signal or feature group; give the base another name")
+        if self.unseen_recall_target is not None and len(self.unseen_gains) < 2:
+            raise ValueError("unseen_recall_target chooses among several unseen_gains: give at least two")
         if self.task.type != "multilabel":
             raise ValueError("a reranker ranks codes of multi-label notes: task.type must be 'multilabel'")
         if self.retrieval is not None and self.labels.system != self.retrieval.index.system:

@@ -226,7 +226,9 @@ class RerankCoder(Coder):
             assert self.extractor is not None
             mentions = note_mentions(self.extractor, texts)
         signals = SplitSignals(note_stems(texts), scores, freq, evidence, mentions=mentions)
-        candidates = self.builder.build(signals, self.k)
+        # built at the run's largest k, then cut to the chosen one, exactly as the run built its candidates
+        everything = self.builder.build(signals, max(self.config.candidates))
+        candidates = everything.subset(self.k, range(len(self.builder.sources)), range(len(self.builder.names)))
         probs = self.calibrator(self.ranker.score(candidates))
         return candidates.per_note(probs), evidence
 
@@ -355,7 +357,9 @@ class RerankCoder(Coder):
         gold = [self.labels.map_labels(note.labels) for note in notes]
         scores = self.scores([n.text for n in notes], progress=progress)
         seen = {c for c, n in self.labels.train_freq.items() if n > 0}
-        return evaluate_scores(scores, gold, threshold=self.threshold, seen=seen, train_codes=self._label_codes)
+        return evaluate_scores(
+            scores, gold, threshold=self.threshold, seen=seen, train_codes=list(self.labels.train_freq)
+        )
 
     def metrics_table(self, metrics: dict[str, Any]) -> str:
         return _systems_table({"reranker": metrics})

@@ -22,15 +22,20 @@ def evaluate_scores(
     train_codes: Iterable[str],
     k: int = 8,
 ) -> dict[str, Any]:
-    """``{"all": MAP, micro P/R/F1, macro-F1, P@k, recall@10, "unseen": MAP, recall@10}``."""
+    """``{"all": MAP, micro P/R/F1, macro-F1, P@k, recall@10, "unseen": MAP, recall@10}``.
+
+    P@k is over the notes with a gold code (every CodiEsp note has one).
+    """
     every = open_set_metrics(scores, gold, threshold=threshold)
     gold_sets = [set(g) for g in gold]
     predicted = [{c for c, s in row.items() if s >= threshold} for row in scores]
-    space = set(train_codes) | set().union(*gold_sets) | set().union(*predicted)
+    # METRICS.md's label space: train codes and gold codes; a predicted code outside both is a false
+    # positive in the micro figures only
+    space = set(train_codes) | set().union(*gold_sets)
     tp: dict[str, int] = {}
     fp: dict[str, int] = {}
     fn: dict[str, int] = {}
-    for want, got in zip(gold_sets, predicted, strict=True):
+    for want, got in zip(gold_sets, ({c for c in p if c in space} for p in predicted), strict=True):
         for c in want & got:
             tp[c] = tp.get(c, 0) + 1
         for c in got - want:

@@ -52,6 +52,8 @@ class SplitSignals:
     retrieval: list[NoteEvidence] | None = None
     gold: list[list[str]] | None = None  # label-space spelling, unseen codes included
     mentions: list[NoteMentions] | None = None  # stems of each note's codable and excluded mentions
+    # out-of-fold frequencies count (K-1)/K of train: K/(K-1) puts them on the scale of the full train counts
+    freq_scale: float = 1.0
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -201,7 +203,12 @@ class FeatureBuilder:
         """Feature columns left when the signal or feature group ``dropped`` is removed."""
         if dropped is None:
             return list(range(len(self.names)))
-        return [i for i, n in enumerate(self.names) if dropped not in n.split(".")[:2]]
+
+        def belongs(name: str) -> bool:
+            parts = name.split(".")
+            return parts[0] == dropped or (parts[0] == "hierarchy" and len(parts) > 2 and parts[1] == dropped)
+
+        return [i for i, n in enumerate(self.names) if not belongs(n)]
 
     # ------------------------------------------------------------ building
     def build(self, signals: SplitSignals, k: int) -> Candidates:
@@ -219,6 +226,8 @@ class FeatureBuilder:
             per_base = {}
             for base in self.bases:
                 row = signals.scores[base][i].astype(np.float64)
+                if not np.isfinite(row).all():
+                    raise ValueError(f"base {base!r} gave a score that is not a finite number (note {i})")
                 rank = _ranks(row, valid)
                 best = row[valid].max() if valid.any() else _NAN
                 per_base[base] = (row, rank, best, self._group_max(row, valid, self._cat_of, len(self._cat_names)))
@@ -297,14 +306,16 @@ class FeatureBuilder:
                         ]
                 if "frequency" in self.groups:
                     freq = float(signals.freq[i, j]) if j is not None else 0.0
-                    x += [math.log1p(freq), float(freq == 0)]
+                    x += [math.log1p(freq * signals.freq_scale), float(freq == 0)]
                 if "hierarchy" in self.groups:
                     category, chapter = self.category(code), self.chapter(code)
                     x += [
                         float(len(code.replace(".", ""))),
                         float("." not in code),
                         float(siblings.get(category, 1) - 1) if category is not None else _NAN,
-                        math.log1p(category_freq.get(category, 0.0)) if category is not None else _NAN,
+                        math.log1p(category_freq.get(category, 0.0) * signals.freq_scale)
+                        if category is not None
+                        else _NAN,
                     ]
                     for base in self.bases:
                         cat_max, chap_max = per_base[base][3], per_base[base][4]

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 def sparse_map(note: np.ndarray, scores: np.ndarray, y: np.ndarray, n_gold: np.ndarray) -> float:
     """MAP of candidate rows: per note, rank its rows by score; AP over the note's full gold count."""
+    if len(note) == 0:
+        return 0.0 if (np.asarray(n_gold) > 0).any() else float("nan")
     total, counted = 0.0, 0
     order = np.lexsort((-scores, note))  # by note, then best score first
     note, y = note[order], y[order]

@@ -129,10 +129,15 @@ class ScoreTable:
     def __init__(self, scores: Sequence[Mapping[str, float]]) -> None:
         self.codes = sorted({code for row in scores for code in row})
         column = {code: i for i, code in enumerate(self.codes)}
-        self.matrix = np.full((len(scores), len(self.codes)), -1.0, dtype=np.float64)  # below any real score
+        self.scored = np.zeros((len(scores), len(self.codes)), dtype=bool)
+        values = [score for row in scores for score in row.values()]
+        # an empty cell sits below any real score (a ranker's raw scores can be any real number)
+        floor = min(values) - 1.0 if values else -1.0
+        self.matrix = np.full((len(scores), len(self.codes)), floor, dtype=np.float64)
         for i, row in enumerate(scores):
             for code, score in row.items():
                 self.matrix[i, column[code]] = score
+                self.scored[i, column[code]] = True
         self._column = column
 
     def gold_matrix(self, gold: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -161,13 +166,13 @@ def open_set_metrics(
     result = {"notes": int(keep.sum()), "gold_assignments": int(n_gold.sum())}
     if not keep.any():
         return result | {"map": float("nan"), f"recall@{k}": float("nan")}
-    scored = table.matrix[keep] > -1.0
+    scored = table.scored[keep]
     result["map"] = mean_average_precision(y[keep] & scored, table.matrix[keep], n_gold=n_gold[keep])
     order = rank_order(table.matrix[keep])[:, :k]
     top_hits = np.take_along_axis(y[keep] & scored, order, axis=1).sum()
     result[f"recall@{k}"] = float(top_hits / n_gold[keep].sum())
     if threshold is not None:
-        predicted = table.matrix >= threshold
+        predicted = table.scored & (table.matrix >= threshold)
         precision, recall, f1 = _prf(int((predicted & y).sum()), int(predicted.sum()), int(n_gold.sum()))
         result |= {"micro_precision": precision, "micro_recall": recall, "micro_f1": f1}
     return result

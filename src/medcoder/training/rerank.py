@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
-from medcoder.bundles import bundle_header, check_bundle_target, library_versions
+from medcoder.bundles import bundle_header, check_bundle_target, library_versions, read_header
 from medcoder.config.rerank import RerankConfig
 from medcoder.config.run import RunConfig
 from medcoder.data.dataset import fit_label_space, load_dataset
@@ -47,7 +48,7 @@ from medcoder.models.base import DevSet
 from medcoder.progress import LogReporter, Reporter
 from medcoder.rerank.evaluate import evaluate_scores
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
-from medcoder.rerank.folds import assign_folds, fold_frequencies, out_of_fold_scores
+from medcoder.rerank.folds import assign_folds, fingerprint, fold_frequencies, out_of_fold_scores
 from medcoder.rerank.lexical import CodeTexts, note_stems
 from medcoder.rerank.ranker import Ranker
 from medcoder.rerank.signals import (
@@ -66,22 +67,25 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
 
 
-def _sparse(scores: np.ndarray, codes: list[str], top: int = 200) -> list[dict[str, float]]:
-    return dense_to_sparse(scores, codes, top=min(top, len(codes)))
+def _sparse(scores: np.ndarray, codes: list[str]) -> list[dict[str, float]]:
+    return dense_to_sparse(scores, codes)
 
 
 def _base_bundle(config: RerankConfig, index: int, folder: Path, reporter: Reporter) -> ModelCoder:
     """The base trained on all of train: a normal model bundle (reused when an earlier run finished it)."""
     base = config.bases[index]
-    if not (folder / "config.json").is_file():
-        run = RunConfig(
-            name=f"{config.name}-{base.name}",
-            seed=base.seed,
-            task=config.task,
-            data=config.data,
-            labels=config.labels,
-            model=base.model,
-        )
+    run = RunConfig(
+        name=f"{config.name}-{base.name}",
+        seed=base.seed,
+        task=config.task,
+        data=config.data,
+        labels=config.labels,
+        model=base.model,
+    )
+    stored = read_header(folder).get("run") if (folder / "config.json").is_file() else None
+    if stored != run.model_dump(mode="json"):  # none yet, or made from another config: train it
+        if stored is not None:
+            logger.info("base %s: the saved model was made from another config; training it again", base.name)
         train_run(run, folder, reporter=reporter)
     coder = load(folder)
     assert isinstance(coder, ModelCoder)
@@ -111,18 +115,28 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
     extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens)
     out = {}
     for split, notes in splits.items():
-        cached = work / "retrieval" / f"{split}.json"
-        if cached.is_file():
-            data = json.loads(cached.read_text(encoding="utf-8"))
-            if len(data) == len(notes):
-                out[split] = evidence_from_json(data)
-                continue
+        key = fingerprint(settings.model_dump(mode="json"), encoder.fingerprint(), [n.text for n in notes])
+        cached = _read_cache(work / "retrieval" / f"{split}.json", key)
+        if cached is not None:
+            out[split] = evidence_from_json(cached)
+            continue
         with reporter.task(f"retrieving codes for the mentions of {split} notes", total=len(notes)) as update:
             out[split] = note_evidence(
                 encoder, index, extractor, [n.text for n in notes], k=settings.k, progress=update
             )
-        atomic_write_json(cached, evidence_to_json(out[split]))
+        atomic_write_json(work / "retrieval" / f"{split}.json", {"key": key, "data": evidence_to_json(out[split])})
     return out, encoder, index
+
+
+def _read_cache(path: Path, key: str) -> Any:
+    """What an earlier run of the same settings saved at ``path`` (None: nothing, or made from other settings)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return saved.get("data") if isinstance(saved, dict) and saved.get("key") == key else None
 
 
 def _mentions(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> dict[str, Any]:
@@ -133,15 +147,14 @@ def _mentions(config: RerankConfig, splits: dict[str, list[Note]], work: Path, r
     extractor = MentionExtractor(max_tokens=max_tokens)
     out = {}
     for split, notes in splits.items():
-        cached = work / "mentions" / f"{split}.json"
-        if cached.is_file():
-            data = json.loads(cached.read_text(encoding="utf-8"))
-            if len(data) == len(notes):
-                out[split] = mentions_from_json(data)
-                continue
+        key = fingerprint(max_tokens, [n.text for n in notes])
+        cached = _read_cache(work / "mentions" / f"{split}.json", key)
+        if cached is not None:
+            out[split] = mentions_from_json(cached)
+            continue
         with reporter.task(f"mentions of {split} notes", total=len(notes)) as update:
             out[split] = note_mentions(extractor, [n.text for n in notes], progress=update)
-        atomic_write_json(cached, mentions_to_json(out[split]))
+        atomic_write_json(work / "mentions" / f"{split}.json", {"key": key, "data": mentions_to_json(out[split])})
     return out
 
 
@@ -245,7 +258,15 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     )
     k_max = max(config.candidates)
     signals = {
-        s: SplitSignals(note_stems(texts[s]), scores[s], np.asarray(freq[s]), evidence[s], gold[s], mentions[s])
+        s: SplitSignals(
+            note_stems(texts[s]),
+            scores[s],
+            np.asarray(freq[s]),
+            evidence[s],
+            gold[s],
+            mentions[s],
+            freq_scale=config.folds / (config.folds - 1) if s == "train" else 1.0,
+        )
         for s in SPLITS
     }
     candidates: dict[str, Candidates] = {}
@@ -271,7 +292,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     _, k, ranker, ranker_record = best
     seen = {c for c, n in labels.train_freq.items() if n > 0}
     per_gain = []
-    if len(config.unseen_gains) > 1:
+    if config.unseen_gains != [1.0]:
         train_k, dev_k = (candidates[s].subset(k, all_sources, all_columns) for s in ("train", "dev"))
         fits = {}
         for gain in config.unseen_gains:
@@ -281,7 +302,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
                 with reporter.task(f"training the ranker with unseen gold codes counting {gain}x (k = {k})"):
                     fits[gain] = Ranker.fit(train_k, dev_k, config.ranker, seed=config.seed, unseen_gain=gain)
             rows = dev_k.per_note(fits[gain][0].score(dev_k))
-            figures = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=codes)
+            figures = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=list(seen))
             per_gain.append(
                 {"gain": gain, "dev_map": figures["all"]["map"], "dev_unseen_recall@10": figures["unseen"]["recall@10"]}
             )
@@ -312,11 +333,12 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
 
     def figures(rows_dev: list[dict[str, float]], rows_test: list[dict[str, float]]) -> dict[str, Any]:
         return evaluate_scores(
-            rows_test, gold["test"], threshold=best_threshold(rows_dev, gold["dev"]), seen=seen, train_codes=codes
+            rows_test, gold["test"], threshold=best_threshold(rows_dev, gold["dev"]), seen=seen, train_codes=train_codes
         )
 
+    train_codes = list(labels.train_freq)
     metrics: dict[str, Any] = {
-        "reranker": evaluate_scores(test_scores, gold["test"], threshold=threshold, seen=seen, train_codes=codes)
+        "reranker": evaluate_scores(test_scores, gold["test"], threshold=threshold, seen=seen, train_codes=train_codes)
     }
     metrics["reranker"]["dev_map"] = ranker_record["dev_map"]
     for base in config.bases:
@@ -327,7 +349,8 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         best_cos = {s: [{c: ev.best for c, ev in note.items() if ev.n_codable} for note in evidence[s]] for s in SPLITS}
         metrics[RETRIEVAL] = figures(best_cos["dev"], best_cos["test"])
         first = config.bases[0].name
-        classifier = {s: _sparse(scores[s][first], codes) for s in ("dev", "test")}
+        # the fusion of the earlier issues kept the classifier's 200 best codes a note (a grid of 180 settings on dev)
+        classifier = {s: dense_to_sparse(scores[s][first], codes, top=min(200, len(codes))) for s in ("dev", "test")}
         params, _ = tune_fusion(classifier["dev"], best_cos["dev"], gold["dev"], known=set(codes))
         fused = {
             s: fuse(
@@ -350,11 +373,11 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         "method": calibrator.method,
         "choice": choice,
         "test": {
-            "before": reliability(*top_pairs(final["test"], 1 / (1 + np.exp(-test_raw)), k=20)[:2]),
+            "before": reliability(*top_pairs(final["test"], expit(test_raw), k=20)[:2]),
             "after": reliability(*top_pairs(final["test"], calibrator(test_raw), k=20)[:2]),
         },
         "dev": {
-            "before": reliability(1 / (1 + np.exp(-pair_scores)), pair_gold),
+            "before": reliability(expit(pair_scores), pair_gold),
             "after": reliability(calibrator(pair_scores), pair_gold),
         },
     }
