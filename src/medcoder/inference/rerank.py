@@ -206,25 +206,31 @@ class RerankCoder(Coder):
             found = describe(code, self.labels.system)
         return found
 
-    def _evidence_of(self, texts: Sequence[str]) -> list[NoteEvidence] | None:
+    def _evidence_of(
+        self, texts: Sequence[str], extracted: Sequence[list[Any]] | None = None
+    ) -> list[NoteEvidence] | None:
         if self.encoder is None:
             return None
         from medcoder.rerank.signals import note_evidence
 
         assert self.config.retrieval is not None and self.extractor is not None
-        return note_evidence(self.encoder, self.index, self.extractor, texts, k=self.config.retrieval.k)
+        return note_evidence(
+            self.encoder, self.index, self.extractor, texts, k=self.config.retrieval.k, extracted=extracted
+        )
 
     def _score_batch(self, texts: Sequence[str]) -> tuple[list[dict[str, float]], list[NoteEvidence] | None]:
         """Per note ``{candidate code: calibrated probability}`` and the retrieval evidence."""
         scores = {name: coder.bundle.model.predict_scores(list(texts)) for name, coder in self.bases.items()}
-        evidence = self._evidence_of(texts)
+        # each note's mentions are extracted once, for retrieval and for the mention features both
+        extracted = [self.extractor.extract(t) for t in texts] if self.extractor is not None else None
+        evidence = self._evidence_of(texts, extracted)
         freq = np.broadcast_to(self._train_freq, (len(texts), len(self._train_freq)))
         mentions = None
         if "mentions" in self.config.features:
             from medcoder.rerank.signals import note_mentions
 
             assert self.extractor is not None
-            mentions = note_mentions(self.extractor, texts)
+            mentions = note_mentions(self.extractor, texts, extracted=extracted)
         signals = SplitSignals(note_stems(texts), scores, freq, evidence, mentions=mentions)
         # built at the run's largest k, then cut to the chosen one, exactly as the run built its candidates
         everything = self.builder.build(signals, max(self.config.candidates))

@@ -18,7 +18,7 @@ import numpy as np
 from medcoder.progress import Update
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.index import CodeIndex
-from medcoder.retrieval.mentions import MentionExtractor
+from medcoder.retrieval.mentions import Mention, MentionExtractor
 
 _BATCH = 32  # notes encoded at once
 
@@ -57,12 +57,16 @@ def note_evidence(
     *,
     k: int,
     progress: Update | None = None,
+    extracted: Sequence[list[Mention]] | None = None,
 ) -> list[NoteEvidence]:
-    """:class:`CodeEvidence` per retrieved code, for each text."""
+    """:class:`CodeEvidence` per retrieved code, for each text (``extracted``: its mentions, when already known)."""
     out: list[NoteEvidence] = []
     for start in range(0, len(texts), _BATCH):
         batch = texts[start : start + _BATCH]
-        mentions = [extractor.extract(text) for text in batch]
+        if extracted is not None:
+            mentions = list(extracted[start : start + _BATCH])
+        else:
+            mentions = [extractor.extract(text) for text in batch]
         flat = [m for note in mentions for m in note]
         vectors = encoder.encode([m.text for m in flat]) if flat else np.zeros((0, 1), dtype=np.float32)
         offset = 0
@@ -121,7 +125,11 @@ NoteMentions = tuple[list[frozenset[str]], list[frozenset[str]]]  # stems of (co
 
 
 def note_mentions(
-    extractor: MentionExtractor, texts: Sequence[str], *, progress: Update | None = None
+    extractor: MentionExtractor,
+    texts: Sequence[str],
+    *,
+    progress: Update | None = None,
+    extracted: Sequence[list[Mention]] | None = None,
 ) -> list[NoteMentions]:
     """Per note, the content-word stems of each codable mention and of each negated / hypothetical / family one."""
     from medcoder.rerank.lexical import stems
@@ -129,7 +137,7 @@ def note_mentions(
     out: list[NoteMentions] = []
     for i, text in enumerate(texts):
         codable, excluded = [], []
-        for mention in extractor.extract(text):
+        for mention in extracted[i] if extracted is not None else extractor.extract(text):
             found = stems(mention.text)
             if found:
                 (codable if mention.excluded is None else excluded).append(found)

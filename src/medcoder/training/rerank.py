@@ -95,7 +95,7 @@ def _base_bundle(config: RerankConfig, index: int, folder: Path, reporter: Repor
 def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> Any:
     """Per split, the retrieval evidence of each note (cached in the work folder); also the encoder and index."""
     from medcoder.retrieval.biencoder import BiEncoder
-    from medcoder.retrieval.index import cached_index, default_cache_dir
+    from medcoder.retrieval.index import cached_index, default_cache_dir, index_folder
     from medcoder.retrieval.mentions import MentionExtractor
 
     assert config.retrieval is not None
@@ -125,7 +125,14 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
                 encoder, index, extractor, [n.text for n in notes], k=settings.k, progress=update
             )
         atomic_write_json(work / "retrieval" / f"{split}.json", {"key": key, "data": evidence_to_json(out[split])})
-    return out, encoder, index
+    folder = index_folder(
+        cache_dir,
+        encoder.fingerprint(),
+        system=settings.index.system,
+        leaves_only=settings.index.leaves_only,
+        prefixes=settings.index.prefixes,
+    )
+    return out, encoder, (index, folder)
 
 
 def _read_cache(path: Path, key: str) -> Any:
@@ -446,11 +453,15 @@ def _save(
                 link_or_copy_tree(encoder.source, tmp / "retrieval" / "encoder")
             else:  # a hub id: save a copy
                 encoder.save(tmp / "retrieval" / "encoder")
-            index.save(tmp / "retrieval" / "index")
+            vectors, cached_folder = index
+            if (cached_folder / "index.json").is_file():  # hard-linked from the cache where the disk allows
+                link_or_copy_tree(cached_folder, tmp / "retrieval" / "index")
+            else:
+                vectors.save(tmp / "retrieval" / "index")
             header["retrieval"] = {
                 "encoder": "retrieval/encoder",
                 "index": "retrieval/index",
-                "encoder_fingerprint": index.meta.get("encoder_fingerprint"),
+                "encoder_fingerprint": vectors.meta.get("encoder_fingerprint"),
             }
         atomic_write_text(tmp / "ranker.txt", ranker.to_text())
         atomic_write_json(tmp / "calibration.json", calibrator.to_dict())
