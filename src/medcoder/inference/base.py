@@ -86,6 +86,18 @@ def check_note_texts(texts: Sequence[str], caller: str) -> None:
             raise MedcoderError(f"note {i}: text is empty or not a string")
 
 
+def check_per_note(values: Sequence[Any] | None, texts: Sequence[str], what: str) -> None:
+    """Raise unless ``values`` (ids, code lists...; None: not given) has one entry per text."""
+    if values is not None and len(values) != len(texts):
+        raise MedcoderError(f"{len(values)} {what} for {len(texts)} texts")
+
+
+def refuse_pairs(pairs: Sequence[str] | None, system: str) -> None:
+    """Raise when second texts are given to a ``system`` that codes single notes."""
+    if pairs is not None:
+        raise MedcoderError(f"a {system} system codes single notes, not pairs")
+
+
 class Coder(ABC):
     """A saved system, loaded: what ``medcoder.load`` returns for every kind of bundle."""
 

@@ -15,7 +15,15 @@ from medcoder.errors import MedcoderError
 from medcoder.evaluation.calibration import calibrate_probabilities
 from medcoder.evaluation.report import format_frequency_table, format_metrics_table
 from medcoder.evaluation.scoring import score_notes
-from medcoder.inference.base import Coder, CodeScore, Evidence, NotePrediction, check_note_texts, ranked
+from medcoder.inference.base import (
+    Coder,
+    CodeScore,
+    Evidence,
+    NotePrediction,
+    check_note_texts,
+    check_per_note,
+    ranked,
+)
 from medcoder.models.bundle import Bundle, load_bundle
 from medcoder.progress import Update
 from medcoder.registry import SYSTEMS
@@ -104,8 +112,7 @@ class ModelCoder(Coder):
         self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
     ) -> list[dict[str, list[Evidence]]]:
         check_note_texts(texts, "explain")
-        if len(codes) != len(texts):
-            raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")
+        check_per_note(codes, texts, "code lists")
         unknown = sorted({c for note in codes for c in note} - self._index.keys())
         if unknown:
             raise MedcoderError(f"codes the model does not know: {', '.join(unknown[:10])}")
@@ -123,8 +130,7 @@ class ModelCoder(Coder):
         explain: bool = False,
         progress: Update | None = None,
     ) -> list[NotePrediction]:
-        if ids is not None and len(ids) != len(texts):
-            raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
+        check_per_note(ids, texts, "ids")
         if explain and not self.can_explain():
             raise MedcoderError(
                 f"model {self.bundle.model.name} cannot explain its codes: it gives no evidence spans "

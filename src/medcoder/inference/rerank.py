@@ -38,7 +38,15 @@ from medcoder.config.rerank import RerankConfig
 from medcoder.data.records import Note
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.calibration import Calibrator
-from medcoder.inference.base import Coder, CodeScore, Evidence, NotePrediction, check_note_texts
+from medcoder.inference.base import (
+    Coder,
+    CodeScore,
+    Evidence,
+    NotePrediction,
+    check_note_texts,
+    check_per_note,
+    refuse_pairs,
+)
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
 from medcoder.io import read_json_file
@@ -258,8 +266,7 @@ class RerankCoder(Coder):
         :meth:`scores` gives the same figures sparsely.
         """
         check_note_texts(texts, "predict_proba")
-        if pairs is not None:
-            raise MedcoderError("a reranked system codes single notes, not pairs")
+        refuse_pairs(pairs, "reranked")
         out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
         for i, row in enumerate(self.scores(texts, progress=progress)):
             for code, p in row.items():
@@ -300,8 +307,7 @@ class RerankCoder(Coder):
     ) -> list[dict[str, list[Evidence]]]:
         """Per code, the spans behind it from every signal that has some (each names its ``source``)."""
         check_note_texts(texts, "explain")
-        if len(codes) != len(texts):
-            raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")
+        check_per_note(codes, texts, "code lists")
         return self._explain(texts, codes, self._evidence_of(texts), top)
 
     def predict(
@@ -315,10 +321,8 @@ class RerankCoder(Coder):
         progress: Update | None = None,
     ) -> list[NotePrediction]:
         check_note_texts(texts, "predict")
-        if pairs is not None:
-            raise MedcoderError("a reranked system codes single notes, not pairs")
-        if ids is not None and len(ids) != len(texts):
-            raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
+        refuse_pairs(pairs, "reranked")
+        check_per_note(ids, texts, "ids")
         if explain and not self.can_explain():
             raise MedcoderError("none of this system's signals gives evidence spans")
         results = []

@@ -35,8 +35,16 @@ from medcoder.config.base import validate
 from medcoder.config.retrieval import RetrievalConfig
 from medcoder.data.icd import CATALOG_PACKAGES, catalog_entries, normalize_code
 from medcoder.data.records import Note
-from medcoder.errors import BundleError, MedcoderError
-from medcoder.inference.base import Coder, CodeScore, Evidence, NotePrediction, check_note_texts
+from medcoder.errors import BundleError
+from medcoder.inference.base import (
+    Coder,
+    CodeScore,
+    Evidence,
+    NotePrediction,
+    check_note_texts,
+    check_per_note,
+    refuse_pairs,
+)
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
 from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
@@ -191,8 +199,7 @@ class RetrievalCoder(Coder):
         ``codes`` is the whole index (about 98k columns for ICD-10-CM: 0.4 MB a note) and the classifier's codes.
         """
         check_note_texts(texts, "predict_proba")
-        if pairs is not None:
-            raise MedcoderError("a retrieval system codes single notes, not pairs")
+        refuse_pairs(pairs, "retrieval")
         out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
         for start, fused, _, _ in self._scored_batches(texts, progress):
             for row, note in enumerate(fused, start=start):
@@ -217,8 +224,7 @@ class RetrievalCoder(Coder):
     ) -> list[dict[str, list[Evidence]]]:
         """The mention whose embedding matched each code's description best (none: no mention retrieved it)."""
         check_note_texts(texts, "explain")
-        if len(codes) != len(texts):
-            raise MedcoderError(f"{len(codes)} code lists for {len(texts)} texts")
+        check_per_note(codes, texts, "code lists")
         hits = self._hits(texts)  # the evidence needs no classifier scores
         return [
             {code: _evidence(note_hits.get(code)) for code in wanted}
@@ -251,10 +257,8 @@ class RetrievalCoder(Coder):
         """
         del explain
         check_note_texts(texts, "predict")
-        if pairs is not None:
-            raise MedcoderError("a retrieval system codes single notes, not pairs")
-        if ids is not None and len(ids) != len(texts):
-            raise MedcoderError(f"{len(ids)} ids for {len(texts)} texts")
+        refuse_pairs(pairs, "retrieval")
+        check_per_note(ids, texts, "ids")
         results = []
         for start, fused, new, evidence in self._scored_batches(texts, progress):
             for row, (scores, new_codes, hits) in enumerate(zip(fused, new, evidence, strict=True)):
