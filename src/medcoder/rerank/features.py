@@ -141,6 +141,7 @@ class FeatureBuilder:
         self._cat_of = np.array([cat_pos[c] if c else -1 for c in categories], dtype=np.int64)
         self._chap_of = np.array([chap_pos[c] if c else -1 for c in chapters], dtype=np.int64)
         self._cat_pos, self._chap_pos = cat_pos, chap_pos
+        self._has_cat = self._cat_of >= 0
         self.names = self._names()
 
     # ------------------------------------------------------------ hierarchy
@@ -247,8 +248,8 @@ class FeatureBuilder:
             category_freq: dict[str, float] = {}
             if "hierarchy" in self.groups:
                 counts = np.bincount(
-                    self._cat_of[self._cat_of >= 0],
-                    weights=signals.freq[i][self._cat_of >= 0],
+                    self._cat_of[self._has_cat],
+                    weights=signals.freq[i][self._has_cat],
                     minlength=len(self._cat_names),
                 )
                 category_freq = dict(zip(self._cat_names, counts.tolist(), strict=True))

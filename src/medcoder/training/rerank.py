@@ -26,6 +26,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +40,13 @@ from medcoder.data.dataset import fit_label_space, load_dataset
 from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.calibration import Calibrator, choose_calibrator, reliability
+from medcoder.evaluation.calibration import CALIBRATION_METHODS, Calibrator, choose_calibrator, reliability
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
 from medcoder.inference.rerank import RERANK_REQUIRES, render_rerank_report, top_pairs
 from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
 from medcoder.models.base import DevSet
-from medcoder.progress import LogReporter, Reporter
+from medcoder.progress import LogReporter, Reporter, Update
 from medcoder.rerank.evaluate import evaluate_scores
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
 from medcoder.rerank.folds import assign_folds, fingerprint, fold_frequencies, out_of_fold_scores
@@ -65,10 +66,6 @@ from medcoder.training.run import train_run
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-
-
-def _sparse(scores: np.ndarray, codes: list[str]) -> list[dict[str, float]]:
-    return dense_to_sparse(scores, codes)
 
 
 def _base_bundle(config: RerankConfig, index: int, folder: Path, reporter: Reporter) -> ModelCoder:
@@ -102,10 +99,11 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
     settings = config.retrieval
     encoder = BiEncoder.load(settings.encoder, max_seq_length=settings.max_seq_length)
     cache_dir = Path(settings.index.cache_dir) if settings.index.cache_dir else default_cache_dir()
+    encoder_key = encoder.fingerprint()  # a hash of its weight files: computed once
     with reporter.task("embedding the catalog (cached per encoder)", total=None) as update:
         index, _ = cached_index(
             encoder.encode,
-            encoder.fingerprint(),
+            encoder_key,
             cache_dir,
             system=settings.index.system,
             leaves_only=settings.index.leaves_only,
@@ -113,21 +111,19 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
             progress=update,
         )
     extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens)
-    out = {}
-    for split, notes in splits.items():
-        key = fingerprint(settings.model_dump(mode="json"), encoder.fingerprint(), [n.text for n in notes])
-        cached = _read_cache(work / "retrieval" / f"{split}.json", key)
-        if cached is not None:
-            out[split] = evidence_from_json(cached)
-            continue
-        with reporter.task(f"retrieving codes for the mentions of {split} notes", total=len(notes)) as update:
-            out[split] = note_evidence(
-                encoder, index, extractor, [n.text for n in notes], k=settings.k, progress=update
-            )
-        atomic_write_json(work / "retrieval" / f"{split}.json", {"key": key, "data": evidence_to_json(out[split])})
+    out = _per_split_cached(
+        work / "retrieval",
+        splits,
+        (settings.model_dump(mode="json"), encoder_key),
+        lambda texts, update: note_evidence(encoder, index, extractor, texts, k=settings.k, progress=update),
+        evidence_to_json,
+        evidence_from_json,
+        reporter,
+        "retrieving codes for the mentions of {split} notes",
+    )
     folder = index_folder(
         cache_dir,
-        encoder.fingerprint(),
+        encoder_key,
         system=settings.index.system,
         leaves_only=settings.index.leaves_only,
         prefixes=settings.index.prefixes,
@@ -146,35 +142,52 @@ def _read_cache(path: Path, key: str) -> Any:
     return saved.get("data") if isinstance(saved, dict) and saved.get("key") == key else None
 
 
+def _per_split_cached(
+    folder: Path,
+    splits: dict[str, list[Note]],
+    settings: Any,
+    compute: Callable[[list[str], Update], Any],
+    dump: Callable[[Any], Any],
+    read: Callable[[Any], Any],
+    reporter: Reporter,
+    task: str,
+) -> dict[str, Any]:
+    """``compute(texts, progress)`` of each split, kept in ``folder/<split>.json`` under a key of ``settings`` and
+    the notes: a later run with the same settings and notes reads it back instead of computing it again."""
+    out = {}
+    for split, notes in splits.items():
+        texts = [n.text for n in notes]
+        key = fingerprint(settings, texts)
+        cached = _read_cache(folder / f"{split}.json", key)
+        if cached is not None:
+            out[split] = read(cached)
+            continue
+        with reporter.task(task.format(split=split), total=len(notes)) as update:
+            out[split] = compute(texts, update)
+        atomic_write_json(folder / f"{split}.json", {"key": key, "data": dump(out[split])})
+    return out
+
+
 def _mentions(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> dict[str, Any]:
     """Per split, the stems of each note's codable and excluded mentions (cached in the work folder)."""
     from medcoder.retrieval.mentions import MentionExtractor
 
     max_tokens = config.retrieval.mentions.max_tokens if config.retrieval is not None else 10
     extractor = MentionExtractor(max_tokens=max_tokens)
-    out = {}
-    for split, notes in splits.items():
-        key = fingerprint(max_tokens, [n.text for n in notes])
-        cached = _read_cache(work / "mentions" / f"{split}.json", key)
-        if cached is not None:
-            out[split] = mentions_from_json(cached)
-            continue
-        with reporter.task(f"mentions of {split} notes", total=len(notes)) as update:
-            out[split] = note_mentions(extractor, [n.text for n in notes], progress=update)
-        atomic_write_json(work / "mentions" / f"{split}.json", {"key": key, "data": mentions_to_json(out[split])})
-    return out
+    return _per_split_cached(
+        work / "mentions",
+        splits,
+        max_tokens,
+        lambda texts, update: note_mentions(extractor, texts, progress=update),
+        mentions_to_json,
+        mentions_from_json,
+        reporter,
+        "mentions of {split} notes",
+    )
 
 
 def _gold(labels: LabelSpace, notes: list[Note]) -> list[list[str]]:
     return [labels.map_labels(note.labels) for note in notes]
-
-
-def _calibrated_rows(
-    ranker: Ranker, candidates: Candidates, calibrator: Calibrator | None
-) -> tuple[np.ndarray, list[dict[str, float]]]:
-    raw = ranker.score(candidates)
-    probs = calibrator(raw) if calibrator is not None else raw
-    return raw, candidates.per_note(probs)
 
 
 def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Reporter | None = None) -> dict[str, Any]:
@@ -298,9 +311,10 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     assert best is not None
     _, k, ranker, ranker_record = best
     seen = {c for c, n in labels.train_freq.items() if n > 0}
+    final = {s: candidates[s].subset(k, all_sources, all_columns) for s in SPLITS}
     per_gain = []
     if config.unseen_gains != [1.0]:
-        train_k, dev_k = (candidates[s].subset(k, all_sources, all_columns) for s in ("train", "dev"))
+        train_k, dev_k = final["train"], final["dev"]
         fits = {}
         for gain in config.unseen_gains:
             if gain == 1.0:
@@ -309,9 +323,9 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
                 with reporter.task(f"training the ranker with unseen gold codes counting {gain}x (k = {k})"):
                     fits[gain] = Ranker.fit(train_k, dev_k, config.ranker, seed=config.seed, unseen_gain=gain)
             rows = dev_k.per_note(fits[gain][0].score(dev_k))
-            figures = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=list(seen))
+            on_dev = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=list(seen))
             per_gain.append(
-                {"gain": gain, "dev_map": figures["all"]["map"], "dev_unseen_recall@10": figures["unseen"]["recall@10"]}
+                {"gain": gain, "dev_map": on_dev["all"]["map"], "dev_unseen_recall@10": on_dev["unseen"]["recall@10"]}
             )
         reaching = [
             r
@@ -325,18 +339,18 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
 
     # 5. calibration and threshold on dev
     clock = time.perf_counter()
-    final = {s: candidates[s].subset(k, all_sources, all_columns) for s in SPLITS}
     dev_raw = ranker.score(final["dev"])
     pair_scores, pair_gold, pair_note = top_pairs(final["dev"], dev_raw, k=20)
-    methods = ("none", "temperature", "platt", "isotonic") if config.calibration == "auto" else (config.calibration,)
+    methods = CALIBRATION_METHODS if config.calibration == "auto" else (config.calibration,)
     calibrator, choice = choose_calibrator(pair_scores, pair_gold, pair_note, methods=methods, seed=config.seed)
-    _, dev_scores = _calibrated_rows(ranker, final["dev"], calibrator)
+    dev_scores = final["dev"].per_note(calibrator(dev_raw))
     threshold = best_threshold(dev_scores, gold["dev"])
     timing["calibration_s"] = time.perf_counter() - clock
 
     # 6. test, once; the comparison rows
     clock = time.perf_counter()
-    test_raw, test_scores = _calibrated_rows(ranker, final["test"], calibrator)
+    test_raw = ranker.score(final["test"])
+    test_scores = final["test"].per_note(calibrator(test_raw))
 
     def figures(rows_dev: list[dict[str, float]], rows_test: list[dict[str, float]]) -> dict[str, Any]:
         return evaluate_scores(
@@ -350,7 +364,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     metrics["reranker"]["dev_map"] = ranker_record["dev_map"]
     for base in config.bases:
         metrics[base.name] = figures(
-            _sparse(scores["dev"][base.name], codes), _sparse(scores["test"][base.name], codes)
+            dense_to_sparse(scores["dev"][base.name], codes), dense_to_sparse(scores["test"][base.name], codes)
         )
     if config.retrieval is not None:
         best_cos = {s: [{c: ev.best for c, ev in note.items() if ev.n_codable} for note in evidence[s]] for s in SPLITS}
