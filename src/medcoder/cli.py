@@ -114,7 +114,7 @@ def train(
 
     loaded = load_config(config, ("train", "rerank"))
     if isinstance(loaded, RerankConfig):
-        from medcoder.inference.rerank import render_rerank_report
+        from medcoder.evaluation.report import render_rerank_report
         from medcoder.training.rerank import run_rerank
 
         record = run_rerank(loaded, output, reporter=RichReporter())

@@ -1,4 +1,4 @@
-"""Every Markdown report medcoder writes: metrics tables, the model card, experiment and retrieval results.
+"""Every Markdown report medcoder writes: metrics tables, the model card, experiment, retrieval and rerank results.
 
 Renderers take plain data (metrics dicts as :mod:`medcoder.evaluation.scoring`
 returns them, configs, label spaces) and return text; they compute nothing.
@@ -6,6 +6,7 @@ returns them, configs, label spaces) and return text; they compute nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -289,3 +290,86 @@ def render_retrieval_report(result: dict[str, Any]) -> str:
         ]
     lines += ["", "timing (s): " + ", ".join(f"{k} {v:.1f}" for k, v in result["timing"].items()), ""]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def format_systems_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """Systems side by side on the open-set figures of :func:`medcoder.rerank.evaluate.evaluate_scores`."""
+    lines = [
+        "| system | MAP | micro-F1 | macro-F1 | P@8 | recall@10 | MAP (unseen gold) | recall@10 (unseen gold) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in rows.items():
+        every, unseen = m["all"], m["unseen"]
+        lines.append(
+            f"| {name} | {_cell(every.get('map'))} | {_cell(every.get('micro_f1'))} | {_cell(every.get('macro_f1'))} "
+            f"| {_cell(every.get('p_at_8'))} | {_cell(every.get('recall@10'))} | {_cell(unseen.get('map'))} "
+            f"| {_cell(unseen.get('recall@10'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_rerank_report(header: Mapping[str, Any]) -> str:
+    """The results.md of a rerank run: systems compared on test, leave-one-signal-out, k, calibration, timing."""
+    metrics = header["metrics"]
+    lines = [
+        f"# {header['name']}: learned reranker over every signal",
+        "",
+        f"Test split, all-gold label space (METRICS.md); everything tuned on dev. {header['labels']['codes']:,} "
+        f"labels in train; candidates per note: each signal's top {header['candidates']['k']} (dev MAP picked it).",
+        "",
+        format_systems_table(metrics),
+    ]
+    if header.get("leave_one_out"):
+        lines += ["Leave one signal out (the ranker retrained without it; its candidates leave too):", ""]
+        lines.append(
+            format_systems_table(
+                {"all signals": metrics["reranker"]} | {f"without {k}": v for k, v in header["leave_one_out"].items()}
+            )
+        )
+    lines += [
+        "Candidates per signal (dev MAP of the ranker picks k):",
+        "",
+        "| k | dev MAP | dev recall of the candidates | rounds |",
+        "|---|---|---|---|",
+    ]
+    for row in header["candidates"]["per_k"]:
+        lines.append(
+            f"| {row['k']} | {row['dev_map']:.3f} | {row['dev_candidate_recall']:.3f} | {row['best_iteration']} |"
+        )
+    gains = header.get("unseen_gain") or {}
+    if gains.get("per_gain"):
+        target = gains.get("target")
+        lines += [
+            "",
+            f"Weight of gold codes unseen in training when the ranker learns (dev picks {gains['chosen']}: "
+            + (
+                f"the smallest reaching dev unseen recall@10 >= {target}, else the best dev MAP)"
+                if target
+                else "the best dev MAP)"
+            ),
+            "",
+            "| unseen gain | dev MAP | dev recall@10 (unseen gold) |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {r['gain']} | {_cell(r['dev_map'])} | {_cell(r['dev_unseen_recall@10'])} |" for r in gains["per_gain"]
+        ]
+    # the model card's calibration section; "before" is the sigmoid of the ranker's raw score, not a probability
+    lines += [
+        "",
+        *format_calibration(header["calibration"]),
+        "",
+        "Before calibration: the sigmoid of the ranker's score.",
+    ]
+    importance = sorted(header["ranker"]["importance"].items(), key=lambda kv: -kv[1])[:15]
+    lines += ["", "Features by share of the ranker's gain:", "", "| feature | gain share |", "|---|---|"]
+    lines += [f"| {name} | {share:.3f} |" for name, share in importance]
+    lines += [
+        "",
+        "Wall time (s, 2 CPU cores unless stated): " + ", ".join(f"{k} {v:.1f}" for k, v in header["timing"].items()),
+    ]
+    return "\n".join(lines) + "\n"

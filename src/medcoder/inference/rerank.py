@@ -23,7 +23,6 @@ Layout (paths relative to the folder)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from medcoder.config.rerank import RerankConfig
 from medcoder.data.records import Note
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.calibration import Calibrator
+from medcoder.evaluation.report import format_systems_table
 from medcoder.inference.base import (
     Coder,
     CodeScore,
@@ -372,110 +372,4 @@ class RerankCoder(Coder):
         )
 
     def metrics_table(self, metrics: dict[str, Any]) -> str:
-        return _systems_table({"reranker": metrics})
-
-
-def _cell(value: Any) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
-
-
-def _systems_table(rows: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        "| system | MAP | micro-F1 | macro-F1 | P@8 | recall@10 | MAP (unseen gold) | recall@10 (unseen gold) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, m in rows.items():
-        every, unseen = m["all"], m["unseen"]
-        lines.append(
-            f"| {name} | {_cell(every.get('map'))} | {_cell(every.get('micro_f1'))} | {_cell(every.get('macro_f1'))} "
-            f"| {_cell(every.get('p_at_8'))} | {_cell(every.get('recall@10'))} | {_cell(unseen.get('map'))} "
-            f"| {_cell(unseen.get('recall@10'))} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _reliability_rows(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    lines = [
-        "| bin | n (before) | mean p (before) | share gold (before) | n (after) | mean p (after) | share gold (after) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for b, a in zip(before["bins"], after["bins"], strict=True):
-        lines.append(
-            f"| {b['low']:.1f}–{b['high']:.1f} | {b['n']} | {_cell(b['mean_probability'])} | {_cell(b['share_gold'])} "
-            f"| {a['n']} | {_cell(a['mean_probability'])} | {_cell(a['share_gold'])} |"
-        )
-    return lines
-
-
-def render_rerank_report(header: dict[str, Any]) -> str:
-    """The results.md of a rerank run: systems compared on test, leave-one-signal-out, k, calibration, timing."""
-    metrics = header["metrics"]
-    lines = [
-        f"# {header['name']}: learned reranker over every signal",
-        "",
-        f"Test split, all-gold label space (METRICS.md); everything tuned on dev. {header['labels']['codes']:,} "
-        f"labels in train; candidates per note: each signal's top {header['candidates']['k']} (dev MAP picked it).",
-        "",
-        _systems_table(metrics),
-    ]
-    if header.get("leave_one_out"):
-        lines += ["Leave one signal out (the ranker retrained without it; its candidates leave too):", ""]
-        lines.append(
-            _systems_table(
-                {"all signals": metrics["reranker"]} | {f"without {k}": v for k, v in header["leave_one_out"].items()}
-            )
-        )
-    lines += [
-        "Candidates per signal (dev MAP of the ranker picks k):",
-        "",
-        "| k | dev MAP | dev recall of the candidates | rounds |",
-        "|---|---|---|---|",
-    ]
-    for row in header["candidates"]["per_k"]:
-        lines.append(
-            f"| {row['k']} | {row['dev_map']:.3f} | {row['dev_candidate_recall']:.3f} | {row['best_iteration']} |"
-        )
-    gains = header.get("unseen_gain") or {}
-    if gains.get("per_gain"):
-        target = gains.get("target")
-        lines += [
-            "",
-            f"Weight of gold codes unseen in training when the ranker learns (dev picks {gains['chosen']}: "
-            + (
-                f"the smallest reaching dev unseen recall@10 >= {target}, else the best dev MAP)"
-                if target
-                else "the best dev MAP)"
-            ),
-            "",
-            "| unseen gain | dev MAP | dev recall@10 (unseen gold) |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {r['gain']} | {_cell(r['dev_map'])} | {_cell(r['dev_unseen_recall@10'])} |" for r in gains["per_gain"]
-        ]
-    calibration = header["calibration"]
-    test = calibration["test"]
-    lines += [
-        "",
-        f"Calibration (chosen on dev by cross-validated ECE@20): **{calibration['method']}**; test ECE@20 "
-        f"{test['before']['ece']:.3f} before (sigmoid of the ranker's score) -> {test['after']['ece']:.3f} after.",
-        "",
-        "| method | dev ECE@20 (cross-validated) | log loss |",
-        "|---|---|---|",
-    ]
-    for row in calibration["choice"]:
-        lines.append(f"| {row.get('method')} | {_cell(row.get('cv_ece'))} | {_cell(row.get('cv_log_loss'))} |")
-    lines += [
-        "",
-        "Test reliability (each note's 20 top-ranked codes):",
-        "",
-        *_reliability_rows(test["before"], test["after"]),
-    ]
-    importance = sorted(header["ranker"]["importance"].items(), key=lambda kv: -kv[1])[:15]
-    lines += ["", "Features by share of the ranker's gain:", "", "| feature | gain share |", "|---|---|"]
-    lines += [f"| {name} | {share:.3f} |" for name, share in importance]
-    lines += [
-        "",
-        "Wall time (s, 2 CPU cores unless stated): " + ", ".join(f"{k} {v:.1f}" for k, v in header["timing"].items()),
-    ]
-    return "\n".join(lines) + "\n"
+        return format_systems_table({"reranker": metrics})

@@ -41,9 +41,10 @@ from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.calibration import CALIBRATION_METHODS, Calibrator, choose_calibrator, reliability
+from medcoder.evaluation.report import render_rerank_report
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
-from medcoder.inference.rerank import RERANK_REQUIRES, render_rerank_report, top_pairs
+from medcoder.inference.rerank import RERANK_REQUIRES, top_pairs
 from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
 from medcoder.models.base import DevSet
 from medcoder.progress import LogReporter, Reporter, Update
@@ -392,6 +393,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         }
     calibration = {
         "method": calibrator.method,
+        "requested": config.calibration,
         "choice": choice,
         "test": {
             "before": reliability(*top_pairs(final["test"], expit(test_raw), k=20)[:2]),
