@@ -182,7 +182,12 @@ class RerankCoder(Coder):
                 str(inside(path, parts.retrieval.encoder, "its sentence encoder")),
                 max_seq_length=parts.config.retrieval.max_seq_length if parts.config.retrieval else 64,
             )
-            index = CodeIndex.load(inside(path, parts.retrieval.index, "its catalog index"))
+            index_dir = inside(path, parts.retrieval.index, "its catalog index")
+            index = CodeIndex.load(index_dir)
+            if index.meta.get("encoder_fingerprint") != parts.retrieval.encoder_fingerprint:
+                raise BundleError(
+                    f"{index_dir}: this index was not built by the bundle's encoder; copy the whole folder again"
+                )
             retrieval = (encoder, index)
         ranker_file = _file(path, "ranker.txt", "its ranker")
         ranker = Ranker.from_text(

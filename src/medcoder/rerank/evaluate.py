@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
-from medcoder.retrieval.fusion import open_set_metrics, restrict_to_unseen
+from medcoder.retrieval.fusion import open_set_report
 
 
 def evaluate_scores(
@@ -26,7 +26,7 @@ def evaluate_scores(
 
     P@k is over the notes with a gold code (every CodiEsp note has one).
     """
-    every = open_set_metrics(scores, gold, threshold=threshold)
+    report = open_set_report(scores, gold, seen, threshold=threshold)
     gold_sets = [set(g) for g in gold]
     predicted = [{c for c, s in row.items() if s >= threshold} for row in scores]
     # METRICS.md's label space: train codes and gold codes; a predicted code outside both is a false
@@ -49,11 +49,10 @@ def evaluate_scores(
         for row, want in zip(scores, gold_sets, strict=True)
         if want
     ]
-    every |= {
+    report["all"] |= {
         "macro_f1": sum(f1.values()) / len(space) if space else float("nan"),
         "macro_f1_with_gold": sum(f1[c] for c in with_gold) / len(with_gold) if with_gold else float("nan"),
         f"p_at_{k}": sum(precision_at_k) / len(precision_at_k) if precision_at_k else float("nan"),
         "label_space": len(space),
     }
-    unseen_scores, unseen_gold = restrict_to_unseen(scores, gold, set(seen))
-    return {"all": every, "unseen": open_set_metrics(unseen_scores, unseen_gold)}
+    return report
