@@ -62,7 +62,7 @@ from medcoder.rerank.signals import (
     note_mentions,
 )
 from medcoder.retrieval.fusion import best_threshold, dense_to_sparse, fuse, tune_fusion
-from medcoder.training.run import train_run
+from medcoder.training.run import ECE_TOP_K, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     # 5. calibration and threshold on dev
     clock = time.perf_counter()
     dev_raw = ranker.score(final["dev"])
-    pair_scores, pair_gold, pair_note = top_pairs(final["dev"], dev_raw, k=20)
+    pair_scores, pair_gold, pair_note = top_pairs(final["dev"], dev_raw, k=ECE_TOP_K)
     methods = CALIBRATION_METHODS if config.calibration == "auto" else (config.calibration,)
     calibrator, choice = choose_calibrator(pair_scores, pair_gold, pair_note, methods=methods, seed=config.seed)
     dev_scores = final["dev"].per_note(calibrator(dev_raw))
@@ -395,9 +395,10 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         "method": calibrator.method,
         "requested": config.calibration,
         "choice": choice,
+        "k": ECE_TOP_K,
         "test": {
-            "before": reliability(*top_pairs(final["test"], expit(test_raw), k=20)[:2]),
-            "after": reliability(*top_pairs(final["test"], calibrator(test_raw), k=20)[:2]),
+            "before": reliability(*top_pairs(final["test"], expit(test_raw), k=ECE_TOP_K)[:2]),
+            "after": reliability(*top_pairs(final["test"], calibrator(test_raw), k=ECE_TOP_K)[:2]),
         },
         "dev": {
             "before": reliability(expit(pair_scores), pair_gold),
