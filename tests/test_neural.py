@@ -121,7 +121,7 @@ def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_pa
     model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
     source, _, _ = load_source_textcnn(source_bundle)
     network = model.members_[0]
-    same_embedding = torch.equal(network.embedding.embedding.weight, source.embedding.embedding.weight)
+    same_embedding = torch.equal(_source_rows(network.embedding), source.embedding.embedding.weight)
     same_convs = all(torch.equal(a.weight, b.weight) for a, b in zip(network.convs, source.convs, strict=True))
     assert same_embedding == (embeddings == "frozen")
     assert same_convs == (convolutions == "frozen")
@@ -132,6 +132,122 @@ def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_pa
     model.save(tmp_path)
     again = load_model(tmp_path, model.config, n_labels=len(TRIGGERS), task="multilabel")
     np.testing.assert_array_equal(again.predict_scores(test_texts), model.predict_scores(test_texts))
+
+
+def _source_rows(embedding: torch.nn.Module) -> torch.Tensor:
+    """The source-vocabulary rows of a transfer model's embedding (merged or source vocabulary)."""
+    inner = embedding.source if hasattr(embedding, "source") else embedding
+    return inner.embedding.weight
+
+
+RENAMED = {"rash": "exanthem", "edema": "oedema"}  # the target task's words for two triggers: unseen by the source
+
+
+def _renamed(texts: list[str]) -> list[str]:
+    return [" ".join(RENAMED.get(word, word) for word in text.split()) for text in texts]
+
+
+@pytest.mark.parametrize("vocabulary", ["source", "merged"])
+def test_merged_vocabulary_learns_target_only_words(source_bundle, data, vocabulary, tmp_path) -> None:
+    from medcoder.data.encoding import UNK_ID
+    from medcoder.models.networks.transfer import MergedEmbedding
+    from medcoder.models.textcnn import load_source_textcnn
+
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    texts, dev_texts, test_texts = _renamed(texts), _renamed(dev_texts), _renamed(test_texts)
+    transfer = {
+        "source": str(source_bundle),
+        "embeddings": "frozen",
+        "convolutions": "frozen",
+        "adaptation_dim": 32,
+        "vocabulary": vocabulary,
+    }
+    config = model_config("textcnn.v1", transfer=transfer, embedding={"dim": 16, "init": "word2vec"})
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel")
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    source, source_vocab, _ = load_source_textcnn(source_bundle)
+    network = model.members_[0]
+    new_ids = model.vocab_.encode(list(RENAMED.values()))
+    history = model.training_report()["members"][0]["history"]
+    losses = [entry["train_loss"] for entry in history if entry["epoch"] > 0]
+    assert losses[-1] < losses[0]  # training lowers the loss
+    if vocabulary == "source":
+        assert new_ids == [UNK_ID, UNK_ID] and model.vocab_.tokens == source_vocab.tokens
+        return
+    # merged: the source's ids unchanged, the target-only words after them, no longer <unk>
+    assert model.vocab_.tokens[: len(source_vocab)] == source_vocab.tokens
+    assert all(i >= len(source_vocab) for i in new_ids)
+    assert isinstance(network.embedding, MergedEmbedding)
+    # frozen embeddings: the source rows stay the source's, the new rows (word2vec start) learn
+    assert torch.equal(network.embedding.source.embedding.weight, source.embedding.embedding.weight)
+    assert network.embedding.new.weight.requires_grad
+    assert not np.allclose(network.embedding.new.weight.detach().numpy(), model._pretrained)
+    model.save(tmp_path)
+    again = load_model(tmp_path, model.config, n_labels=len(TRIGGERS), task="multilabel")
+    assert again.vocab_.tokens == model.vocab_.tokens
+    np.testing.assert_array_equal(again.predict_scores(test_texts), model.predict_scores(test_texts))
+    # a bundle's vocabulary and its config must agree
+    from medcoder.errors import BundleError
+
+    source_config = config.model_copy(update={"transfer": config.transfer.model_copy(update={"vocabulary": "source"})})
+    with pytest.raises(BundleError, match="merged vocabulary"):
+        load_model(tmp_path, source_config, n_labels=len(TRIGGERS), task="multilabel")
+
+
+def test_transfer_bundle_from_before_vocabularies_loads_as_source_vocabulary(source_bundle, tmp_path) -> None:
+    import json
+
+    from medcoder.config import DataConfig
+    from medcoder.data.sources.jsonl import JsonlSource
+    from medcoder.models.bundle import load_bundle, saved_run_config
+    from medcoder.training.run import train_run
+
+    rows = []
+    for split, seed, n in (("train", 20, 80), ("dev", 21, 30), ("test", 22, 30)):
+        texts, y = corpus(n, seed)
+        for i, (text, row) in enumerate(zip(texts, y, strict=True)):
+            labels = [TRIGGERS[j] for j in np.flatnonzero(row)]
+            rows.append({"id": f"{split}{i}", "text": _renamed([text])[0], "labels": labels, "split": split})
+    path = tmp_path / "target.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    transfer = {"source": str(source_bundle), "vocabulary": "source", "adaptation_dim": 16}
+    small = {**SMALL["train"], "epochs": 2}
+    config = RunConfig(
+        data=DataConfig(source=JsonlSource(path=str(path))),
+        model=model_config("textcnn.v1", transfer=transfer, train=small),
+    )
+    bundle = train_run(config, tmp_path / "model").bundle_dir
+    notes = ["patient seen exanthem today", "fever and oedema"]
+    expected = load_bundle(bundle).model.predict_scores(notes)
+    # what an older medcoder wrote: no transfer.vocabulary in the config, nor in words.json
+    header = json.loads((bundle / "config.json").read_text())
+    del header["run"]["model"]["transfer"]["vocabulary"]
+    (bundle / "config.json").write_text(json.dumps(header))
+    words = json.loads((bundle / "words.json").read_text())
+    del words["source"]["vocabulary"], words["source"]["source_words"]
+    (bundle / "words.json").write_text(json.dumps(words))
+    assert saved_run_config(bundle)[0].model.transfer.vocabulary == "source"
+    np.testing.assert_array_equal(load_bundle(bundle).model.predict_scores(notes), expected)
+
+
+def test_new_word_rows_are_aligned_to_the_source_space() -> None:
+    from medcoder.models.textcnn import new_word_rows
+    from medcoder.models.word_vectors import WordVectors
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    source_table = np.vstack([np.zeros((2, 8)), rng.normal(0, 0.5, (30, 8))]).astype(np.float32)
+    rotation, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    truth = np.vstack([source_table[2:], rng.normal(0, 0.5, (10, 8))])  # the "true" vectors of all 40 words
+    vectors = WordVectors(words, (truth @ rotation.T) * 3.0)  # the target's space: rotated and scaled
+    tokens = ["<pad>", "<unk>", *words[:30], *words[30:], "w-without-vector"]
+    rows, facts = new_word_rows(tokens, 32, source_table, vectors, seed=0)
+    assert rows.shape == (11, 8) and facts["with_vector"] == 10 and facts["aligned_on"] == 30
+    np.testing.assert_allclose(rows[:10], truth[30:], atol=1e-4)  # mapped back into the source space
+    unaligned, _ = new_word_rows(tokens, 32, source_table, vectors, seed=0, align=False)
+    np.testing.assert_allclose(unaligned[:10], vectors.vectors[30:], atol=1e-6)
+    random_rows, facts = new_word_rows(tokens, 32, source_table, None, seed=0)
+    assert facts["with_vector"] == 0 and abs(random_rows.std() - source_table[2:].std()) < 0.25
 
 
 def test_early_stopping_metric_must_exist(data) -> None:

@@ -524,10 +524,91 @@ def test_codiesp_real_tsvs(tmp_path: Path) -> None:
 def test_sources_are_chosen_by_kind_and_reject_unknown_kinds_and_options(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "notes.jsonl", [{"id": "a", "body": "x", "labels": ["A"]}])
     assert load_notes("jsonl", path, text_field="body")[0].text == "x"
-    valid = "'codiesp', 'csv', 'jsonl', 'mimic3', 'mimic4', 'synthetic'"
+    valid = "'codiesp', 'csv', 'jsonl', 'jsonl_union', 'mimic3', 'mimic4', 'synthetic'"
     with pytest.raises(ConfigError, match=f"source.kind: unknown value 'parquet' \\(expected one of {valid}"):
         load_notes("parquet", path)
     with pytest.raises(ConfigError, match=r"data.yaml: unknown key 'source.text_colum'"):
         load_notes("csv", path, text_colum="body")
     with pytest.raises(ConfigError, match=r"source.subtask: Input should be 'D' or 'P'"):
         load_notes("codiesp", tmp_path, subtask="X")
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_jsonl_union_prefixes_labels_and_ids_and_keeps_splits(tmp_path: Path) -> None:
+    single = _write_jsonl(
+        tmp_path / "a.jsonl",
+        [
+            {"id": "1", "text": "chest pain", "labels": ["C14"], "split": "train"},
+            {"id": "2", "text": "lung tumour", "labels": "C04", "split": "test"},
+        ],
+    )
+    multi = _write_jsonl(
+        tmp_path / "b.jsonl",
+        [
+            {"id": "1", "text": "cells divide", "labels": ["Sustaining proliferative signaling", "X"], "split": "dev"},
+            {"id": "2", "text": "no hallmark here", "labels": [], "split": "train", "labels_fine": []},
+        ],
+    )
+    raw = {
+        "kind": "jsonl_union",
+        "datasets": [
+            {"name": "ohsumed", "path": str(single)},
+            {"name": "hoc", "path": str(multi), "allow_empty_labels": True},
+        ],
+    }
+    notes = validate(DataConfig, {"source": raw}, source="data.yaml").source.read()
+    assert [n.id for n in notes] == ["ohsumed:1", "ohsumed:2", "hoc:1", "hoc:2"]  # the same ids, no collision
+    assert [n.labels for n in notes] == [
+        ("ohsumed:C14",),
+        ("ohsumed:C04",),
+        ("hoc:Sustaining proliferative signaling", "hoc:X"),
+        (),
+    ]
+    assert [n.split for n in notes] == ["train", "test", "dev", "train"]
+    assert notes[3].meta == {"dataset": "hoc", "labels_fine": []}
+    # an empty label set is an error in a dataset that does not allow it
+    raw["datasets"][1]["allow_empty_labels"] = False
+    with pytest.raises(InputError, match="empty label set"):
+        validate(DataConfig, {"source": raw}, source="data.yaml").source.read()
+
+
+@pytest.mark.parametrize(
+    ("datasets", "message"),
+    [
+        ([], "at least 1"),
+        ([{"name": "a", "path": "x"}, {"name": "a", "path": "y"}], "unique"),
+        ([{"name": "has space", "path": "x"}], "no spaces"),
+        ([{"name": "a", "path": "x", "colour": 1}], "colour"),
+    ],
+)
+def test_jsonl_union_rejects_bad_datasets(datasets: list, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(DataConfig, {"source": {"kind": "jsonl_union", "datasets": datasets}}, source="data.yaml")
+
+
+@pytest.mark.skipif(
+    not (SHARED / "data" / "hoc" / "hoc.jsonl").is_file()
+    or not (SHARED / "data" / "ohsumed_single23" / "ohsumed_single23.jsonl").is_file(),
+    reason="needs ../shared/data/hoc and ../shared/data/ohsumed_single23",
+)
+def test_medline_textcnn_config_reads_ohsumed_and_hoc() -> None:
+    from medcoder.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "medline_textcnn.yaml", "train")
+    source = config.data.source.model_copy(
+        update={
+            "datasets": [
+                d.model_copy(update={"path": str(SHARED / "data" / Path(d.path).parent.name / Path(d.path).name)})
+                for d in config.data.source.datasets
+            ]
+        }
+    )
+    notes = source.read()
+    labels = {label for note in notes for label in note.labels}
+    assert len(notes) == 7400 + 1851
+    assert len({lab for lab in labels if lab.startswith("ohsumed:")}) == 23
+    assert len({lab for lab in labels if lab.startswith("hoc:")}) == 10

@@ -97,9 +97,13 @@ def _read_object(path: Path) -> dict[str, Any]:
 
 
 def _upgrade_run(run: Any, bundle_format: str) -> Any:
-    """A medcoder 0.1 (``medcoder.bundle.v1``) run config in today's shape: its word-level models carried
-    ``transfer: null`` (only ``textcnn.v1`` has ``transfer`` now)."""
+    """An older run config in today's shape: medcoder 0.1 (``medcoder.bundle.v1``) word-level models carried
+    ``transfer: null`` (only ``textcnn.v1`` has ``transfer`` now); a transfer TextCNN saved before
+    ``transfer.vocabulary`` existed used the source vocabulary (today's default is ``merged``)."""
     model = run.get("model") if isinstance(run, dict) else None
+    transfer = model.get("transfer") if isinstance(model, dict) else None
+    if isinstance(transfer, dict) and "vocabulary" not in transfer:
+        return {**run, "model": {**model, "transfer": {**transfer, "vocabulary": "source"}}}
     if bundle_format != "medcoder.bundle.v1" or not isinstance(model, dict) or model.get("type") == "textcnn.v1":
         return run
     if "transfer" in model and model["transfer"] is None:

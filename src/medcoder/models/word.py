@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from medcoder.errors import BundleError, ConfigError
 from medcoder.io import atomic_write_json, read_json_file
 from medcoder.models.networks.heads import CoderOutput
 from medcoder.models.torch_coder import TorchCoder, set_prior_bias
+
+if TYPE_CHECKING:
+    from medcoder.models.word_vectors import WordVectors
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +116,16 @@ class WordCoder(TorchCoder):
 
     def initial_embeddings(self, token_lists: list[list[str]]) -> np.ndarray | None:
         """Initial embedding rows ``[vocab, dim]`` for ``self.vocab_``, or None for a random start."""
+        vectors = self.initial_word_vectors(token_lists)
+        if vectors is None:
+            return None
+        matrix, coverage = vectors.embedding_matrix(self.vocab_, seed=self.seed)
+        logger.info("word vectors cover %.1f%% of the %d-word vocabulary", 100 * coverage, len(self.vocab_))
+        return matrix
+
+    def initial_word_vectors(self, token_lists: list[list[str]]) -> WordVectors | None:
+        """The word vectors ``embedding.init`` names (word2vec trained on ``token_lists`` + its corpus, or a
+        file), or None for ``init: random``."""
         emb = self.config.embedding
         if emb.init == "random":
             return None
@@ -139,9 +152,7 @@ class WordCoder(TorchCoder):
             )
         if vectors.vectors.shape[1] != emb.dim:
             raise ConfigError(f"embedding.dim is {emb.dim} but the word vectors have {vectors.vectors.shape[1]}")
-        matrix, coverage = vectors.embedding_matrix(self.vocab_, seed=self.seed)
-        logger.info("word vectors cover %.1f%% of the %d-word vocabulary", 100 * coverage, len(self.vocab_))
-        return matrix
+        return vectors
 
     # --------------------------------------------------- TorchCoder hooks
     def prepare(

@@ -6,6 +6,15 @@ feature extractor (embedding + convolutions): one is tuned on the target task,
 the other stays frozen, and their features are concatenated, so target
 training can adapt without forgetting what the source task taught.
 
+Vocabulary: with ``new_rows`` (``[N, E]``) the target vocabulary is the
+source's followed by N words the source lacks (ids ``V_source..V_source+N-1``),
+and the embedding becomes a :class:`MergedEmbedding`: the source table and a
+table of the new rows side by side. Under ``embeddings: frozen`` the source
+rows stay frozen and the new rows are trained (they start from target-side
+vectors the source convolutions never saw, and there is no source value to
+protect); under ``tuned`` both are. The frozen copy of ``dual`` freezes both
+tables at their starting values.
+
 Target network: source features ``[B, K*F]`` (``[B, 2*K*F]`` for dual) ->
 dropout -> new adaptation layer (linear + ReLU) ``[B, A]`` -> new output
 layer ``[B, L]``.
@@ -15,6 +24,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -35,6 +45,46 @@ def _set_trainable(module: nn.Module, trainable: bool) -> None:
         parameter.requires_grad_(trainable)
 
 
+class MergedEmbedding(nn.Module):
+    """A source embedding table (ids ``< n_source``) beside a table of new rows (ids ``>= n_source``).
+
+    Two tables rather than one with a gradient mask, so each can be frozen on its own and an
+    optimizer's weight decay can never move a frozen row. Same interface as
+    :class:`~medcoder.models.networks.cnn.WordEmbedding`: ``(input_ids, mask) -> [B, T, E]``,
+    zero where ``mask`` is False.
+    """
+
+    def __init__(self, source: nn.Module, new_rows: np.ndarray | Tensor) -> None:
+        super().__init__()
+        self.source = copy.deepcopy(source)  # a WordEmbedding
+        table = self.source.embedding
+        self.n_source = int(table.num_embeddings)
+        rows = torch.as_tensor(np.asarray(new_rows, dtype=np.float32))
+        if rows.ndim != 2 or rows.shape[1] != table.embedding_dim:
+            raise ValueError(f"new rows must be [n, {table.embedding_dim}], got {tuple(rows.shape)}")
+        self.new = nn.Embedding.from_pretrained(rows.clone(), freeze=False) if rows.shape[0] else None
+
+    @property
+    def dim(self) -> int:
+        return int(self.source.embedding.embedding_dim)
+
+    def set_trainable(self, source: bool, new: bool) -> None:
+        _set_trainable(self.source, source)
+        if self.new is not None:
+            _set_trainable(self.new, new)
+
+    def forward(self, input_ids: Tensor, mask: Tensor | None = None) -> Tensor:
+        """``input_ids`` ``[B, T]`` (merged ids) -> ``[B, T, E]``."""
+        if self.new is None:
+            return self.source(input_ids, mask)
+        is_new = input_ids >= self.n_source
+        old = self.source(torch.where(is_new, torch.zeros_like(input_ids), input_ids), mask)
+        new = self.new((input_ids - self.n_source).clamp(min=0))
+        if mask is not None:
+            new = new * mask.unsqueeze(-1).to(new.dtype)
+        return torch.where(is_new.unsqueeze(-1), new.to(old.dtype), old)
+
+
 class TransferTextCNN(nn.Module):
     """A TextCNN whose feature extractor comes from a source-task model."""
 
@@ -47,18 +97,24 @@ class TransferTextCNN(nn.Module):
         convolutions: str = "tuned",
         adaptation_dim: int = 256,
         dropout: float = 0.5,
+        new_rows: np.ndarray | Tensor | None = None,
     ) -> None:
         super().__init__()
         if embeddings not in ("frozen", "tuned") or convolutions not in ("frozen", "tuned", "dual"):
             raise ConfigError(f"unknown freezing policy: embeddings={embeddings!r}, convolutions={convolutions!r}")
-        self.embedding = copy.deepcopy(source.embedding)
+        self.embedding: nn.Module
+        if new_rows is None:  # the source vocabulary
+            self.embedding = copy.deepcopy(source.embedding)
+            _set_trainable(self.embedding, embeddings == "tuned")
+        else:  # merged: source rows frozen or tuned, new rows always trained
+            self.embedding = MergedEmbedding(source.embedding, new_rows)
+            self.embedding.set_trainable(embeddings == "tuned", True)
         self.convs = copy.deepcopy(source.convs)
-        _set_trainable(self.embedding, embeddings == "tuned")
         _set_trainable(self.convs, convolutions != "frozen")
         self.frozen_embedding: nn.Module | None = None
         self.frozen_convs: nn.ModuleList | None = None
         if convolutions == "dual":
-            self.frozen_embedding = copy.deepcopy(source.embedding)
+            self.frozen_embedding = copy.deepcopy(self.embedding)
             self.frozen_convs = copy.deepcopy(source.convs)
             _set_trainable(self.frozen_embedding, False)
             _set_trainable(self.frozen_convs, False)
