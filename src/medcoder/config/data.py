@@ -45,11 +45,20 @@ class LabelConfig(Strict):
     truncate: bool = False
     min_freq: int = Field(1, ge=1)
     top_k: int | None = Field(None, ge=1)
+    # seen_categories: the label space also holds every catalog code (ICD-10-CM) of the categories the
+    # train split codes, up to catalog_code_length characters without the dot (4: "M48.3"), so a model can
+    # score codes no training note carries (their descriptions, or a knowledge task, teach them)
+    catalog_codes: Literal["none", "seen_categories"] = "none"
+    catalog_code_length: int = Field(4, ge=3, le=7)
 
     @model_validator(mode="after")
     def _levels_need_a_hierarchy(self) -> LabelConfig:
         if self.level != "full" and self.system == "none":
             raise ValueError(f"level {self.level!r} needs an ICD system (system 'none' has no hierarchy)")
+        if self.catalog_codes != "none" and (self.system != "icd10cm" or self.level != "full"):
+            raise ValueError(
+                "catalog_codes needs system icd10cm at level full (the catalog lists full ICD-10-CM codes)"
+            )
         return self
 
 

@@ -93,6 +93,22 @@ def _catalog_report(placed_freq: Counter[str], system: str) -> dict[str, dict[st
     }
 
 
+def _catalog_additions(kept: Sequence[str], config: LabelConfig) -> list[str]:
+    """Catalog codes of the categories ``kept`` codes belong to, not in ``kept`` (``labels.catalog_codes``)."""
+    if config.catalog_codes == "none":
+        return []
+    from medcoder.data.icd import catalog_entries
+
+    categories = {code[:3] for code in kept}
+    known = set(kept)
+    codes, _ = catalog_entries(config.system)
+    return [
+        code
+        for code in codes
+        if code[:3] in categories and len(code.replace(".", "")) <= config.catalog_code_length and code not in known
+    ]
+
+
 def _option_problem(system: str, level: str, task: str, min_freq: Any, top_k: Any) -> tuple[str, str] | None:
     """``(key, message)`` for the first invalid fit option, else ``None``."""
     try:
@@ -204,13 +220,16 @@ class LabelSpace:
         dropped_top = [] if top_k is None else frequent[top_k:]
         codes = sorted(kept) if task == "multiclass" else kept
         kept_set = set(kept)
+        catalog = _catalog_additions(kept, config) if task == "multilabel" else []
+        codes = [*codes, *catalog]
 
         unmappable = [code for code in raw_freq if _map_code(code, system, level, truncate) is None]
         report = {
             "n_docs": len(mapped_docs),
             "n_raw_codes": len(raw_freq),
             "n_mapped_codes": len(freq),
-            "n_kept": len(codes),
+            "n_kept": len(kept),
+            "n_catalog_codes": len(catalog),
             "dropped_min_freq": _summary(freq, dropped_min),
             "dropped_top_k": _summary(freq, dropped_top),
             "unmappable": _summary(raw_freq, unmappable),

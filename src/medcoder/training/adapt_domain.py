@@ -41,6 +41,25 @@ def cut_into_blocks(ids: list[np.ndarray], content_length: int) -> list[np.ndarr
     return [note[i : i + content_length] for note in ids for i in range(0, len(note), content_length)]
 
 
+def continuation_pieces(tokenizer: Any) -> np.ndarray:
+    """bool ``[vocab]``: whether each token id continues the word before it (whole-word masking).
+
+    WordPiece marks continuations (``##ing``); byte-level BPE (``Ġword``) and
+    SentencePiece (``▁word``) mark word starts instead.
+    """
+    vocab = tokenizer.get_vocab()
+    size = max(vocab.values()) + 1
+    pieces = [""] * size
+    for token, index in vocab.items():
+        pieces[index] = token
+    if any(p.startswith("##") for p in pieces):
+        return np.array([p.startswith("##") for p in pieces], dtype=bool)
+    for marker in ("\u0120", "\u2581"):
+        if sum(p.startswith(marker) for p in pieces) > size // 10:
+            return np.array([bool(p) and not p.startswith(marker) for p in pieces], dtype=bool)
+    return np.zeros(size, dtype=bool)  # no word marks: every piece is a word
+
+
 def mask_tokens(
     blocks: list[np.ndarray],
     encoder: SubwordEncoder,
@@ -49,18 +68,28 @@ def mask_tokens(
     vocab_size: int,
     special_ids: set[int],
     seed: int,
+    continuation: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """BERT masking of ``[CLS] block [SEP]`` rows: of the chosen content tokens 80% [MASK], 10% random, 10% kept.
 
     Returns input_ids/attention_mask/labels ``[batch, time]``; labels are -100 except at
     chosen positions. The choice depends only on ``seed``; at least one token is chosen.
+    With ``continuation`` (:func:`continuation_pieces`) whole words are chosen:
+    each word with ``probability``, and then every piece of it.
     """
     rng = np.random.default_rng(seed)
     rows = collate_truncated(encoder, blocks, range(len(blocks)))
     input_ids, attention = rows["input_ids"].numpy(), rows["attention_mask"]
     content = rows["content_index"].numpy() >= 0
     content &= ~np.isin(input_ids, list(special_ids))
-    chosen = content & (rng.random(input_ids.shape) < probability)
+    draw = rng.random(input_ids.shape) < probability
+    if continuation is None:
+        chosen = content & draw
+    else:
+        starts = content & ~continuation[np.minimum(input_ids, len(continuation) - 1)]
+        positions = np.broadcast_to(np.arange(input_ids.shape[1]), input_ids.shape)
+        word_start = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)
+        chosen = content & (starts & draw)[np.arange(len(input_ids))[:, None], word_start]
     if not chosen.any() and content.any():
         chosen[np.argwhere(content)[0][0], np.argwhere(content)[0][1]] = True
     labels = np.where(chosen, input_ids, -100)
@@ -101,8 +130,14 @@ def masked_lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> to
     return torch.nn.functional.cross_entropy(logits.float(), labels[chosen])
 
 
-def _load_masked_lm(name: str, attention_dropout: float | None) -> tuple[torch.nn.Module, Any, bool]:
-    """(masked-LM model, tokenizer, whether the MLM head was created here because the checkpoint had none)."""
+def _load_masked_lm(
+    name: str, attention_dropout: float | None, *, tie_new_head: bool = True
+) -> tuple[torch.nn.Module, Any, bool]:
+    """(masked-LM model, tokenizer, whether the MLM head was created here because the checkpoint had none).
+
+    A created head's output weights are the word embeddings (``tie_new_head``) or
+    an untied copy of them, so the MLM loss does not move the input embeddings.
+    """
     from transformers import AutoModelForMaskedLM
 
     location = resolve_encoder(name)
@@ -112,7 +147,69 @@ def _load_masked_lm(name: str, attention_dropout: float | None) -> tuple[torch.n
     with quiet_transformers():
         model, info = AutoModelForMaskedLM.from_pretrained(location, config=config, output_loading_info=True)
     created = any(not key.startswith(model.base_model_prefix) for key in info.get("missing_keys", []))
+    output = model.get_output_embeddings()
+    if created and not tie_new_head and output is not None:
+        model.config.tie_word_embeddings = False
+        output.weight = torch.nn.Parameter(model.get_input_embeddings().weight.detach().clone())
     return model, tokenizer, created
+
+
+def weight_drift(start: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
+    """How far training moved the encoder: ||W - W0|| / ||W0|| per part (word embeddings, each layer)."""
+    base = getattr(model, model.base_model_prefix)
+    parts: dict[str, list[float]] = {}
+    for name, tensor in base.state_dict().items():
+        if name not in start or not tensor.is_floating_point():
+            continue
+        if "word_embeddings" in name:
+            part = "word_embeddings"
+        elif ".layer." in f".{name}":
+            pieces = name.split(".")
+            part = f"layer {pieces[pieces.index('layer') + 1]}"
+        else:
+            continue
+        before = start[name].float()
+        delta = float((tensor.float() - before).pow(2).sum())
+        parts.setdefault(part, [0.0, 0.0])
+        parts[part][0] += delta
+        parts[part][1] += float(before.pow(2).sum())
+    return {part: math.sqrt(d / max(n, 1e-12)) for part, (d, n) in parts.items()}
+
+
+def _train_head_first(
+    model: torch.nn.Module,
+    base: torch.nn.Module,
+    blocks: list[np.ndarray],
+    make_batch: Any,
+    config: AdaptDomainConfig,
+    checkpoint_dir: Path,
+    reporter: Reporter,
+) -> float:
+    """Train the new MLM head alone (the encoder frozen) for ``config.head_first_steps`` steps; its mean train loss."""
+    base.requires_grad_(False)
+    head = [p for p in model.parameters() if p.requires_grad]
+    n_blocks = min(len(blocks), config.head_first_steps * config.train.batch_size)
+    plan = LengthBucketPlan(
+        [len(b) for b in blocks[:n_blocks]], batch_size=config.train.batch_size, seed=config.seed, bucketing=True
+    )
+    head_config = config.train.model_copy(
+        update={"epochs": 1, "lr": config.head_lr, "warmup_ratio": 0.0, "early_stopping_metric": "loss"}
+    )
+    model.train()
+    with reporter.task("masked-LM head alone (encoder frozen)", total=None) as update:
+        result = train_loop(
+            model,
+            plan,
+            make_batch,
+            masked_lm_loss,
+            head_config,
+            checkpoint_dir=checkpoint_dir,
+            seed=config.seed,
+            progress=update,
+            param_groups=[{"params": head}],
+        )
+    base.requires_grad_(True)
+    return float(result.history[-1]["train_loss"])
 
 
 def adapt_domain(
@@ -127,9 +224,15 @@ def adapt_domain(
             raise MedcoderError(f"{output_dir}: exists and is not an encoder written by medcoder; choose a new folder")
     with reporter.task("reading the corpus"):  # before the encoder: a bad file fails fast
         texts = [text for path in config.corpus for text in read_unlabeled_texts(path, config.text_field)]
-    model, tokenizer, created_head = _load_masked_lm(config.encoder, config.attention_dropout)
+    model, tokenizer, created_head = _load_masked_lm(
+        config.encoder, config.attention_dropout, tie_new_head=config.tie_new_head
+    )
     if created_head:
-        logger.info("%s has no masked-LM head: a new one is trained (tied to the word embeddings)", config.encoder)
+        logger.info(
+            "%s has no masked-LM head: a new one is trained (%s)",
+            config.encoder,
+            "tied to the word embeddings" if config.tie_new_head else "untied",
+        )
     subwords = SubwordEncoder(tokenizer)
     with reporter.task("tokenizing"):
         encoded = subwords.encode(texts, max_tokens=10**9)
@@ -152,10 +255,17 @@ def adapt_domain(
 
     special = set(tokenizer.all_special_ids)
     vocab_size = int(model.get_input_embeddings().weight.shape[0])
+    continuation = continuation_pieces(tokenizer) if config.whole_word_masking else None
 
     def batch_of(chosen: list[np.ndarray], seed: int) -> dict[str, torch.Tensor]:
         return mask_tokens(
-            chosen, subwords, probability=config.mlm_probability, vocab_size=vocab_size, special_ids=special, seed=seed
+            chosen,
+            subwords,
+            probability=config.mlm_probability,
+            vocab_size=vocab_size,
+            special_ids=special,
+            seed=seed,
+            continuation=continuation,
         )
 
     def make_batch(indices: list[int], epoch: int, step: int) -> dict[str, torch.Tensor]:
@@ -181,8 +291,15 @@ def adapt_domain(
     )
     with torch.no_grad():
         before = evaluate(model.eval())["loss"]
-    model.train()
+    base = getattr(model, model.base_model_prefix)
+    start_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     work_dir = Path(f"{output_dir}.checkpoints")
+    after_head = None
+    if created_head and config.head_first_steps:
+        after_head = _train_head_first(model, base, train_blocks, make_batch, config, work_dir / "head", reporter)
+    if config.freeze_embeddings:
+        base.get_input_embeddings().requires_grad_(False)
+    model.train()
     with reporter.task("masked-LM training", total=None) as update:
         result = train_loop(
             model,
@@ -191,7 +308,7 @@ def adapt_domain(
             masked_lm_loss,
             train_config,
             evaluate=evaluate,
-            checkpoint_dir=work_dir,
+            checkpoint_dir=work_dir / "all",
             seed=config.seed,
             progress=update,
         )
@@ -208,7 +325,9 @@ def adapt_domain(
         "dev_blocks": n_dev,
         "block_tokens": config.max_tokens,
         "dev_mlm_loss_before": before,
+        "dev_mlm_loss_after_head_first": after_head,
         "dev_mlm_loss_after": after,
+        "weight_drift": weight_drift(start_weights, model),
         "dev_perplexity_before": math.exp(min(before, 50.0)),
         "dev_perplexity_after": math.exp(min(after, 50.0)),
         "best_epoch": result.best_epoch,

@@ -16,12 +16,53 @@ Every module returns a :class:`CoderOutput` like the word-level coders.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from medcoder.errors import ConfigError
 from medcoder.models.networks.heads import CoderOutput, LabelAttention, masked_mean_pool
+
+
+class _HiddenStatesIn(nn.Module):
+    """Stands in for an encoder's embedding layer: its input (``inputs_embeds``) is already hidden states."""
+
+    def forward(self, input_ids: Tensor | None = None, inputs_embeds: Tensor | None = None, **_: Any) -> Tensor:
+        assert inputs_embeds is not None
+        return inputs_embeds
+
+
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The stack of transformer layers of a BERT-family encoder (``encoder.encoder.layer``)."""
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not isinstance(getattr(encoder, "embeddings", None), nn.Module):
+        raise ConfigError(
+            f"freeze_layers needs an encoder with .embeddings and .encoder.layer (BERT, RoBERTa, ELECTRA...); "
+            f"{type(encoder).__name__} has another layout"
+        )
+    return layers
+
+
+def encoder_slice(encoder: nn.Module, start: int, stop: int, *, embed: bool) -> nn.Module:
+    """A view of ``encoder`` running only layers ``start:stop`` (the same parameters, nothing copied).
+
+    With ``embed`` the view takes token ids like the encoder; without, its
+    ``inputs_embeds`` are the hidden states entering layer ``start``. The model's
+    own forward still builds the attention mask, so every attention
+    implementation of the encoder works unchanged.
+    """
+    layers = encoder_layers(encoder)
+    view = copy.copy(encoder)
+    view._modules = dict(encoder._modules)
+    inner = copy.copy(encoder.encoder)
+    inner._modules = dict(encoder.encoder._modules)
+    inner.layer = nn.ModuleList(list(layers)[start:stop])
+    view.encoder = inner
+    if not embed:
+        view.embeddings = _HiddenStatesIn()
+    return view
 
 
 class ProjectedLabelAttention(nn.Module):
@@ -75,6 +116,12 @@ class TransformerCoderModule(nn.Module):
     evidence span"); their logits come back in ``CoderOutput.auxiliary``
     (``[batch, level labels]`` per level, ``spans``: ``[batch, positions]``
     aligned with content_index). :meth:`drop_auxiliary` removes them once trained.
+
+    ``frozen_layers`` = k > 0 freezes the embeddings and the lowest k layers (kept
+    in eval mode: no dropout). :meth:`frozen_states` gives their output for a
+    batch, and a batch that carries it as ``frozen_states`` ``[rows, time,
+    hidden]`` runs only the layers above: the coder computes the frozen part once
+    per note and training pays for the top layers alone.
     """
 
     def __init__(
@@ -90,9 +137,23 @@ class TransformerCoderModule(nn.Module):
         segment_layers: int,
         aux_labels: dict[str, int] | None = None,
         span_tagging: bool = False,
+        frozen_layers: int = 0,
     ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.frozen_layers = frozen_layers
+        # views sharing the encoder's parameters, kept out of the module tree (no duplicate weights in state_dict)
+        self._views: tuple[nn.Module, nn.Module] | None = None
+        if frozen_layers:
+            layers = encoder_layers(encoder)
+            if frozen_layers > len(layers):
+                raise ConfigError(f"freeze_layers is {frozen_layers} but the encoder has {len(layers)} layers")
+            for module in [encoder.embeddings, *list(layers)[:frozen_layers]]:
+                module.requires_grad_(False)
+            self._views = (
+                encoder_slice(encoder, 0, frozen_layers, embed=True),
+                encoder_slice(encoder, frozen_layers, len(layers), embed=False),
+            )
         self.architecture, self.head_kind, self.pooling = architecture, head, pooling
         hidden = int(encoder.config.hidden_size)
 
@@ -111,6 +172,23 @@ class TransformerCoderModule(nn.Module):
                 hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True, norm_first=True
             )
             self.segment_encoder = nn.TransformerEncoder(layer, segment_layers, enable_nested_tensor=False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if not self.frozen_layers:
+            return []
+        return [self.encoder.embeddings, *list(encoder_layers(self.encoder))[: self.frozen_layers]]
+
+    def train(self, mode: bool = True) -> TransformerCoderModule:
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()  # frozen layers never drop out: their output is the cached one
+        return self
+
+    @torch.no_grad()
+    def frozen_states(self, batch: dict[str, Tensor]) -> Tensor:
+        """The hidden states leaving the frozen layers for a batch's rows ``[rows, time, hidden]``."""
+        assert self._views is not None, "frozen_states needs frozen_layers > 0"
+        return self._views[0](input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
 
     def drop_auxiliary(self) -> None:
         """Remove the auxiliary heads: what is left is the model a bundle stores."""
@@ -143,7 +221,13 @@ class TransformerCoderModule(nn.Module):
         return masked_mean_pool(mixed, present)
 
     def forward(self, batch: dict[str, Tensor]) -> CoderOutput:
-        states = self.encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        if "frozen_states" in batch and self._views is not None:
+            top = self._views[1]
+            states = top(inputs_embeds=batch["frozen_states"], attention_mask=batch["attention_mask"]).last_hidden_state
+        else:
+            states = self.encoder(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).last_hidden_state
         needs_tokens = self.head_kind == "label_attention" or self.span_head is not None
         tokens = self._token_grid(states, batch) if needs_tokens else None
         token_mask = batch["content_index"] >= 0
