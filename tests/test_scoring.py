@@ -148,3 +148,15 @@ def test_format_metrics_table(result: dict) -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="shape"):
         evaluate_multilabel(GOLD, SCORES[:, :2], CODES, Thresholds("global", 0.5), TRAIN_FREQ)
+
+
+def test_unseen_gold_map_and_recall_rank_unseen_gold_against_wrong_codes_only() -> None:
+    codes = ["A00", "B00", "C00"]  # B00: in the label space (a catalog code) but in no train note
+    gold = [["A00", "B00"], ["A00"], ["D00"]]  # D00: unseen and outside the model's columns
+    scores = np.array([[0.9, 0.5, 0.7], [0.8, 0.1, 0.1], [0.2, 0.3, 0.4]])
+    out = evaluate_multilabel(gold, scores, codes, Thresholds("global", 0.5), {"A00": 2, "C00": 1})
+    unseen = out["all_gold"]["unseen_gold"]
+    # note 1: A00 (seen gold) leaves the ranking, C00 (wrong) 0.7 > B00 0.5: AP 1/2; note 3: D00 a miss, AP 0;
+    # note 2 has no unseen gold and drops out
+    assert unseen["n_docs"] == 2 and unseen["n_gold"] == 2
+    assert unseen["map"] == pytest.approx(0.25) and unseen["recall_at_10"] == pytest.approx(0.5)

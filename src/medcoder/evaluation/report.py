@@ -204,7 +204,7 @@ def render_experiment_table(name: str, rows: list[dict[str, Any]]) -> str:
     lines = [
         f"# {name}",
         "",
-        "Test split, thresholds tuned on dev; all-gold label space (METRICS.md). mean ± sd over seeds; "
+        "Test split (dev MAP: the dev split), thresholds tuned on dev; all-gold label space (METRICS.md); unseen: the test gold codes no train note carries, ranked against wrong codes only. mean ± sd over seeds; "
         "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum).",
         "",
         "| variant | seeds | " + " | ".join(titles) + " |",

@@ -85,6 +85,33 @@ def _section(
     return out
 
 
+def _unseen_gold(
+    y: np.ndarray, scores: np.ndarray, n_model: int, unseen_cols: np.ndarray, k: int = 10
+) -> dict[str, Any]:
+    """MAP and recall@k of the gold codes no train note carries (the convention of the retrieval reports).
+
+    Each note's seen gold codes leave its ranking, so an unseen gold code competes
+    only with wrong codes; notes without an unseen gold code drop out; unseen gold
+    codes outside the model's columns count as misses (they add 0 to AP and recall).
+    """
+    gold = y & unseen_cols
+    rows = gold.any(axis=1)
+    out: dict[str, Any] = {"n_docs": int(rows.sum()), "n_gold": int(gold.sum())}
+    if not rows.any():
+        return out | {"map": None, f"recall_at_{k}": None}
+    ranked = scores[rows, :n_model].copy()
+    # seen gold codes leave the ranking: below every other code, where they precede no gold code
+    ranked[y[rows, :n_model] & ~unseen_cols[:n_model]] = ranked.min(initial=0.0) - 1.0
+    visible = gold[rows, :n_model]
+    n_gold = gold[rows].sum(axis=1)
+    top = m.rank_order(ranked)[:, :k]
+    hits = np.take_along_axis(visible, top, axis=1).sum()
+    return out | {
+        "map": _clean(m.mean_average_precision(visible, ranked, n_gold=n_gold)),
+        f"recall_at_{k}": _clean(float(hits / n_gold.sum())),
+    }
+
+
 def evaluate_multilabel(
     gold: Sequence[Sequence[str]],
     scores: np.ndarray,
@@ -137,6 +164,7 @@ def evaluate_multilabel(
     unseen = freq == 0
 
     all_gold = _section(y_all, full_scores, full_pred, n_model, unseen, ks, skip_empty=False)
+    all_gold["unseen_gold"] = _unseen_gold(y_all, full_scores, n_model, unseen)
     # extra_gold columns are all unseen and never scored: train-seen drops them.
     n_seen_space = n_model + len(extra_train)
     y_seen = y_all[:, :n_seen_space] & ~unseen[:n_seen_space]

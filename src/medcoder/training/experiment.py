@@ -33,12 +33,15 @@ logger = logging.getLogger(__name__)
 
 # (column title, path into a run's metrics/timing) — the headline figures of METRICS.md
 MULTILABEL_COLUMNS = (
+    ("dev MAP", ("dev", "all_gold", "map")),
     ("MAP", ("test", "all_gold", "map")),
     ("micro-F1", ("test", "all_gold", "micro_f1")),
     ("macro-F1", ("test", "all_gold", "macro_f1")),
     ("macro-F1 (gold)", ("test", "all_gold", "macro_f1_with_gold")),
     ("micro-AUC", ("test", "all_gold", "micro_auc")),
     ("P@8", ("test", "all_gold", "p_at_8")),
+    ("unseen MAP", ("test", "all_gold", "unseen_gold", "map")),
+    ("unseen R@10", ("test", "all_gold", "unseen_gold", "recall_at_10")),
     ("train s", ("timing", "train")),
     ("best epoch", ("timing", "best_epoch")),
 )
@@ -61,7 +64,7 @@ class RunRecord:
 
 
 def _lookup(record: RunRecord, path: tuple[str, ...]) -> float | None:
-    node: Any = {"test": record.metrics.get("test", {}), "timing": record.timing}
+    node: Any = {"test": record.metrics.get("test", {}), "dev": record.metrics.get("dev", {}), "timing": record.timing}
     for key in path:
         if not isinstance(node, dict) or key not in node:
             return None
