@@ -528,3 +528,26 @@ def test_frozen_lower_layers_are_cached_and_give_the_full_encoders_output(tiny_b
     assert "frozen_states" in cached and "frozen_states" not in whole
     with torch.no_grad():
         np.testing.assert_allclose(network(cached).logits.numpy(), network(whole).logits.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_shared_projection_lets_the_level_heads_train_the_code_heads_projection(tiny_bert) -> None:
+    from medcoder.models.hf_encoders import load_encoder
+    from medcoder.models.networks.transformer import TransformerCoderModule
+
+    encoder, _ = load_encoder(tiny_bert, attention_dropout=0.0)
+    options = dict(architecture="trun", head="label_attention", pooling="cls", dropout=0.0, projection=8)
+    network = TransformerCoderModule(
+        encoder, 5, segment_layers=1, aux_labels={"chapter": 3}, shared_projection=True, frozen_layers=2, **options
+    )
+    assert network.aux_heads["chapter"].projection is network.head.projection
+    batch = {
+        "input_ids": torch.randint(1000, 2000, (2, 10)),
+        "attention_mask": torch.ones(2, 10, dtype=torch.bool),
+        "content_index": torch.arange(10).repeat(2, 1),
+    }
+    output = network(batch)
+    output.auxiliary["chapter"].sum().backward()  # the level loss alone
+    assert network.head.projection.weight.grad is not None and network.head.projection.weight.grad.abs().sum() > 0
+    assert network.head.attention.attention_weight.grad is None  # the code head's own weights: untouched
+    network.drop_auxiliary()
+    assert not any(k.startswith("aux_heads.") for k in network.state_dict())

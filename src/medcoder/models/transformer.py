@@ -60,6 +60,9 @@ class AuxiliaryTasksConfig(Strict):
     # ICD hierarchy heads beside the full-code head (targets: the ancestors of each note's codes)
     levels: list[Literal["chapter", "block", "category"]] = Field(default_factory=list)
     level_weight: float = Field(0.5, ge=0.0)
+    # label attention: the level heads use the main head's projection tanh(W h) instead of their own, so the
+    # levels shape what the code head sees even when the encoder is frozen (freeze_layers = all)
+    shared_projection: bool = False
     # token tagging of the coded evidence spans, on notes that carry span annotations
     span_tagging: bool = False
     span_weight: float = Field(0.5, ge=0.0)
@@ -186,6 +189,7 @@ class TransformerCoder(TorchCoder):
             segment_layers=cfg.segment_layers,
             aux_labels=self.auxiliary_["levels"] if training else None,
             span_tagging=bool(self.auxiliary_["span_tagging"]) if training else False,
+            shared_projection=cfg.auxiliary is not None and cfg.auxiliary.shared_projection,
             frozen_layers=cfg.freeze_layers,
         )
         if not training:

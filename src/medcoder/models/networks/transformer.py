@@ -68,10 +68,12 @@ def encoder_slice(encoder: nn.Module, start: int, stop: int, *, embed: bool) -> 
 class ProjectedLabelAttention(nn.Module):
     """PLM-ICD's head: label attention over ``tanh(W h)``, ``[batch, time, hidden]`` -> ``[batch, labels]``."""
 
-    def __init__(self, hidden: int, n_labels: int, *, projection: int, dropout: float) -> None:
+    def __init__(
+        self, hidden: int, n_labels: int, *, projection: int, dropout: float, shared: nn.Linear | None = None
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.projection = nn.Linear(hidden, projection)
+        self.projection = shared if shared is not None else nn.Linear(hidden, projection)
         self.attention = LabelAttention(projection, n_labels)
 
     @property
@@ -137,6 +139,7 @@ class TransformerCoderModule(nn.Module):
         segment_layers: int,
         aux_labels: dict[str, int] | None = None,
         span_tagging: bool = False,
+        shared_projection: bool = False,
         frozen_layers: int = 0,
     ) -> None:
         super().__init__()
@@ -157,13 +160,14 @@ class TransformerCoderModule(nn.Module):
         self.architecture, self.head_kind, self.pooling = architecture, head, pooling
         hidden = int(encoder.config.hidden_size)
 
-        def make_head(n: int) -> nn.Module:
+        def make_head(n: int, shared: nn.Linear | None = None) -> nn.Module:
             if head == "label_attention":
-                return ProjectedLabelAttention(hidden, n, projection=projection, dropout=dropout)
+                return ProjectedLabelAttention(hidden, n, projection=projection, dropout=dropout, shared=shared)
             return PooledHead(hidden, n, dropout=dropout)
 
         self.head = make_head(n_labels)
-        self.aux_heads = nn.ModuleDict({name: make_head(n) for name, n in (aux_labels or {}).items()})
+        shared = self.head.projection if shared_projection and head == "label_attention" else None
+        self.aux_heads = nn.ModuleDict({name: make_head(n, shared) for name, n in (aux_labels or {}).items()})
         self.span_head: nn.Module | None = nn.Linear(hidden, 1) if span_tagging else None
         self.segment_encoder: nn.Module | None = None
         if architecture == "hier" and head == "pooled":
