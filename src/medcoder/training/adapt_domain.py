@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,7 @@ def adapt_domain(
     plan = LengthBucketPlan(
         [len(b) for b in train_blocks], batch_size=config.train.batch_size, seed=config.seed, bucketing=True
     )
+    started = time.perf_counter()
     with torch.no_grad():
         before = evaluate(model.eval())["loss"]
     base = getattr(model, model.base_model_prefix)
@@ -328,6 +330,7 @@ def adapt_domain(
         "dev_mlm_loss_after_head_first": after_head,
         "dev_mlm_loss_after": after,
         "weight_drift": weight_drift(start_weights, model),
+        "seconds": time.perf_counter() - started,
         "dev_perplexity_before": math.exp(min(before, 50.0)),
         "dev_perplexity_after": math.exp(min(after, 50.0)),
         "best_epoch": result.best_epoch,
