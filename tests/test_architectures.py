@@ -103,6 +103,14 @@ def train(model: nn.Module, steps: int = 30, lr: float = 0.02) -> tuple[float, f
     return losses[0], losses[-1]
 
 
+def model_dim(model: torch.nn.Module) -> int:
+    """The input width of a model's label-attention head (0 without one)."""
+    from medcoder.models.networks.heads import LabelAttention
+
+    heads = [m for m in model.modules() if isinstance(m, LabelAttention)]
+    return int(heads[0].attention_weight.shape[1]) if heads else 0
+
+
 @pytest.mark.parametrize("name", BUILDERS)
 def test_output_shapes_and_attention_rows(name: str) -> None:
     model = build(name).eval()
@@ -110,7 +118,8 @@ def test_output_shapes_and_attention_rows(name: str) -> None:
     with torch.no_grad():
         out = model(ids, mask)
     assert out.logits.shape == (3, LABELS)
-    assert out.features is not None and out.features.shape[0] == 3
+    # label attention over fewer positions than dimensions builds no label vectors (LabelAttention)
+    assert out.features is None if name in WITH_ATTENTION and model_dim(model) > 10 else out.features.shape[0] == 3
     if name not in WITH_ATTENTION:
         assert out.attention is None
         return
@@ -272,11 +281,11 @@ def test_masked_pooling_and_softmax_ignore_padding() -> None:
 
 def test_label_attention_matches_explicit_per_label_computation() -> None:
     torch.manual_seed(3)
-    head = LabelAttention(5, 3)
-    hidden = torch.randn(2, 4, 5)
+    head = LabelAttention(3, 3)  # 4 positions >= 3 dimensions: the label vectors path
+    hidden = torch.randn(2, 4, 3)
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
     logits, attention, vectors = head(hidden, mask)
-    assert logits.shape == (2, 3) and attention.shape == (2, 3, 4) and vectors.shape == (2, 3, 5)
+    assert logits.shape == (2, 3) and attention.shape == (2, 3, 4) and vectors.shape == (2, 3, 3)
     for doc in range(2):
         n = int(mask[doc].sum())
         for label in range(3):
@@ -285,8 +294,8 @@ def test_label_attention_matches_explicit_per_label_computation() -> None:
             logit = v @ head.output_weight[label] + head.output_bias[label]
             torch.testing.assert_close(attention[doc, label, :n], alpha)
             torch.testing.assert_close(logits[doc, label], logit)
-    pooled = PooledLinear(5, 3, dropout=0.0)
-    assert pooled(torch.randn(2, 5)).shape == (2, 3)
+    pooled = PooledLinear(3, 3, dropout=0.0)
+    assert pooled(torch.randn(2, 3)).shape == (2, 3)
 
 
 def test_bigru_rejects_left_padded_input() -> None:
@@ -341,3 +350,21 @@ def test_top_evidence_window_and_top_limits() -> None:
         top_evidence(row, offsets, [1])
     with pytest.raises(ValueError, match="window"):
         top_evidence(row, offsets, [0], window=0)
+
+
+def test_label_attention_short_inputs_take_the_path_without_label_vectors_and_agree() -> None:
+    import torch
+
+    from medcoder.models.networks.heads import LabelAttention
+
+    torch.manual_seed(0)
+    head = LabelAttention(16, 50)
+    torch.nn.init.normal_(head.output_bias)
+    for time in (5, 40):  # shorter than in_dim: no label vectors; longer: the label vectors path
+        hidden = torch.randn(3, time, 16)
+        mask = torch.rand(3, time) > 0.3
+        mask[:, 0] = True
+        logits, attention, vectors = head(hidden, mask)
+        expected = (torch.bmm(attention, hidden) * head.output_weight).sum(-1) + head.output_bias
+        torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+        assert (vectors is None) == (time < 16)

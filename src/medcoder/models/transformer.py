@@ -44,6 +44,8 @@ from medcoder.registry import MODELS
 
 logger = logging.getLogger(__name__)
 
+_CACHE_TOKENS = 8192  # rows x width of one batch through the frozen layers when caching their output
+
 
 def _transformer_train() -> TrainConfig:
     # Fine-tuning defaults from the literature: small LR, warmup, few epochs.
@@ -351,12 +353,16 @@ class TransformerCoder(TorchCoder):
         assert network is not None
         states: list[list[torch.Tensor]] = [[] for _ in range(len(corpus))]
         order = np.argsort(corpus.lengths, kind="stable").tolist()
+        batches: list[list[int]] = [[]]  # similar lengths together, about _CACHE_TOKENS tokens a batch
+        for i in order:
+            if batches[-1] and (len(batches[-1]) + 1) * (int(corpus.lengths[i]) + 2) > _CACHE_TOKENS:
+                batches.append([])
+            batches[-1].append(i)
         was_training = network.training
         network.eval()
         # normal tensors even when called from a scoring pass under inference_mode: training reuses them
         with torch.inference_mode(False), torch.no_grad():
-            for start in range(0, len(order), self.predict_batch_size):
-                indices = order[start : start + self.predict_batch_size]
+            for indices in batches:
                 rows = self._collate(corpus, indices)
                 out = network.frozen_states(rows)
                 lengths = rows["attention_mask"].sum(dim=1).tolist()

@@ -109,7 +109,10 @@ class LabelAttention(nn.Module):
       no ``[batch, labels, time, in_dim]`` tensor is ever built, which with
       thousands of labels and long notes would not fit in memory);
     - ``logit_l = w_l . v_l + b_l`` with ``w`` = ``output_weight`` ``[labels, in_dim]``
-      and ``b`` = ``output_bias`` ``[labels]``, computed as ``(V * W).sum(-1)``.
+      and ``b`` = ``output_bias`` ``[labels]``, computed as ``(V * W).sum(-1)``; for inputs
+      shorter than ``in_dim`` positions as ``sum_t alpha_lt (w_l . h_t)`` instead, which never
+      builds ``V`` (the label vectors then come back as None): with thousands of labels and
+      short texts that is most of the head's time and memory.
 
     ``U`` and ``W`` are xavier-uniform (fan-in ``in_dim``, fan-out ``labels``),
     ``b`` starts at zero. ``output_weight`` is the ``beta`` that DR-CAML pulls
@@ -126,9 +129,16 @@ class LabelAttention(nn.Module):
 
     def forward(self, hidden: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``hidden`` ``[batch, time, in_dim]``, ``mask`` ``[batch, time]`` ->
-        (logits ``[batch, labels]``, attention ``[batch, labels, time]``, label vectors ``[batch, labels, in_dim]``)."""
+        (logits ``[batch, labels]``, attention ``[batch, labels, time]``, label vectors ``[batch, labels, in_dim]``
+        or None when ``time`` < ``in_dim``)."""
         scores = torch.matmul(self.attention_weight, hidden.transpose(1, 2))  # [B, L, T]
         attention = masked_softmax(scores, mask.unsqueeze(1))
+        if hidden.shape[1] < hidden.shape[2]:
+            # Fewer positions than dimensions (short texts): w_l . (sum_t a_lt h_t) = sum_t a_lt (w_l . h_t),
+            # so [B, L, T] tensors replace the [B, L, in_dim] label vectors, which are not built (None).
+            values = torch.matmul(self.output_weight, hidden.transpose(1, 2))  # [B, L, T]
+            logits = (attention.to(values.dtype) * values).sum(dim=-1) + self.output_bias
+            return logits, attention, None
         # Under autocast the matmul runs in bf16; cast alpha to H's dtype so both agree.
         vectors = torch.bmm(attention.to(hidden.dtype), hidden)
         logits = (vectors * self.output_weight).sum(dim=-1) + self.output_bias

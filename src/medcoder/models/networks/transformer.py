@@ -80,7 +80,7 @@ class ProjectedLabelAttention(nn.Module):
     def output_bias(self) -> nn.Parameter:
         return self.attention.output_bias
 
-    def forward(self, states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, states: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         projected = torch.tanh(self.projection(self.dropout(states)))
         return self.attention(projected, mask)
 
