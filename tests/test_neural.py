@@ -105,9 +105,16 @@ def source_bundle(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("embeddings", "convolutions"), [("frozen", "frozen"), ("frozen", "tuned"), ("tuned", "tuned"), ("frozen", "dual")]
+    ("embeddings", "convolutions", "adaptation"),
+    [
+        ("frozen", "frozen", 32),
+        ("frozen", "tuned", 32),
+        ("tuned", "tuned", 32),
+        ("frozen", "dual", 32),
+        ("tuned", "tuned", None),
+    ],
 )
-def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_path) -> None:
+def test_transfer_policies(source_bundle, data, embeddings, convolutions, adaptation, tmp_path) -> None:
     from medcoder.models.textcnn import load_source_textcnn
 
     (texts, y), (dev_texts, dev_y), (test_texts, test_y) = data
@@ -115,12 +122,14 @@ def test_transfer_policies(source_bundle, data, embeddings, convolutions, tmp_pa
         "source": str(source_bundle),
         "embeddings": embeddings,
         "convolutions": convolutions,
-        "adaptation_dim": 32,
+        "adaptation_dim": adaptation,
     }
     model = build_model(model_config("textcnn.v1", transfer=transfer), n_labels=len(TRIGGERS), task="multilabel")
     model.fit(texts, y, dev=DevSet(dev_texts, dev_y))
     source, _, _ = load_source_textcnn(source_bundle)
     network = model.members_[0]
+    # without an adaptation layer the new output reads the source features directly
+    assert network.output.linear.in_features == (32 if adaptation else sum(c.out_channels for c in source.convs))
     same_embedding = torch.equal(_source_rows(network.embedding), source.embedding.embedding.weight)
     same_convs = all(torch.equal(a.weight, b.weight) for a, b in zip(network.convs, source.convs, strict=True))
     assert same_embedding == (embeddings == "frozen")

@@ -53,7 +53,8 @@ class TransferConfig(Strict):
     source: PathText  # a TextCNN model directory trained on the source task
     embeddings: Literal["frozen", "tuned"] = "frozen"
     convolutions: Literal["frozen", "tuned", "dual"] = "tuned"  # dual: a tuned copy beside a frozen copy
-    adaptation_dim: int = Field(256, ge=1)  # the new layer between source features and the new output
+    # the new layer between source features and the new output; null: none (the output reads the features)
+    adaptation_dim: int | None = Field(256, ge=1)
     # merged: source vocabulary + the target train split's words it lacks (new rows trained); source: old behaviour
     vocabulary: Literal["source", "merged"] = "merged"
     align_new_rows: bool = True  # merged: map the target's word vectors into the source space (Procrustes)

@@ -95,7 +95,7 @@ class TransferTextCNN(nn.Module):
         *,
         embeddings: str = "frozen",
         convolutions: str = "tuned",
-        adaptation_dim: int = 256,
+        adaptation_dim: int | None = 256,
         dropout: float = 0.5,
         new_rows: np.ndarray | Tensor | None = None,
     ) -> None:
@@ -119,8 +119,14 @@ class TransferTextCNN(nn.Module):
             _set_trainable(self.frozen_embedding, False)
             _set_trainable(self.frozen_convs, False)
         width = sum(conv.out_channels for conv in source.convs) * (2 if convolutions == "dual" else 1)
-        self.adaptation = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, adaptation_dim), nn.ReLU())
-        self.output = PooledLinear(adaptation_dim, n_labels, dropout)
+        # adaptation_dim None: no adaptation layer, the new output reads the source features (dropout once),
+        # i.e. a TextCNN of the target's shape started from the source's embeddings and convolutions
+        self.adaptation: nn.Module = (
+            nn.Identity()
+            if adaptation_dim is None
+            else nn.Sequential(nn.Dropout(dropout), nn.Linear(width, adaptation_dim), nn.ReLU())
+        )
+        self.output = PooledLinear(width if adaptation_dim is None else adaptation_dim, n_labels, dropout)
 
     def forward(self, input_ids: Tensor, mask: Tensor) -> CoderOutput:
         """``input_ids``, ``mask`` ``[B, T]`` -> logits ``[B, L]``; features ``[B, adaptation_dim]``."""
