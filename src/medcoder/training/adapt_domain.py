@@ -296,9 +296,11 @@ def adapt_domain(
     base = getattr(model, model.base_model_prefix)
     start_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     work_dir = Path(f"{output_dir}.checkpoints")
-    after_head = None
+    after_head = head_train_loss = None
     if created_head and config.head_first_steps:
-        after_head = _train_head_first(model, base, train_blocks, make_batch, config, work_dir / "head", reporter)
+        head_train_loss = _train_head_first(model, base, train_blocks, make_batch, config, work_dir / "head", reporter)
+        with torch.no_grad():
+            after_head = evaluate(model.eval())["loss"]
     if config.freeze_embeddings:
         base.get_input_embeddings().requires_grad_(False)
     model.train()
@@ -328,6 +330,7 @@ def adapt_domain(
         "block_tokens": config.max_tokens,
         "dev_mlm_loss_before": before,
         "dev_mlm_loss_after_head_first": after_head,
+        "head_first_train_loss": head_train_loss,
         "dev_mlm_loss_after": after,
         "weight_drift": weight_drift(start_weights, model),
         "seconds": time.perf_counter() - started,
