@@ -118,9 +118,8 @@ def main() -> None:
     parser.add_argument("--mlm", nargs="*", type=Path, default=[])
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    parts = []
-    for experiment in args.experiments:
-        parts.append(f"## {experiment}\n\n" + markdown(run_rows(experiment)))
+    rows = [row for experiment in args.experiments for row in run_rows(experiment)]
+    parts = [markdown(rows)]
     if args.mlm:
         parts.append("## masked-LM stage (held-out loss, weight drift)\n\n" + markdown(mlm_rows(args.mlm)))
     text = "\n".join(parts)
