@@ -250,6 +250,7 @@ def test_catalog_codes_add_the_seen_categories_codes_with_no_training_note() -> 
     assert all(code[:3] in {"I10", "R50", "E11", "R52", "T81"} for code in extra)
     assert all(len(code.replace(".", "")) <= 4 for code in extra) and len(set(space.codes)) == len(space.codes)
     assert space.report["n_kept"] == 6 and space.report["n_catalog_codes"] == len(extra) > 10
+    assert all(space.train_freq[code] == 0 for code in extra) and space.train_freq["I10"] == 3
     assert "E11.65" in space.codes and "E11.641" not in space.codes  # 5 characters: only the trained one
     again = LabelSpace.from_dict(json.loads(json.dumps(space.to_dict())))
     assert again.codes == space.codes

@@ -238,6 +238,7 @@ class LabelSpace:
         }
         _warn_about(report, system, level, len(placed_freq))
         train_freq = {code: freq[code] for code in _by_frequency(freq, freq)}
+        train_freq.update(dict.fromkeys(catalog, 0))  # catalog codes: in the space, in no train note
         return cls(
             codes,
             train_freq=train_freq,
