@@ -311,6 +311,20 @@ def _describe(code: str, system: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=_CACHE_SIZE)
+def inclusion_terms(code: str, system: str) -> tuple[str, ...]:
+    """The catalog's inclusion terms and "includes" notes of ``code``, each once (ICD-10-CM only; else none).
+
+    Codes the catalog does not list exactly have none.
+    """
+    if system != "icd10cm":
+        return ()
+    cm = _cm()
+    if not cm.is_valid_item(code):
+        return ()
+    return tuple(dict.fromkeys(t.strip() for t in [*cm.get_inclusion_term(code), *cm.get_includes(code)] if t.strip()))
+
+
 def describe(code: str, system: str) -> str | None:
     """The catalog description of ``code`` (codes, blocks and chapters).
 

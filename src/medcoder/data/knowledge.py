@@ -15,10 +15,11 @@ so the trained classifier ranks them instead of scoring them all alike.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import numpy as np
+
+from medcoder.data.icd import inclusion_terms
 
 TEMPLATES = (
     "Patient admitted with {a}.",
@@ -28,16 +29,6 @@ TEMPLATES = (
     "The patient was treated for {a}; {b} was also noted.",
     "Discharge diagnosis: {a}. Comorbidity: {b}.",
 )
-
-
-@functools.cache
-def _catalog_terms(code: str) -> tuple[str, ...]:
-    """Inclusion terms and "includes" notes of an ICD-10-CM code (none for codes the catalog lacks)."""
-    import simple_icd_10_cm as cm
-
-    if not cm.is_valid_item(code):
-        return ()
-    return tuple(dict.fromkeys(t.strip() for t in [*cm.get_inclusion_term(code), *cm.get_includes(code)] if t.strip()))
 
 
 def knowledge_texts(
@@ -67,8 +58,8 @@ def knowledge_texts(
         description = str(descriptions[i])
         texts.append(description)
         labels.append([i])
-        if system == "icd10cm" and terms_per_code:
-            for term in _catalog_terms(codes[i])[:terms_per_code]:
+        if terms_per_code:
+            for term in inclusion_terms(codes[i], system)[:terms_per_code]:
                 texts.append(term)
                 labels.append([i])
         peers = by_chapter[codes[i][:1]]

@@ -14,6 +14,8 @@ import functools
 import re
 from collections.abc import Iterable
 
+from medcoder.data.icd import inclusion_terms
+
 _WORD = re.compile(r"[a-z0-9]+")
 _STEM = 6
 _STOP = frozenset(
@@ -29,14 +31,7 @@ def stems(text: str) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=200_000)
 def _inclusion_terms(code: str, system: str) -> tuple[frozenset[str], ...]:
-    if system != "icd10cm":
-        return ()
-    import simple_icd_10_cm as cm
-
-    if not cm.is_valid_item(code):
-        return ()
-    terms = [*cm.get_inclusion_term(code), *cm.get_includes(code)]
-    return tuple(s for s in (stems(t) for t in terms) if s)
+    return tuple(s for s in (stems(t) for t in inclusion_terms(code, system)) if s)
 
 
 class CodeTexts:
