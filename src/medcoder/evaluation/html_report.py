@@ -1,0 +1,702 @@
+"""One self-contained HTML page of a saved system or an experiment: its figures, plots and a per-code table.
+
+:func:`write_html_report` takes either a bundle folder (anything ``medcoder.load``
+opens) or an experiment folder (``medcoder experiment``'s ``results.json`` and one
+bundle per variant and seed). For a bundle it reads the test split of the
+bundle's own data config (as ``medcoder evaluate`` does), scores it once and
+renders:
+
+- the headline figures of METRICS.md (the Markdown metrics table, as HTML);
+- macro F1 by train-frequency bin, the reliability diagram of ECE@20, the micro
+  precision-recall curve with the tuned decision rule marked (inline SVG);
+- one sortable row per code with test support or predictions: train documents,
+  test support, precision, recall and F1 at the tuned decision rule.
+
+An experiment page adds the variants table of its results.json and one F1-by-frequency
+series per variant, then the model section of the variant with the best dev MAP.
+
+The page needs no network: CSS and the small sorting script are inline, plots are
+SVG written by matplotlib (no pyplot, so no GUI backend is touched). Every figure
+comes from :mod:`medcoder.evaluation.scoring`, :mod:`~medcoder.evaluation.metrics`
+and :mod:`~medcoder.evaluation.calibration`; nothing is computed twice differently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import io
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medcoder.data.dataset import load_dataset, texts_of
+from medcoder.data.labels import LabelSpace
+from medcoder.errors import MedcoderError
+from medcoder.evaluation import metrics as m
+from medcoder.evaluation.calibration import ece_at_k
+from medcoder.evaluation.report import format_frequency_table, format_metrics_table, render_experiment_table
+from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.inference.base import Coder
+from medcoder.inference.load import load
+from medcoder.io import atomic_write_text, read_json_file
+from medcoder.progress import LogReporter, Reporter
+from medcoder.registry import SYSTEMS
+
+ECE_K = 20  # METRICS.md: ECE over each note's 20 top-ranked codes
+_CURVE_POINTS = 1500  # points of the precision-recall curve drawn (the curve's steps are thinned evenly)
+_TICK, _LABEL, _LEGEND = 9, 10, 9  # font sizes (pt) of the plots
+
+
+@dataclass(frozen=True)
+class ScoredBundle:
+    """A system's test split, scored once, laid out over the all-gold label space (METRICS.md).
+
+    ``space`` holds the system's codes first (the columns of ``scores``), then the
+    test gold codes it cannot score; those are never predicted.
+    """
+
+    path: Path
+    coder: Coder
+    n_notes: int
+    single_label: bool
+    metrics: dict[str, Any]
+    rule: str  # the decision rule, in words
+    space: list[str]
+    y: np.ndarray  # bool [n_notes, len(space)]
+    pred: np.ndarray  # bool [n_notes, len(space)]
+    scores: np.ndarray  # float [n_notes, len(coder.codes)]
+    train_freq: np.ndarray  # int [len(space)]
+    descriptions: list[str | None]
+
+
+def write_html_report(source: Path, output: Path | None = None, *, progress: Reporter | None = None) -> Path:
+    """Write the HTML report of a bundle or an experiment folder ``source``; return the file written.
+
+    Args:
+        source: a saved system's folder (with ``config.json``) or an experiment folder (with ``results.json``).
+        output: the HTML file (default ``source / "report.html"``), written atomically.
+        progress: reporter of the slow steps (reading data, scoring notes); default: log lines.
+
+    Raises:
+        MedcoderError: ``source`` is neither kind of folder, or its test data cannot be read.
+    """
+    source = Path(source)
+    reporter = progress or LogReporter()
+    output = Path(output) if output is not None else source / "report.html"
+    if (source / "config.json").is_file():
+        scored = score_bundle(source, reporter)
+        body = _model_section(scored, heading="Model and test split")
+        page = _page(f"medcoder report: {source.name}", body)
+    elif (source / "results.json").is_file():
+        page = _experiment_page(source, reporter)
+    else:
+        raise MedcoderError(
+            f"{source}: not a model bundle (no config.json) nor an experiment folder (no results.json); "
+            "give a folder written by `medcoder train` or `medcoder experiment`"
+        )
+    atomic_write_text(output, page)
+    return output
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def _label_space(coder: Coder, path: Path) -> LabelSpace:
+    """The system's train label space (its labels.json): gold mapping and train frequencies."""
+    bundle = getattr(coder, "bundle", None)
+    if bundle is not None:
+        return bundle.labels
+    labels_file = SYSTEMS.get(coder.header["kind"]).labels_file(path, coder.header)
+    if labels_file is None or not labels_file.is_file():
+        raise MedcoderError(f"{path}: this {coder.kind} system has no label space (labels.json) to report on")
+    return LabelSpace.from_json(labels_file)
+
+
+def _decision(coder: Coder, path: Path) -> Thresholds | None:
+    """The system's dev-tuned thresholds; None for a single-label model (the argmax decides)."""
+    bundle = getattr(coder, "bundle", None)
+    if bundle is not None:
+        return bundle.thresholds
+    threshold = getattr(coder, "threshold", None)
+    if threshold is None:
+        raise MedcoderError(f"{path}: this {coder.kind} system has no decision threshold to report on")
+    return Thresholds("global", float(threshold))
+
+
+def _rule_text(thresholds: Thresholds | None) -> str:
+    if thresholds is None:
+        return "argmax class (single-label task)"
+    if thresholds.strategy == "global":
+        return f"one global threshold {thresholds.global_:.4f} (tuned on dev micro-F1)"
+    return f"per-code thresholds tuned on dev (fallback {thresholds.global_:.4f})"
+
+
+def score_bundle(path: Path, reporter: Reporter) -> ScoredBundle:
+    """Load the system at ``path``, read the test split of its data config and score it once."""
+    coder = load(path)
+    labels = _label_space(coder, path)
+    thresholds = _decision(coder, path)
+    try:
+        with reporter.task("reading data"):
+            notes = load_dataset(coder.data_config())["test"]
+    except (MedcoderError, OSError) as exc:
+        raise MedcoderError(f"{path}: cannot read the test split of the bundle's data config: {exc}") from None
+    texts, pairs = texts_of(notes)
+    with reporter.task("scoring notes", total=len(notes)) as update:
+        scores = np.asarray(coder.predict_proba(texts, pairs=pairs, progress=update), dtype=np.float64)
+    codes = list(coder.codes)
+    gold = [labels.map_labels(note.labels) for note in notes]
+    if thresholds is None:
+        classes = [g[0] if g else "" for g in gold]
+        metrics = evaluate_multiclass(classes, scores, codes)
+        gold = [[c] for c in classes]
+        model_pred = np.zeros(scores.shape, dtype=bool)
+        model_pred[np.arange(len(notes)), scores.argmax(axis=1)] = True
+    else:
+        metrics = evaluate_multilabel(gold, scores, codes, thresholds, labels.train_freq)
+        model_pred = thresholds.apply(scores)
+    known = set(codes)
+    space = codes + sorted({c for doc in gold for c in doc} - known)
+    column = {c: j for j, c in enumerate(space)}
+    y = np.zeros((len(notes), len(space)), dtype=bool)
+    for i, doc in enumerate(gold):
+        y[i, [column[c] for c in doc]] = True
+    pred = np.zeros_like(y)
+    pred[:, : len(codes)] = model_pred
+    freq = np.array([max(int(labels.train_freq.get(c, 0)), 0) for c in space], dtype=np.int64)
+    descriptions = [coder.description(c) if c in known else labels.description(c) for c in space]
+    return ScoredBundle(
+        path, coder, len(notes), thresholds is None, metrics, _rule_text(thresholds), space, y, pred, scores, freq,
+        descriptions,
+    )  # fmt: skip
+
+
+def pr_curve(scores: np.ndarray, y: np.ndarray, n_gold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro precision-recall curve over every scored (note, code) pair.
+
+    Args:
+        scores: float ``[n_notes, n_codes]``, the system's columns.
+        y: bool, same shape: gold among those columns.
+        n_gold: all gold assignments of the label space (codes the system cannot score included: misses).
+
+    Returns:
+        ``(precision, recall, threshold)``, one point per distinct score, highest first; a point
+        predicts every pair scored at or above its threshold. Pairs scored exactly 0 are left out
+        (a rule that predicts every code is no operating point).
+    """
+    s, g = scores.ravel(), y.ravel()
+    keep = s > 0
+    s, g = s[keep], g[keep]
+    order = np.argsort(-s, kind="stable")
+    s, g = s[order], g[order]
+    if not s.size:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # the last pair of each tie group
+    tp = np.cumsum(g)[last]
+    return tp / (last + 1), tp / max(n_gold, 1), s[last]
+
+
+def per_code_rows(scored: ScoredBundle) -> list[dict[str, Any]]:
+    """One row per code with test support or predictions: counts and P/R/F1 at the tuned rule."""
+    shown = np.flatnonzero(scored.y.any(axis=0) | scored.pred.any(axis=0))
+    y, pred = scored.y[:, shown], scored.pred[:, shown]
+    precision, recall, f1 = m.per_label_prf(y, pred)
+    support, predicted = y.sum(axis=0), pred.sum(axis=0)
+    return [
+        {
+            "code": scored.space[j],
+            "description": scored.descriptions[j] or "",
+            "train": int(scored.train_freq[j]),
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+        }
+        for i, j in enumerate(shown)
+    ]
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _plain(text: str) -> str:
+    """``text`` safe for a matplotlib label (no mathtext)."""
+    return text.replace("$", r"\$")
+
+
+def _svg(fig: Any, salt: str) -> str:
+    """The figure as an inline ``<svg>`` element: no XML prolog, DOCTYPE or metadata (they name external URLs)."""
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt}):
+        fig.savefig(buffer, format="svg", bbox_inches="tight")
+    text = buffer.getvalue()
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+    return re.sub(r'(<svg[^>]*?) width="[^"]*" height="[^"]*"', r"\1", text, count=1)
+
+
+def _figure(width: float = 5.4, height: float = 3.6, **kwargs: Any) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), **kwargs)
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+def _style(ax: Any) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.grid(axis="y", color="#e5e5e5", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def plot_f1_by_frequency(series: Mapping[str, Sequence[Mapping[str, Any]]], salt: str) -> str:
+    """Macro F1 per train-frequency bin: bars for one system, lines for several (one series each)."""
+    fig = _figure(5.6 if len(series) == 1 else 7.2, 3.6)
+    ax = fig.add_subplot()
+    first = next(iter(series.values()))
+    names = [row["bin"] for row in first]
+    x = np.arange(len(names))
+    if len(series) == 1:
+        values = [row["macro_f1"] for row in first]
+        heights = [v or 0.0 for v in values]
+        bars = ax.bar(x, heights, color="#3b6ea8", width=0.65)
+        for bar, value in zip(bars, values, strict=True):
+            label = "—" if value is None else f"{value:.3f}"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        xytext=(0, 2), textcoords="offset points", fontsize=_TICK)  # fmt: skip
+        ax.set_xticks(x, [f"{row['bin']}\n{row['n_labels']} codes" for row in first], fontsize=_TICK)
+    else:
+        for name, rows in series.items():
+            by_bin = {row["bin"]: row["macro_f1"] for row in rows}
+            values = [np.nan if by_bin.get(b) is None else by_bin[b] for b in names]
+            ax.plot(x, values, marker="o", markersize=4, linewidth=1.4, label=_plain(name))
+        ax.set_xticks(x, names, fontsize=_TICK)
+        ax.legend(fontsize=_LEGEND, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    top = max([row["macro_f1"] or 0.0 for rows in series.values() for row in rows] + [0.05])
+    ax.set_ylim(0, min(1.0, top * 1.18))
+    ax.set_xlabel("train documents per code", fontsize=_LABEL)
+    ax.set_ylabel("macro F1 (test)", fontsize=_LABEL)
+    ax.tick_params(axis="y", labelsize=_TICK)
+    _style(ax)
+    return _svg(fig, salt)
+
+
+def plot_reliability(table: Mapping[str, Any], k: int, salt: str) -> str:
+    """Reliability diagram of :func:`~medcoder.evaluation.calibration.reliability`'s table, bin counts below."""
+    fig = _figure(5.2, 4.4)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = [row for row in table["bins"] if row["n"]]
+    mean_p = [row["mean_probability"] for row in bins]
+    share = [row["share_gold"] for row in bins]
+    top.plot([0, 1], [0, 1], linestyle="--", color="#999999", linewidth=1, label="perfectly calibrated")
+    top.plot(mean_p, share, marker="o", color="#c0392b", linewidth=1.4, markersize=5, label="this system")
+    top.set_xlim(-0.02, 1.02)
+    top.set_ylim(-0.02, 1.04)
+    top.set_ylabel("share of gold codes", fontsize=_LABEL)
+    ece = table["ece"]
+    top.set_title(f"ECE@{k} = {'—' if ece is None else f'{ece:.3f}'} ({table['n']:,} pairs)", fontsize=_LABEL)
+    top.legend(fontsize=_LEGEND, loc="upper left", frameon=False)
+    widths = [row["high"] - row["low"] for row in table["bins"]]
+    bottom.bar([row["low"] for row in table["bins"]], [max(row["n"], 0) for row in table["bins"]], width=widths,
+               align="edge", color="#7f8c8d", edgecolor="white")  # fmt: skip
+    if any(row["n"] for row in table["bins"]):
+        bottom.set_yscale("log")
+    bottom.set_ylabel("pairs", fontsize=_LABEL)
+    bottom.set_xlabel("probability shown (bin mean)", fontsize=_LABEL)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=_TICK)
+        _style(ax)
+    return _svg(fig, salt)
+
+
+def plot_pr_curve(precision: np.ndarray, recall: np.ndarray, point: tuple[float, float], label: str, salt: str) -> str:
+    """The micro precision-recall curve, the tuned decision rule's (recall, precision) marked."""
+    fig = _figure(5.2, 4.0)
+    ax = fig.add_subplot()
+    if precision.size > _CURVE_POINTS:
+        keep = np.unique(np.r_[np.linspace(0, precision.size - 1, _CURVE_POINTS).astype(np.int64), 0])
+        precision, recall = precision[keep], recall[keep]
+    ax.plot(recall, precision, color="#3b6ea8", linewidth=1.4, label="all thresholds")
+    ax.plot([point[1]], [point[0]], marker="o", markersize=8, color="#c0392b", linestyle="none", label=_plain(label))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("micro recall", fontsize=_LABEL)
+    ax.set_ylabel("micro precision", fontsize=_LABEL)
+    ax.tick_params(labelsize=_TICK)
+    ax.legend(fontsize=_LEGEND, loc="lower left", frameon=False)
+    _style(ax)
+    return _svg(fig, salt)
+
+
+# ------------------------------------------------------------------ HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def markdown_html(markdown: str) -> str:
+    """The few Markdown shapes medcoder's renderers write (pipe tables, paragraphs) as escaped HTML.
+
+    A ``# heading`` line is dropped: the page gives its own headings.
+    """
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        head, *rows = [r for r in table if not all(re.fullmatch(r"-+", c) for c in r)]
+        out.append(
+            '<div class="scroll"><table class="md"><thead><tr>'
+            + "".join(f"<th>{_e(c)}</th>" for c in head)
+            + "</tr></thead><tbody>"
+        )
+        out.extend("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+        out.append("</tbody></table></div>")
+        table.clear()
+
+    for line in markdown.splitlines():
+        line = line.strip()
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip("|").split("|")])
+            continue
+        flush()
+        if line and not line.startswith("#"):
+            out.append(f"<p>{_e(line)}</p>")
+    flush()
+    return "\n".join(out)
+
+
+def _number_cell(value: float, text: str) -> str:
+    return f'<td class="num" data-v="{value!r}">{_e(text)}</td>'
+
+
+def _code_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The sortable per-code table (sorted by test support, then train documents, at first)."""
+    columns = [
+        ("code", "text"), ("description", "text"), ("train docs", "num"), ("test support", "num"),
+        ("predicted", "num"), ("precision", "num"), ("recall", "num"), ("F1", "num"),
+    ]  # fmt: skip
+    sorted_by = ' aria-sort="descending"'
+    head = "".join(
+        f'<th data-type="{kind}"{sorted_by if title == "test support" else ""}>'
+        f'<button type="button">{_e(title)}</button></th>'
+        for title, kind in columns
+    )
+    body = []
+    for row in sorted(rows, key=lambda r: (-r["support"], -r["train"], r["code"])):
+        body.append(
+            f'<tr><td class="code">{_e(row["code"])}</td><td>{_e(row["description"])}</td>'
+            + _number_cell(row["train"], str(row["train"]))
+            + _number_cell(row["support"], str(row["support"]))
+            + _number_cell(row["predicted"], str(row["predicted"]))
+            + "".join(_number_cell(row[k], f"{row[k]:.3f}") for k in ("precision", "recall", "f1"))
+            + "</tr>"
+        )
+    return (
+        f'<div class="scroll tall"><table id="codes" class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _source_text(coder: Coder) -> str:
+    """The data source in one line: its kind and where it reads (or its settings)."""
+    source = coder.data_config().source.model_dump()
+    kind = source.pop("kind")
+    for key in ("path", "name", "dataset"):
+        if source.get(key):
+            return f"{kind}: {source[key]}"
+    details = ", ".join(f"{k}={v}" for k, v in source.items() if v is not None and not k.endswith("_field"))
+    return f"{kind} ({details})" if details else kind
+
+
+def _facts(scored: ScoredBundle, bundle: str) -> str:
+    header = scored.coder.header
+    model = (header.get("run") or {}).get("model") or {}
+    info = header.get("info") or {}
+    facts = [
+        ("system", f"{header.get('kind', scored.coder.kind)}" + (f" / {model['type']}" if model.get("type") else "")),
+        ("bundle", bundle),
+        ("dataset", _source_text(scored.coder)),
+        ("test notes", f"{scored.n_notes:,}"),
+        ("codes scored", f"{len(scored.coder.codes):,}"),
+        ("decision rule", scored.rule),
+    ]
+    if info.get("created"):
+        facts.append(("trained", str(info["created"])))
+    facts.append(("report made", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")))
+    return '<dl class="facts">' + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
+
+
+def _figure_html(title: str, svg: str, caption: str, *, single: bool = False) -> str:
+    """A plot with its title and caption; ``single``: alone on its row (kept to a readable width)."""
+    return f'<figure class="plot{" single" if single else ""}"><h4>{_e(title)}</h4>{svg}<figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _model_section(scored: ScoredBundle, *, heading: str, note: str = "", bundle: str | None = None) -> str:
+    """Facts, headline figures, three plots and the per-code table of one scored system (``bundle``: its name)."""
+    metrics = scored.metrics
+    n_model = len(scored.coder.codes)
+    salt = re.sub(r"\W", "", scored.path.name) or "model"
+    parts = [f'<section id="model"><h2>{_e(heading)}</h2>']
+    if note:
+        parts.append(f'<p class="note">{_e(note)}</p>')
+    parts.append(_facts(scored, bundle or scored.path.name))
+    if scored.single_label:
+        by_frequency = m.f1_by_frequency_bins(scored.y, scored.pred, scored.train_freq)
+        for row in by_frequency:
+            row["macro_f1"] = None if np.isnan(row["macro_f1"]) else row["macro_f1"]
+        summary = "Single-label task: the argmax class is the prediction (METRICS.md: accuracy and macro F1)."
+        k = 1
+    else:
+        by_frequency = metrics["f1_by_frequency"]
+        unseen = metrics["all_gold"]
+        summary = (
+            "Test split, thresholds tuned on dev; all gold = train codes ∪ test gold codes, "
+            "train-seen = test gold codes never seen in train removed (METRICS.md). "
+            f"{unseen['n_unseen_codes']} test gold codes ({unseen['n_unseen_assignments']} assignments) "
+            "never occur in train: they are misses in the all-gold column."
+        )
+        k = min(ECE_K, n_model)
+    parts += [
+        '<div class="cards"><div><h3>Headline figures</h3>',
+        markdown_html(format_metrics_table(metrics)),
+        f'<p class="note">{_e(summary)}</p></div><div><h3>Macro F1 by train frequency</h3>',
+        markdown_html(format_frequency_table({"f1_by_frequency": by_frequency})),
+        "</div></div>",
+        '<div class="plots">',
+        _figure_html(
+            "F1 by code frequency",
+            plot_f1_by_frequency({"model": by_frequency}, f"{salt}f"),
+            "Macro F1 of the codes in each bin of train documents per code (all-gold label space).",
+        ),
+    ]
+    model_y = scored.y[:, :n_model]
+    in_range = bool(scored.scores.size) and scored.scores.min() >= 0.0 and scored.scores.max() <= 1.0
+    if in_range:
+        table = ece_at_k(scored.scores, model_y, k=k)
+        parts.append(
+            _figure_html(
+                "Reliability",
+                plot_reliability(table, k, f"{salt}r"),
+                (
+                    "Each note's top class (its confidence)"
+                    if scored.single_label
+                    else f"Each note's {k} top-ranked codes (METRICS.md ECE@20)"
+                )
+                + ", 10 equal-width probability bins: share of gold against the mean probability shown.",
+            )
+        )
+    else:
+        parts.append('<p class="note">No reliability diagram: the scores are not probabilities in [0, 1].</p>')
+    if not scored.single_label:
+        precision, recall, _ = pr_curve(scored.scores, model_y, int(scored.y.sum()))
+        every = metrics["all_gold"]
+        point = (every["micro_precision"] or 0.0, every["micro_recall"] or 0.0)
+        label = f"tuned rule: P {point[0]:.3f}, R {point[1]:.3f}, F1 {_fmt(every['micro_f1'])}"
+        parts.append(
+            _figure_html(
+                "Micro precision-recall",
+                plot_pr_curve(precision, recall, point, label, f"{salt}p"),
+                "Every (note, code) pair of the all-gold label space; gold codes the system cannot "
+                f"score are misses. The dot: {scored.rule}.",
+            )
+        )
+    parts.append("</div>")
+    rows = per_code_rows(scored)
+    parts += [
+        f"<h3>Per code ({len(rows):,} codes with test support or predictions)</h3>",
+        '<p class="note">Counts are test notes; precision, recall and F1 at the tuned decision rule. '
+        "Click a column header (or focus it and press Enter) to sort.</p>",
+        _code_table(rows),
+        "</section>",
+    ]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------ experiments
+
+
+def _run_folder(source: Path, record: Mapping[str, Any]) -> Path | None:
+    """The bundle folder of a results.json run: ``variant/seedN`` inside the experiment, else its bundle_dir."""
+    for folder in (source / str(record["variant"]) / f"seed{record['seed']}", Path(str(record.get("bundle_dir")))):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def _run_metrics(source: Path, record: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's metrics.json (the record's own copy in results.json if the file is gone)."""
+    folder = _run_folder(source, record)
+    if folder is not None and (folder / "metrics.json").is_file():
+        found = read_json_file(folder / "metrics.json")
+        if isinstance(found, dict):
+            return found
+    return dict(record.get("metrics") or {})
+
+
+def _dev_map(metrics: Mapping[str, Any]) -> float | None:
+    value = ((metrics.get("dev") or {}).get("all_gold") or {}).get("map")
+    return None if value is None else float(value)
+
+
+def _mean_bins(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Macro F1 per frequency bin, the mean over a variant's seeds (bins as the first run has them)."""
+    tables = [(r.get("test") or {}).get("f1_by_frequency") or [] for r in runs]
+    tables = [t for t in tables if t]
+    if not tables:
+        return []
+    out = []
+    for row in tables[0]:
+        values = [x["macro_f1"] for t in tables for x in t if x["bin"] == row["bin"] and x["macro_f1"] is not None]
+        out.append(
+            {"bin": row["bin"], "n_labels": row["n_labels"], "macro_f1": statistics.fmean(values) if values else None}
+        )
+    return out
+
+
+def _columns_in_order(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A summary row of results.json (written with sorted keys) with its columns in the results.md order."""
+    from medcoder.training.experiment import MULTILABEL_COLUMNS, SINGLE_LABEL_COLUMNS
+
+    order = ["variant", "n_seeds", "seeds", "ensemble", *(t for t, _ in MULTILABEL_COLUMNS + SINGLE_LABEL_COLUMNS)]
+    rank = {title: i for i, title in enumerate(dict.fromkeys(order))}
+    return dict(sorted(row.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+def _experiment_page(source: Path, reporter: Reporter) -> str:
+    """The variants table, F1 by frequency per variant and the model section of the best variant."""
+    results = read_json_file(source / "results.json")
+    if not isinstance(results, dict) or not results.get("runs"):
+        raise MedcoderError(f"{source / 'results.json'}: expected the results of `medcoder experiment` (no runs)")
+    name = str((results.get("experiment") or {}).get("name") or source.name)
+    runs = list(results["runs"])
+    by_variant: dict[str, list[tuple[Mapping[str, Any], dict[str, Any]]]] = {}
+    for record in runs:
+        by_variant.setdefault(str(record["variant"]), []).append((record, _run_metrics(source, record)))
+    series = {v: _mean_bins([m_ for _, m_ in items]) for v, items in by_variant.items()}
+    series = {v: rows for v, rows in series.items() if rows}
+
+    dev = {v: [d for _, m_ in items if (d := _dev_map(m_)) is not None] for v, items in by_variant.items()}
+    dev = {v: values for v, values in dev.items() if values}
+    if dev:
+        variant = max(dev, key=lambda v: statistics.fmean(dev[v]))
+        record, best = max(by_variant[variant], key=lambda item: _dev_map(item[1]) or -1.0)
+        why = (
+            f"Variant {variant!r} has the best dev MAP ({statistics.fmean(dev[variant]):.3f}, mean over "
+            f"{len(dev[variant])} seed(s)); shown: its seed {record['seed']} (dev MAP {_dev_map(best):.3f})."
+        )
+    else:
+        record = runs[0]
+        variant = str(record["variant"])
+        why = f"No dev figures in results.json: shown is the first run, variant {variant!r} seed {record['seed']}."
+    if results.get("ensembles"):
+        why += " Seed-ensemble rows have no bundle of their own, so they are not candidates."
+    folder = _run_folder(source, record)
+    if folder is None:
+        raise MedcoderError(
+            f"{source}: the bundle of variant {variant!r} seed {record['seed']} is missing "
+            f"(expected {source / variant / ('seed' + str(record['seed']))} with config.json)"
+        )
+    scored = score_bundle(folder, reporter)
+    summary = [_columns_in_order(row) for row in results.get("summary") or []]
+    parts = [
+        '<section id="experiment"><h2>Variants</h2>',
+        markdown_html(render_experiment_table(name, summary)) if summary else "<p>No summary rows.</p>",
+    ]
+    if series:
+        parts.append(
+            _figure_html(
+                "F1 by code frequency, per variant",
+                plot_f1_by_frequency(series, "experimentf"),
+                "Macro F1 per bin of train documents per code (test, all-gold), mean over each variant's seeds; "
+                "from each run's metrics.json.",
+                single=True,
+            )
+        )
+    parts.append("</section>")
+    heading = f"Model: {variant}, seed {record['seed']}"
+    parts.append(_model_section(scored, heading=heading, note=why, bundle=f"{folder.parent.name}/{folder.name}"))
+    return _page(f"medcoder experiment report: {name}", "\n".join(parts))
+
+
+# ------------------------------------------------------------------ page
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;color:#1d2733;
+margin:0;background:#f6f7f9}
+main{max-width:1360px;margin:0 auto;padding:20px 28px 40px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d9dde3;padding-bottom:4px}
+h3{font-size:15px;margin:18px 0 6px}h4{font-size:13px;margin:0 0 4px}
+.note{color:#4a5563;font-size:12.5px;margin:4px 0 8px}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:6px 0 10px;font-size:13px}
+dl.facts dt{color:#4a5563}dl.facts dd{margin:0;word-break:break-all}
+table{border-collapse:collapse;background:#fff;font-size:12.5px}
+th,td{border:1px solid #e1e4e8;padding:3px 8px;text-align:left;vertical-align:top}
+thead th{background:#eef1f5;white-space:nowrap;position:sticky;top:0;z-index:1}
+td.num{text-align:right;font-variant-numeric:tabular-nums}td.code{font-family:ui-monospace,Menlo,Consolas,monospace;white-space:nowrap}
+tbody tr:nth-child(even){background:#fafbfc}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:18px}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(400px,1fr));gap:16px;margin-top:14px}
+figure.plot{margin:0;background:#fff;border:1px solid #e1e4e8;border-radius:6px;padding:10px}
+figure.plot svg{width:100%;height:auto;display:block}
+figure.single{max-width:900px;margin-top:14px}
+table.md td:not(:first-child){white-space:nowrap}table.md td:first-child{min-width:14em}
+figcaption{font-size:12px;color:#4a5563;margin-top:4px}
+.scroll{overflow:auto;max-width:100%}.scroll.tall{max-height:900px;border:1px solid #e1e4e8}
+#codes{width:100%}#codes td:nth-child(2){min-width:260px}
+th button{all:unset;cursor:pointer;font-weight:600;display:block;width:100%}
+th button:focus-visible{outline:2px solid #3b6ea8;outline-offset:2px}
+th[aria-sort=ascending] button::after{content:" \\25B2"}th[aria-sort=descending] button::after{content:" \\25BC"}
+"""
+
+_JS = """
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  heads.forEach(function (th, col) {
+    var button = th.querySelector("button");
+    if (!button) { return; }
+    button.addEventListener("click", function () {
+      var numeric = th.getAttribute("data-type") === "num";
+      var current = th.getAttribute("aria-sort");
+      var descending = numeric ? current !== "descending" : current === "ascending";
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[col], y = b.cells[col];
+        var c = numeric ? parseFloat(x.getAttribute("data-v")) - parseFloat(y.getAttribute("data-v"))
+                        : x.textContent.localeCompare(y.textContent);
+        return descending ? -c : c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+      heads.forEach(function (h) { h.removeAttribute("aria-sort"); });
+      th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+    });
+  });
+});
+"""
+
+
+def _page(title: str, body: str) -> str:
+    """A whole HTML document: inline CSS and script, no external resource."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n"
+        f"<body><main><header><h1>{_e(title)}</h1></header>\n{body}\n</main><script>{_JS}</script></body></html>\n"
+    )
