@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/medcoder demo --output runs/demo
 
+# system-deps: Debian's chromium (the browser test) and PostgreSQL (the audit store's server test), where missing;
+# the suite runs beside a throw-away PostgreSQL server on loopback.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	scripts/system-deps.sh
+	scripts/with-postgres.sh $(VENV)/bin/python -m pytest -q
 
 bench-codiesp: $(STAMP)
 	$(VENV)/bin/python bench/codiesp_tfidf.py

@@ -165,3 +165,27 @@ def synthetic_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     result = run_main(["train", config, "-o", bundle])
     assert result.code == 0, result.err
     return TrainedRun(config, bundle, result)
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterable[str]:
+    """Run ``app`` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

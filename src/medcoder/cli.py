@@ -280,6 +280,118 @@ def schema(
     sys.stdout.write(json.dumps(kinds[kind].model_json_schema(), indent=2) + "\n")
 
 
+@app.command()
+def report(
+    source: Annotated[Path, typer.Argument(help="A model bundle or an experiment folder.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="The HTML file to write (default SOURCE/report.html).")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML report: metrics, F1 by code frequency, calibration, PR curve, per-code table."""
+    from medcoder.evaluation.html_report import write_html_report
+
+    written = write_html_report(source, output, progress=RichReporter())
+    logger.info("wrote %s", written)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        Path, typer.Argument(help="The saved system to serve (a model, ensemble, retrieval or rerank bundle).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs --tokens.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    tokens: Annotated[
+        Path | None, typer.Option("--tokens", help="JSON file of hashed per-coder tokens (`medcoder token add`).")
+    ] = None,
+    database: Annotated[
+        str, typer.Option("--db", help="Audit database: a SQLAlchemy URL (default: SQLite file in this folder).")
+    ] = "sqlite:///medcoder-audit.sqlite",
+    max_note_chars: Annotated[
+        int, typer.Option(min=1, help="Longest note accepted (characters); longer: 413.")
+    ] = 200_000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most notes in one request; more: 413.")] = 64,
+    workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
+    queue: Annotated[int, typer.Option(min=0, help="Requests that may wait for a worker; one more gets 503.")] = 8,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Request timeout in seconds (504 after it).")] = 60.0,
+) -> None:
+    """Serve the REST API and the coder's web page (http://HOST:PORT/); the model is loaded once, at start-up."""
+    import uvicorn
+
+    from medcoder import load
+    from medcoder.serve.app import create_app
+    from medcoder.serve.settings import ServeSettings
+
+    settings = ServeSettings(
+        host=host,
+        port=port,
+        tokens_file=tokens,
+        database_url=database,
+        max_note_chars=max_note_chars,
+        max_batch=max_batch,
+        workers=workers,
+        queue_size=queue,
+        request_timeout_s=timeout,
+    )
+    settings.check_access()
+    logger.info("loading %s", model)
+    coder = load(model)  # a bad folder fails here, in one line, before the server starts
+    application = create_app(coder, settings)
+    logger.info("serving on http://%s:%d/ (audit: %s)", host, port, database.split("@")[-1])
+    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=10)
+
+
+token_app = typer.Typer(help="API tokens of the coders (`medcoder serve --tokens FILE`).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("add")
+def token_add(
+    user: Annotated[str, typer.Argument(help="The coder's name, as the audit will record it.")],
+    tokens: Annotated[Path, typer.Option("--tokens", help="The tokens file (created if missing).")],
+    admin: Annotated[bool, typer.Option("--admin", help="May read every coder's decisions.")] = False,
+) -> None:
+    """Make a new token for USER: its hash goes into the file, the token is printed once."""
+    from medcoder.serve.auth import add_token
+
+    token = add_token(tokens, user, admin=admin)
+    sys.stdout.write(token + "\n")
+    logger.info("token for %s added to %s (shown once: keep it)", user, tokens)
+
+
+feedback_app = typer.Typer(help="The coders' decisions kept by `medcoder serve`.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL training file to write.")],
+    database: Annotated[
+        str, typer.Option("--db", help="The audit database (SQLAlchemy URL).")
+    ] = "sqlite:///medcoder-audit.sqlite",
+    coder: Annotated[str | None, typer.Option(help="Only this coder's decisions.")] = None,
+    with_text_only: Annotated[
+        bool, typer.Option("--with-text-only", help="Only notes whose text the coder kept.")
+    ] = False,
+) -> None:
+    """Write the decisions as training records: per note, the accepted and added codes (``labels``)."""
+    from medcoder.serve.audit import export_feedback
+
+    if database.startswith("sqlite:///") and database != "sqlite:///:memory:":
+        path = Path(database.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise MedcoderError(f"{path}: no audit database here (give --db, the URL `medcoder serve --db` used)")
+    counts = export_feedback(database, output, coder=coder, with_text_only=with_text_only)
+    logger.info(
+        "wrote %s: %d notes (%d with text), %d codes kept, %d rejected",
+        output,
+        counts["notes"],
+        counts["with_text"],
+        counts["labels"],
+        counts["rejected"],
+    )
+
+
 def _print_error(message: str) -> None:
     # escape(): a path or record id such as "runs[b]" or "x[/i]" is text, not rich markup.
     err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)

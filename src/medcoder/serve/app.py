@@ -1,0 +1,529 @@
+"""``create_app``: the FastAPI app of ``medcoder serve`` (the REST service and the coder's web page)."""
+
+import contextlib
+import getpass
+import hashlib
+import importlib.resources
+import json
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medcoder.errors import MedcoderError
+from medcoder.inference.base import Coder, NotePrediction
+from medcoder.serve.audit import AuditStore, Decision, note_hash
+from medcoder.serve.auth import TokenStore, User
+from medcoder.serve.catalog import CodeSearch
+from medcoder.serve.schemas import (
+    CodeBatchRequest,
+    CodeOneRequest,
+    CodeOut,
+    CodeResponse,
+    DecisionOut,
+    DecisionsByHash,
+    DecisionsByText,
+    DecisionsResponse,
+    ErrorOut,
+    Health,
+    ModelInfo,
+    NoteOut,
+    SearchHit,
+    SearchResponse,
+)
+from medcoder.serve.settings import ServeSettings
+from medcoder.serve.work import Busy, InferencePool, TimedOut
+
+logger = logging.getLogger("medcoder.serve")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        401: "No token, or a token nobody has (only when the service uses tokens).",
+        403: "Your token does not allow this.",
+        413: "A note longer than the limit, more notes than the batch limit, or a body too large.",
+        422: "The request does not have the shape this schema gives.",
+        503: "Busy (the queue is full; see Retry-After) or still loading the model.",
+        504: "The request took longer than the request timeout.",
+    }.items()
+}
+_PROBABILITY_CACHE = 4096  # notes whose listed codes' probabilities are kept for the audit
+
+
+def _static_dir() -> Path:
+    return Path(str(importlib.resources.files("medcoder.serve") / "static"))
+
+
+def _label_system(header: dict[str, Any]) -> str:
+    """The catalog of a bundle's codes ("icd10cm", "icd9cm" or "none"), from its config.json."""
+    for section in (header.get("run"), header.get("config"), header):
+        if isinstance(section, dict):
+            labels = section.get("labels")
+            if isinstance(labels, dict) and isinstance(labels.get("system"), str):
+                return labels["system"]
+    index = header.get("index")
+    if isinstance(index, dict) and isinstance(index.get("system"), str):
+        return index["system"]
+    return "icd10cm" if header.get("kind") == "retrieval" else "none"
+
+
+def model_version(path: Path | None, header: dict[str, Any]) -> str:
+    """``name@hash``: the bundle's name and the first 12 hex digits of the SHA-256 of its config.json."""
+    name = (header.get("run") or {}).get("name") or header.get("name") or (path.name if path else header.get("kind"))
+    if path is not None and (path / "config.json").is_file():
+        digest = hashlib.sha256((path / "config.json").read_bytes()).hexdigest()
+    else:
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}@{digest[:12]}"
+
+
+def _headline_metrics(path: Path | None, header: dict[str, Any]) -> dict[str, Any]:
+    """Test figures for the model tab: a model's metrics.json test split, another system's config metrics."""
+    if path is not None and (path / "metrics.json").is_file():
+        try:
+            metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        test = metrics.get("test", {})
+        if "all_gold" in test:
+            return {
+                "test (all gold)": {k: v for k, v in test["all_gold"].items() if isinstance(v, int | float)},
+                "test (train-seen)": {
+                    k: v for k, v in test.get("train_seen", {}).items() if isinstance(v, int | float)
+                },
+            }
+        return {"test": {k: v for k, v in test.items() if isinstance(v, int | float)}}
+    metrics = header.get("metrics")
+    return metrics if isinstance(metrics, dict) else {}
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body larger than ``limit`` bytes gets 413 before the app reads it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body larger than {self.limit} bytes"
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message_in = await receive()
+            if message_in["type"] == "http.request":
+                seen += len(message_in.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message_in
+
+        async def tracking_send(message_out: Message) -> None:
+            nonlocal started
+            if message_out["type"] == "http.response.start":
+                started = True
+            await send(message_out)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await JSONResponse({"error": message}, status_code=413)(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _State:
+    """What the app holds once started: the system, its catalog search, the pool, the audit store."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.coder: Coder | None = None
+        self.search: CodeSearch | None = None
+        self.version = ""
+        self.system = "none"
+        self.error: str | None = None
+        self.ready = threading.Event()
+        self.pool = InferencePool(settings.workers, settings.queue_size)
+        self.probabilities: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def start(self, model: str | Path | Coder) -> None:
+        """Load the system (unless given loaded) and build its catalog search; ``ready`` once done."""
+        try:
+            if isinstance(model, Coder):
+                coder = model
+            else:
+                from medcoder import load
+
+                coder = load(model)
+            if coder.needs_pairs:
+                raise MedcoderError("this model codes sentence pairs; the workbench codes single notes")
+            self.system = _label_system(coder.header)
+            self.version = model_version(coder.path, coder.header)
+            self.search = CodeSearch(coder, self.system)
+            self.coder = coder
+            logger.info(
+                "serving %s (%d codes; catalog search over %d)", self.version, len(coder.codes), len(self.search)
+            )
+        except MedcoderError as exc:
+            self.error = str(exc)
+            logger.error("cannot serve the model: %s", exc)
+        finally:
+            self.ready.set()
+
+    def remember(self, predictions: list[NotePrediction], digests: list[str]) -> None:
+        with self.lock:
+            for prediction, digest in zip(predictions, digests, strict=True):
+                listed = {c.code: c.probability for c in [*prediction.codes, *(prediction.new_codes or [])]}
+                self.probabilities[digest] = {**self.probabilities.pop(digest, {}), **listed}
+            while len(self.probabilities) > _PROBABILITY_CACHE:
+                self.probabilities.popitem(last=False)
+
+    def probability(self, digest: str, code: str) -> float | None:
+        with self.lock:
+            return self.probabilities.get(digest, {}).get(code)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """One line and a detail list, without echoing the input (it may hold a note's text)."""
+    detail = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")} for e in errors
+    ]
+    parts = [
+        f"{'.'.join(d['loc'][1:] if d['loc'][:1] == ['body'] else d['loc']) or 'body'}: {d['msg']}" for d in detail[:5]
+    ]
+    more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more, detail
+
+
+def create_app(
+    model: str | Path | Coder,
+    settings: ServeSettings | None = None,
+    *,
+    audit: AuditStore | None = None,
+    tokens: TokenStore | None = None,
+) -> FastAPI:
+    """The workbench app for the saved system ``model`` (a bundle folder, or a loaded :class:`Coder`).
+
+    The system is loaded once, in a thread at start-up (``/ready`` answers 503
+    until then). Tokens come from ``settings.tokens_file`` unless given; without
+    them every request is the local coder (only allowed on loopback).
+    """
+    settings = settings or ServeSettings()
+    settings.check_access()
+    if tokens is None and settings.tokens_file is not None:
+        tokens = TokenStore.read(settings.tokens_file)
+    state = _State(settings)
+    own_audit = audit is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal audit
+        if audit is None:
+            audit = AuditStore(settings.database_url)
+        app.state.audit = audit
+        threading.Thread(target=state.start, args=(model,), name="medcoder-load", daemon=True).start()
+        try:
+            yield
+        finally:
+            state.pool.shutdown()
+            if own_audit and audit is not None:
+                audit.close()
+
+    app = FastAPI(
+        title="medcoder workbench",
+        version="1",
+        description="Code clinical notes with evidence, search the catalog, keep every coder's decision.",
+        lifespan=lifespan,
+    )
+    app.state.medcoder = state
+    app.add_middleware(_BodyLimit, limit=settings.body_limit)
+    bearer = HTTPBearer(auto_error=False, description="A per-coder token (`medcoder token add`).")
+    local_user = User(getpass.getuser() or "local", admin=True)
+
+    def current_user(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+        if tokens is None:
+            return local_user
+        if credentials is None:
+            raise _error(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+        user = tokens.user(credentials.credentials)
+        if user is None:
+            raise _error(401, "unknown token", {"WWW-Authenticate": "Bearer"})
+        return user
+
+    def ready_state() -> _State:
+        if not state.ready.is_set():
+            raise _error(503, "the model is still loading", {"Retry-After": "5"})
+        if state.coder is None:
+            raise _error(503, f"the model could not be loaded: {state.error}")
+        return state
+
+    User_ = Annotated[User, Depends(current_user)]
+    Ready = Annotated[_State, Depends(ready_state)]
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, detail = _validation_message(list(exc.errors()))
+        return JSONResponse({"error": message, "detail": detail}, status_code=422)
+
+    @app.exception_handler(MedcoderError)
+    async def user_error(request: Request, exc: MedcoderError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        # the type and the frames only: an exception's message may quote a note
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        logger.error("internal error on %s %s: %s\n%s", request.method, request.url.path, type(exc).__name__, frames)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the server log has the details"}, 500)
+
+    # ------------------------------------------------------------------ health
+    @app.get("/health", response_model=Health, tags=["service"])
+    def health() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get("/ready", response_model=Health, responses={503: _ERRORS[503]}, tags=["service"])
+    def ready(current: Ready) -> Health:
+        """The model is loaded and the catalog search built."""
+        return Health(status="ready")
+
+    # ------------------------------------------------------------------ coding
+    def code_notes(texts: list[str], ids: list[str | None], top_k: int, explain: bool) -> list[NotePrediction]:
+        coder = state.coder
+        assert coder is not None
+        return coder.predict(texts, ids=ids, top_k=top_k, explain=explain)
+
+    @app.post(
+        "/v1/code",
+        response_model=CodeResponse,
+        responses={k: _ERRORS[k] for k in (401, 413, 422, 503, 504)},
+        tags=["coding"],
+    )
+    async def code(
+        body: Annotated[CodeOneRequest | CodeBatchRequest, Body()], user: User_, current: Ready
+    ) -> CodeResponse:
+        """Code one note (`text`) or a batch (`notes`): ranked codes, probabilities, evidence spans."""
+        if isinstance(body, CodeOneRequest):
+            texts, ids = [body.text], [body.id]
+        else:
+            texts, ids = [n.text for n in body.notes], [n.id for n in body.notes]
+        if len(texts) > settings.max_batch:
+            raise _error(413, f"{len(texts)} notes in one request: the limit is {settings.max_batch}")
+        for i, text in enumerate(texts):
+            if len(text) > settings.max_note_chars:
+                raise _error(413, f"note {i}: {len(text)} characters, the limit is {settings.max_note_chars}")
+        top_k = settings.top_k if body.top_k is None else min(body.top_k, settings.max_top_k)
+        coder = current.coder
+        assert coder is not None
+        explain = body.explain and coder.can_explain()
+        started = time.perf_counter()
+        try:
+            predictions = await current.pool.run(
+                code_notes, texts, ids, top_k, explain, timeout=settings.request_timeout_s
+            )
+        except Busy as exc:
+            raise _error(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        except TimedOut:
+            raise _error(504, f"coding took longer than {settings.request_timeout_s:g} s") from None
+        digests = [note_hash(t) for t in texts]
+        current.remember(predictions, digests)
+        logger.info("coded %d note(s) for %s in %.2f s", len(texts), user.name, time.perf_counter() - started)
+
+        def rows(items: list[Any] | None) -> list[CodeOut] | None:
+            if items is None:
+                return None
+            return [
+                CodeOut(
+                    code=c.code,
+                    description=c.description,
+                    probability=round(float(c.probability), 6),
+                    predicted=bool(c.predicted),
+                    rank=int(c.rank),
+                    evidence=[
+                        {"start": e.start, "end": e.end, "text": e.text, "weight": float(e.weight), "source": e.source}
+                        for e in (c.evidence or [])
+                    ],
+                )
+                for c in items
+            ]
+
+        notes = [
+            NoteOut(id=p.id, note_hash=d, codes=rows(p.codes) or [], new_codes=rows(p.new_codes))
+            for p, d in zip(predictions, digests, strict=True)
+        ]
+        return CodeResponse(model_version=current.version, explained=explain, notes=notes)
+
+    @app.get(
+        "/v1/codes/search",
+        response_model=SearchResponse,
+        responses={k: _ERRORS[k] for k in (401, 422, 503)},
+        tags=["coding"],
+    )
+    def search(
+        user: User_,
+        current: Ready,
+        q: Annotated[str, Query(min_length=1, max_length=200, description="A code prefix (E11) or words.")],
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    ) -> SearchResponse:
+        """Search the catalog by code prefix ("E11") or words ("heart failure"), to add a code the model missed."""
+        assert current.search is not None
+        hits = [
+            SearchHit(code=e.code, description=e.description, in_model=e.in_model)
+            for e in current.search.search(q, limit)
+        ]
+        return SearchResponse(query=q, hits=hits)
+
+    # ------------------------------------------------------------------ audit
+    @app.post(
+        "/v1/decisions",
+        response_model=DecisionsResponse,
+        status_code=201,
+        responses={k: _ERRORS[k] for k in (401, 413, 422, 503)},
+        tags=["audit"],
+    )
+    def decide(
+        body: Annotated[DecisionsByText | DecisionsByHash, Body()], user: User_, current: Ready
+    ) -> DecisionsResponse:
+        """Keep the coder's accept / reject / add decisions on one note (the coder is the token's owner)."""
+        assert current.search is not None
+        text = body.text if isinstance(body, DecisionsByText) else None
+        if text is not None and len(text) > settings.max_note_chars:
+            raise _error(413, f"note: {len(text)} characters, the limit is {settings.max_note_chars}")
+        digest = note_hash(text) if text is not None else body.note_hash  # type: ignore[union-attr]
+        decisions = []
+        for i, d in enumerate(body.decisions):
+            entry = current.search.lookup(d.code)
+            if entry is None:
+                raise _error(422, f"decisions.{i}.code: {d.code!r} is neither a code of the model nor of its catalog")
+            decisions.append(Decision(entry.code, d.action, current.probability(digest, entry.code)))
+        keep = text if isinstance(body, DecisionsByText) and body.keep_text else None
+        ids = app.state.audit.record(
+            coder=user.name,
+            note_id=body.note_id,
+            digest=digest,
+            decisions=decisions,
+            model_version=current.version,
+            text=keep,
+        )
+        logger.info("stored %d decision(s) of %s", len(ids), user.name)
+        stored = [r for r in app.state.audit.rows(coder=user.name, digest=digest) if r["id"] in set(ids)]
+        return DecisionsResponse(stored=[DecisionOut(**r) for r in stored])
+
+    @app.get(
+        "/v1/decisions",
+        response_model=DecisionsResponse,
+        responses={k: _ERRORS[k] for k in (401, 403, 422)},
+        tags=["audit"],
+    )
+    def decisions(
+        user: User_,
+        note_hash_: Annotated[str | None, Query(alias="note_hash", pattern=r"^[0-9a-f]{64}$")] = None,
+        coder: Annotated[str | None, Query(max_length=64)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> DecisionsResponse:
+        """Your latest decisions (an admin token may read another coder's)."""
+        who = coder or user.name
+        if who != user.name and not user.admin:
+            raise _error(403, f"{user.name} may not read the decisions of {who}")
+        rows = app.state.audit.rows(coder=who, digest=note_hash_, limit=limit)
+        return DecisionsResponse(stored=[DecisionOut(**r) for r in rows])
+
+    # ------------------------------------------------------------------ model
+    @app.get("/v1/model", response_model=ModelInfo, responses={k: _ERRORS[k] for k in (401, 503)}, tags=["model"])
+    def model_info(user: User_, current: Ready) -> ModelInfo:
+        """The served system: version, label space, test metrics, model card, limits."""
+        coder = current.coder
+        assert coder is not None
+        path = coder.path
+        card = None
+        if path is not None and (path / "README.md").is_file():
+            card = (path / "README.md").read_text(encoding="utf-8", errors="replace")
+        header = coder.header
+        run = header.get("run") or {}
+        return ModelInfo(
+            version=current.version,
+            kind=coder.kind,
+            name=run.get("name") or header.get("name"),
+            model_type=(run.get("model") or {}).get("type"),
+            label_system=current.system,
+            n_codes=len(coder.codes),
+            can_explain=coder.can_explain(),
+            suggests_new_codes=coder.kind == "retrieval",
+            card=card,
+            metrics=_headline_metrics(path, header),
+            report=path is not None and (path / "report.html").is_file(),
+            limits={
+                "max_note_chars": settings.max_note_chars,
+                "max_batch": settings.max_batch,
+                "request_timeout_s": settings.request_timeout_s,
+                "queue": settings.queue_size,
+                "workers": settings.workers,
+            },
+            coder=user.name,
+        )
+
+    @app.get(
+        "/v1/model/report",
+        response_class=HTMLResponse,
+        responses={
+            404: {"model": ErrorOut, "description": "The bundle has no report.html."},
+            401: _ERRORS[401],
+            503: _ERRORS[503],
+        },
+        tags=["model"],
+    )
+    def model_report(user: User_, current: Ready) -> Response:
+        """The served model's HTML report (written by `medcoder report MODEL_DIR`)."""
+        path = current.coder.path if current.coder else None
+        if path is None or not (path / "report.html").is_file():
+            raise _error(404, "this bundle has no report.html: run `medcoder report MODEL_DIR` to write one")
+        return HTMLResponse((path / "report.html").read_text(encoding="utf-8"))
+
+    # ------------------------------------------------------------------ the page
+    static = _static_dir()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(
+            (static / "index.html").read_text(encoding="utf-8"),
+            headers={
+                "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                "script-src 'self' 'unsafe-inline'; frame-src 'self' blob:; connect-src 'self'",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    app.mount("/static", StaticFiles(directory=static), name="static")
+    return app

@@ -1,0 +1,417 @@
+"""The REST service: coding with evidence, catalog search, limits, tokens, the audit store and its export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from conftest import SYNTHETIC_SOURCE, TrainedRun
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import medcoder  # noqa: E402
+from medcoder.data.synthetic import generate_notes  # noqa: E402
+from medcoder.errors import MedcoderError  # noqa: E402
+from medcoder.inference.base import Coder  # noqa: E402
+from medcoder.serve import ServeSettings, create_app  # noqa: E402
+from medcoder.serve.audit import AuditStore, export_feedback, note_hash  # noqa: E402
+from medcoder.serve.auth import TokenStore, add_token  # noqa: E402
+
+
+def _wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 60
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ready").json()
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def notes() -> list:
+    from medcoder.data.sources.synthetic import SyntheticSource
+
+    return [
+        n
+        for n in generate_notes(SyntheticSource(**{k: v for k, v in SYNTHETIC_SOURCE.items() if k != "kind"}))
+        if n.split == "test"
+    ]
+
+
+@pytest.fixture(scope="module")
+def coder(synthetic_run: TrainedRun) -> Coder:
+    return medcoder.load(synthetic_run.bundle)
+
+
+@pytest.fixture()
+def served(coder: Coder, tmp_path: Path) -> Iterator[tuple[TestClient, AuditStore]]:
+    audit = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    app = create_app(coder, ServeSettings(max_note_chars=5000, max_batch=4), audit=audit)
+    with TestClient(app) as client:
+        _wait_ready(client)
+        yield client, audit
+
+
+def test_codes_one_note_with_evidence_offsets_into_it(served, notes) -> None:
+    client, _ = served
+    note = notes[0]
+    text = "Ünïcödé 😀 header.\n" + note.text  # characters outside the BMP before the mentions
+    response = client.post("/v1/code", json={"text": text, "id": "n-1", "top_k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["explained"] is True and body["model_version"].startswith("cli-test@")
+    [out] = body["notes"]
+    assert out["id"] == "n-1" and out["note_hash"] == note_hash(text)
+    ranks = [c["rank"] for c in out["codes"]]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+    probabilities = [c["probability"] for c in out["codes"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+    predicted = {c["code"] for c in out["codes"] if c["predicted"]}
+    assert predicted & set(note.labels), "the model codes a gold code of a test note"
+    spans = [e for c in out["codes"] for e in c["evidence"]]
+    assert spans and all(text[e["start"] : e["end"]] == e["text"] for e in spans)
+
+
+def test_codes_a_batch_in_order(served, notes) -> None:
+    client, _ = served
+    batch = [{"id": f"b{i}", "text": n.text} for i, n in enumerate(notes[:3])]
+    response = client.post("/v1/code", json={"notes": batch, "explain": False, "top_k": 0})
+    assert response.status_code == 200
+    out = response.json()["notes"]
+    assert [n["id"] for n in out] == ["b0", "b1", "b2"]
+    assert all(all(c["predicted"] and c["evidence"] == [] for c in n["codes"]) for n in out)
+    single = client.post("/v1/code", json={"text": notes[1].text, "explain": False, "top_k": 0}).json()["notes"][0]
+    assert [c["code"] for c in single["codes"]] == [c["code"] for c in out[1]["codes"]]
+
+
+def test_catalog_search_by_code_prefix_and_words(served, coder) -> None:
+    client, _ = served
+    hits = client.get("/v1/codes/search", params={"q": "e11"}).json()["hits"]
+    assert hits and all(h["code"].replace(".", "").startswith("E11") for h in hits)
+    words = client.get("/v1/codes/search", params={"q": "heart failure", "limit": 50}).json()["hits"]
+    assert len(words) >= 10
+    assert all("heart" in h["description"].lower() and "failure" in h["description"].lower() for h in words)
+    known = set(coder.codes)
+    assert all(h["in_model"] == (h["code"] in known) for h in hits + words)
+    assert [h["in_model"] for h in words] == sorted((h["in_model"] for h in words), reverse=True)  # the model's first
+    assert client.get("/v1/codes/search", params={"q": "zzzqqq"}).json()["hits"] == []
+
+
+def test_decisions_are_stored_with_the_models_probability(served, notes) -> None:
+    client, audit = served
+    text = notes[0].text
+    coded = client.post("/v1/code", json={"text": text, "top_k": 3}).json()
+    first = coded["notes"][0]["codes"][0]
+    body = {
+        "text": text,
+        "note_id": "n-7",
+        "decisions": [
+            {"code": first["code"].lower(), "action": "accept"},
+            {"code": "I50.9", "action": "add"},
+        ],
+    }
+    response = client.post("/v1/decisions", json=body)
+    assert response.status_code == 201, response.text
+    rows = audit.rows()
+    assert [(r["code"], r["action"]) for r in rows] == [(first["code"], "accept"), ("I50.9", "add")]
+    assert rows[0]["probability"] == pytest.approx(first["probability"])
+    assert rows[0]["note_hash"] == note_hash(text) and rows[0]["note_id"] == "n-7"
+    assert rows[0]["model_version"] == coded["model_version"]
+    assert audit.texts([note_hash(text)]) == {}  # not kept unless asked
+    by_hash = client.post(
+        "/v1/decisions", json={"note_hash": note_hash(text), "decisions": [{"code": "I50.9", "action": "reject"}]}
+    )
+    assert by_hash.status_code == 201
+    assert [r["action"] for r in audit.rows(digest=note_hash(text))] == ["accept", "add", "reject"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "status", "message"),
+    [
+        ({"json": {"text": "x" * 5001}}, 413, "note 0: 5001 characters, the limit is 5000"),
+        ({"json": {"notes": [{"text": "a"}] * 5}}, 413, "5 notes in one request: the limit is 4"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "invalid request"),
+        ({"json": {"text": 42}}, 422, "text"),
+        ({"json": {"text": "ok", "top_k": "many"}}, 422, "top_k"),
+        ({"json": {"text": "   "}}, 422, "text"),
+        ({"json": {"text": "ok", "notes": [{"text": "b"}]}}, 422, "Extra inputs are not permitted"),
+        ({"content": b"x" * 2_000_000, "headers": {"content-type": "application/json"}}, 413, "request body larger"),
+    ],
+)
+def test_bad_requests_get_a_status_and_a_message(served, request_, status, message) -> None:
+    client, audit = served
+    response = client.post("/v1/code", **request_)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+    assert "x" * 50 not in response.text  # the note is not echoed back
+    assert audit.rows() == []
+
+
+def test_bad_decisions_store_nothing(served) -> None:
+    client, audit = served
+    cases = [
+        {"text": "a note", "decisions": [{"code": "NOT-A-CODE", "action": "accept"}]},
+        {"text": "a note", "decisions": [{"code": "I10", "action": "approve"}]},
+        {"text": "a note", "coder": "someone-else", "decisions": [{"code": "I10", "action": "accept"}]},
+        {"note_hash": "abc", "decisions": [{"code": "I10", "action": "accept"}]},
+        {"text": "a note", "decisions": []},
+    ]
+    for body in cases:
+        response = client.post("/v1/decisions", json=body)
+        assert response.status_code == 422, body
+        assert response.json()["error"]
+    assert (
+        "neither a code of the model nor of its catalog" in client.post("/v1/decisions", json=cases[0]).json()["error"]
+    )
+    assert audit.rows() == []
+
+
+def test_model_info_and_report(served, synthetic_run: TrainedRun) -> None:
+    client, _ = served
+    info = client.get("/v1/model").json()
+    metrics = synthetic_run.metrics["test"]["all_gold"]
+    assert info["n_codes"] == len(json.loads((synthetic_run.bundle / "labels.json").read_text())["codes"])
+    assert info["metrics"]["test (all gold)"]["map"] == pytest.approx(metrics["map"])
+    assert info["model_type"] == "tfidf_lr.v1" and info["can_explain"] is True and info["label_system"] == "icd10cm"
+    assert "## " in info["card"]
+    assert info["report"] is False
+    missing = client.get("/v1/model/report")
+    assert missing.status_code == 404 and "medcoder report" in missing.json()["error"]
+    assert client.get("/health").json() == {"status": "ok"}
+    page = client.get("/")
+    assert page.status_code == 200 and "medcoder workbench" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_note_text_is_never_logged(coder, tmp_path, caplog) -> None:
+    marker = "Zyxwvut-unique-phrase hypertension"
+    app = create_app(coder, ServeSettings(max_note_chars=100), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}"))
+    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
+        _wait_ready(client)
+        assert client.post("/v1/code", json={"text": marker}).status_code == 200
+        assert client.post("/v1/code", json={"text": marker * 10}).status_code == 413
+        assert (
+            client.post(
+                "/v1/decisions", json={"text": marker, "decisions": [{"code": "I10", "action": "accept"}]}
+            ).status_code
+            == 201
+        )
+    assert "coded 1 note" in caplog.text
+    assert "Zyxwvut" not in caplog.text
+
+
+# ------------------------------------------------------------------ tokens
+@pytest.fixture()
+def with_tokens(coder, tmp_path) -> Iterator[tuple[TestClient, AuditStore, dict[str, str]]]:
+    file = tmp_path / "tokens.json"
+    tokens = {name: add_token(file, name, admin=name == "lead") for name in ("alice", "bob", "lead")}
+    assert tokens["alice"] not in file.read_text()  # only hashes are stored
+    audit = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    app = create_app(coder, ServeSettings(host="0.0.0.0", tokens_file=file), audit=audit)
+    with TestClient(app) as client:
+        _wait_ready(client)
+        yield client, audit, tokens
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_tokens_name_the_coder(with_tokens) -> None:
+    client, audit, tokens = with_tokens
+    body = {"text": "essential hypertension", "decisions": [{"code": "I10", "action": "accept"}]}
+    missing = client.post("/v1/decisions", json=body)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "missing token" in missing.json()["error"]
+    wrong = client.post("/v1/decisions", json=body, headers=_auth("not-a-token"))
+    assert wrong.status_code == 401 and wrong.json()["error"] == "unknown token"
+    assert client.post("/v1/code", json={"text": "x"}).status_code == 401
+    assert audit.rows() == []
+    assert client.post("/v1/decisions", json=body, headers=_auth(tokens["alice"])).status_code == 201
+    assert client.post("/v1/decisions", json=body, headers=_auth(tokens["bob"])).status_code == 201
+    assert [r["coder"] for r in audit.rows()] == ["alice", "bob"]
+    assert client.get("/v1/model", headers=_auth(tokens["bob"])).json()["coder"] == "bob"
+    mine = client.get("/v1/decisions", headers=_auth(tokens["alice"])).json()["stored"]
+    assert [r["coder"] for r in mine] == ["alice"]
+    other = client.get("/v1/decisions", params={"coder": "bob"}, headers=_auth(tokens["alice"]))
+    assert other.status_code == 403 and other.json()["error"] == "alice may not read the decisions of bob"
+    lead = client.get("/v1/decisions", params={"coder": "bob"}, headers=_auth(tokens["lead"])).json()["stored"]
+    assert [r["coder"] for r in lead] == ["bob"]
+    assert client.get("/health").status_code == 200  # no token needed to see it is up
+    assert len(audit.rows()) == 2
+
+
+def test_beyond_loopback_needs_tokens(coder, tmp_path, cli, synthetic_run) -> None:
+    with pytest.raises(MedcoderError, match="--tokens FILE"):
+        create_app(coder, ServeSettings(host="0.0.0.0"))
+    result = cli("serve", synthetic_run.bundle, "--host", "10.1.2.3")
+    assert result.code == 2 and "reachable from other machines" in result.err
+    bad = tmp_path / "tokens.json"
+    bad.write_text('{"tokens": [{"user": "eve", "sha256": "short"}]}')
+    with pytest.raises(MedcoderError, match="sha256 must be 64 hex digits"):
+        TokenStore.read(bad)
+
+
+def test_token_command_prints_a_working_token(cli, tmp_path) -> None:
+    file = tmp_path / "t.json"
+    result = cli("token", "add", "carol", "--tokens", file)
+    assert result.code == 0
+    token = result.out.strip()
+    store = TokenStore.read(file)
+    assert store.user(token).name == "carol" and store.user(token + "x") is None
+
+
+# ------------------------------------------------------------------ bounded work
+class _Gated(Coder):
+    """A coder whose predictions wait for a gate: lets a test hold the workers busy."""
+
+    kind = "model"
+
+    def __init__(self, inner: Coder) -> None:
+        super().__init__(inner.path, inner.header)
+        self.inner = inner
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    @classmethod
+    def load(cls, path, header):  # pragma: no cover - never loaded from disk
+        raise NotImplementedError
+
+    @property
+    def codes(self) -> list[str]:
+        return self.inner.codes
+
+    def description(self, code: str) -> str | None:
+        return self.inner.description(code)
+
+    def predict_proba(self, texts: Sequence[str], **kwargs):
+        return self.inner.predict_proba(texts, **kwargs)
+
+    def predict(self, texts, **kwargs):
+        self.started.set()
+        assert self.gate.wait(30)
+        return self.inner.predict(texts, **kwargs)
+
+    def data_config(self):
+        return self.inner.data_config()
+
+    def evaluate(self, notes, **kwargs):
+        return self.inner.evaluate(notes, **kwargs)
+
+    def metrics_table(self, metrics):
+        return self.inner.metrics_table(metrics)
+
+
+def test_a_full_queue_answers_503_and_a_slow_request_504(coder, tmp_path) -> None:
+    gated = _Gated(coder)
+    settings = ServeSettings(workers=1, queue_size=0, request_timeout_s=0.5)
+    app = create_app(gated, settings, audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}"))
+    with TestClient(app) as client:
+        _wait_ready(client)
+        results: list = []
+        first = threading.Thread(target=lambda: results.append(client.post("/v1/code", json={"text": "hypertension"})))
+        first.start()
+        assert gated.started.wait(10)
+        busy = client.post("/v1/code", json={"text": "hypertension"})
+        assert busy.status_code == 503 and int(busy.headers["retry-after"]) >= 1
+        assert "busy" in busy.json()["error"]
+        first.join(10)
+        assert results[0].status_code == 504 and "longer than 0.5 s" in results[0].json()["error"]
+        # the timed-out call still runs and holds its worker: no pile-up behind it
+        assert client.post("/v1/code", json={"text": "hypertension"}).status_code == 503
+        gated.gate.set()
+        deadline = time.monotonic() + 10
+        while (ok := client.post("/v1/code", json={"text": "hypertension"})).status_code == 503:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert ok.status_code == 200
+
+
+# ------------------------------------------------------------------ feedback export
+def test_feedback_export_writes_training_records(cli, coder, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'audit.sqlite'}"
+    app = create_app(coder, ServeSettings(), audit=AuditStore(url))
+    kept, private = "Essential hypertension, on lisinopril.", "Type 2 diabetes mellitus."
+    with TestClient(app) as client:
+        _wait_ready(client)
+        client.post("/v1/code", json={"text": kept})
+        decisions = [{"code": "I10", "action": "accept"}, {"code": "R07.9", "action": "reject"}]
+        body = {"text": kept, "note_id": "k1", "keep_text": True, "decisions": decisions}
+        assert client.post("/v1/decisions", json=body).status_code == 201
+        body = {"text": kept, "note_id": "k1", "decisions": [{"code": "E78.5", "action": "add"}]}
+        assert client.post("/v1/decisions", json=body).status_code == 201
+        body = {
+            "text": private,
+            "decisions": [{"code": "E11.9", "action": "accept"}, {"code": "E11.9", "action": "reject"}],
+        }
+        assert client.post("/v1/decisions", json=body).status_code == 201
+    out = tmp_path / "feedback.jsonl"
+    result = cli("feedback", "export", "--db", url, "-o", out)
+    assert result.code == 0, result.err
+    records = {r["note_hash"]: r for r in map(json.loads, out.read_text().splitlines())}
+    first = records[note_hash(kept)]
+    assert first["id"] == "k1" and first["text"] == kept
+    assert first["labels"] == ["I10", "E78.5"] and first["rejected"] == ["R07.9"]
+    second = records[note_hash(private)]
+    assert (
+        "text" not in second and second["labels"] == [] and second["rejected"] == ["E11.9"]
+    )  # the last decision counts
+    only_text = tmp_path / "with_text.jsonl"
+    assert cli("feedback", "export", "--db", url, "-o", only_text, "--with-text-only").code == 0
+    # the export is a training file medcoder reads as it is
+    from medcoder.data.sources.jsonl import JsonlSource
+
+    [note] = JsonlSource(path=only_text).read()
+    assert note.text == kept and set(note.labels) == {"I10", "E78.5"}
+    missing = cli("feedback", "export", "--db", f"sqlite:///{tmp_path / 'none.sqlite'}", "-o", out)
+    assert missing.code == 2 and "no audit database here" in missing.err
+
+
+def test_audit_store_on_postgresql() -> None:
+    url = os.environ.get("MEDCODER_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("MEDCODER_TEST_POSTGRES_URL is not set: .ci/run starts a PostgreSQL server and sets it")
+    import sqlalchemy as sa
+
+    from medcoder.serve.audit import Decision, feedback_records
+
+    store = AuditStore(url)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM medcoder_decisions"))
+        conn.execute(sa.text("DELETE FROM medcoder_notes"))
+    digest = note_hash("chest pain")
+    ids = store.record(
+        coder="alice",
+        note_id="p1",
+        digest=digest,
+        decisions=[Decision("R07.9", "accept", 0.8), Decision("I10", "reject", 0.1)],
+        model_version="m@1",
+        text="chest pain",
+    )
+    assert len(ids) == 2
+    rows = store.rows(coder="alice")
+    assert [(r["code"], r["action"], r["probability"]) for r in rows] == [
+        ("R07.9", "accept", 0.8),
+        ("I10", "reject", 0.1),
+    ]
+    assert rows[0]["created_at"].endswith("+00:00")
+    [record] = feedback_records(store)
+    assert record["labels"] == ["R07.9"] and record["text"] == "chest pain"
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"pg-feedback-{os.getpid()}.jsonl"
+    try:
+        assert export_feedback(url, out)["notes"] == 1
+    finally:
+        out.unlink(missing_ok=True)
+    store.close()
+
+
+def test_settings_bind_to_loopback_by_default(tmp_path) -> None:
+    settings = ServeSettings()
+    assert settings.loopback and settings.tokens_file is None
+    assert ServeSettings(host="::1").loopback and ServeSettings(host="localhost").loopback
+    assert not ServeSettings(host="192.168.0.4", tokens_file=tmp_path).loopback
