@@ -51,6 +51,7 @@ logger = logging.getLogger("medcoder.serve")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in {
+        400: "The body could not be read as text (not UTF-8).",
         401: "No token, or a token nobody has (only when the service uses tokens).",
         403: "Your token does not allow this.",
         413: "A note longer than the limit, more notes than the batch limit, or a body too large.",
@@ -290,7 +291,10 @@ def create_app(
     # ------------------------------------------------------------------ errors
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
+            message = "the request body could not be read: send JSON in UTF-8"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -328,7 +332,7 @@ def create_app(
     @app.post(
         "/v1/code",
         response_model=CodeResponse,
-        responses={k: _ERRORS[k] for k in (401, 413, 422, 503, 504)},
+        responses={k: _ERRORS[k] for k in (400, 401, 413, 422, 503, 504)},
         tags=["coding"],
     )
     async def code(
@@ -410,7 +414,7 @@ def create_app(
         "/v1/decisions",
         response_model=DecisionsResponse,
         status_code=201,
-        responses={k: _ERRORS[k] for k in (401, 413, 422, 503)},
+        responses={k: _ERRORS[k] for k in (400, 401, 413, 422, 503)},
         tags=["audit"],
     )
     def decide(
@@ -496,8 +500,9 @@ def create_app(
 
     @app.get(
         "/v1/model/report",
-        response_class=HTMLResponse,
+        response_class=Response,
         responses={
+            200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "The report (HTML)."},
             404: {"model": ErrorOut, "description": "The bundle has no report.html."},
             401: _ERRORS[401],
             503: _ERRORS[503],
