@@ -100,6 +100,15 @@ def test_catalog_search_by_code_prefix_and_words(served, coder) -> None:
     assert all(h["in_model"] == (h["code"] in known) for h in hits + words)
     assert [h["in_model"] for h in words] == sorted((h["in_model"] for h in words), reverse=True)  # the model's first
     assert client.get("/v1/codes/search", params={"q": "zzzqqq"}).json()["hits"] == []
+    typo = client.get("/v1/codes/search", params={"q": "E11", "limt": 5})
+    assert (
+        typo.status_code == 422
+        and typo.json()["error"] == "unknown query parameter 'limt' (this operation takes: limit, q)"
+    )
+    three = client.post(
+        "/v1/code", json={"text": "hypertension", "top_k": 3.0, "explain": False}
+    )  # JSON Schema's integer
+    assert three.status_code == 200 and len(three.json()["notes"][0]["codes"]) >= 3
 
 
 def test_decisions_are_stored_with_the_models_probability(served, notes) -> None:
@@ -138,6 +147,8 @@ def test_decisions_are_stored_with_the_models_probability(served, notes) -> None
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "invalid request"),
         ({"json": {"text": 42}}, 422, "text"),
         ({"json": {"text": "ok", "top_k": "many"}}, 422, "top_k"),
+        ({"json": {"text": "ok", "top_k": False}}, 422, "top_k"),  # strict JSON types: false is not 0
+        ({"json": {"text": "ok", "top_k": 2.5}}, 422, "top_k"),
         ({"json": {"text": "   "}}, 422, "text"),
         ({"json": {"text": "ok", "notes": [{"text": "b"}]}}, 422, "Extra inputs are not permitted"),
         ({"content": b"x" * 2_000_000, "headers": {"content-type": "application/json"}}, 413, "request body larger"),

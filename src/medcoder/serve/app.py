@@ -207,6 +207,14 @@ class _State:
             return self.probabilities.get(digest, {}).get(code)
 
 
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters an operation takes, its dependencies' included."""
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(status_code=status, detail=message, headers=headers)
 
@@ -257,26 +265,44 @@ def create_app(
             if own_audit and audit is not None:
                 audit.close()
 
+    local_user = User(getpass.getuser() or "local", admin=True)
+
+    if tokens is None:  # loopback without tokens: the schema asks for none
+
+        def current_user() -> User:
+            return local_user
+
+    else:
+        bearer = HTTPBearer(auto_error=False, description="A per-coder token (`medcoder token add`).")
+
+        def current_user(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
+            if credentials is None:
+                raise _error(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+            user = tokens.user(credentials.credentials)
+            if user is None:
+                raise _error(401, "unknown token", {"WWW-Authenticate": "Bearer"})
+            return user
+
+    def known_query(request: Request) -> None:
+        """A query parameter the operation does not take is an error that names it (a typo is not ignored)."""
+        route = request.scope.get("route")
+        if route is None or not hasattr(route, "dependant") or not request.query_params:
+            return
+        allowed = _query_names(route.dependant)
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            expected = ", ".join(sorted(allowed)) or "none"
+            raise _error(422, f"unknown query parameter {unknown[0]!r} (this operation takes: {expected})")
+
     app = FastAPI(
         title="medcoder workbench",
         version="1",
         description="Code clinical notes with evidence, search the catalog, keep every coder's decision.",
         lifespan=lifespan,
+        dependencies=[Depends(known_query)],
     )
     app.state.medcoder = state
     app.add_middleware(_BodyLimit, limit=settings.body_limit)
-    bearer = HTTPBearer(auto_error=False, description="A per-coder token (`medcoder token add`).")
-    local_user = User(getpass.getuser() or "local", admin=True)
-
-    def current_user(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> User:
-        if tokens is None:
-            return local_user
-        if credentials is None:
-            raise _error(401, "missing token: send 'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
-        user = tokens.user(credentials.credentials)
-        if user is None:
-            raise _error(401, "unknown token", {"WWW-Authenticate": "Bearer"})
-        return user
 
     def ready_state() -> _State:
         if not state.ready.is_set():

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer: 3.0 is one (a float with no fraction); true and "3" are not (the models are strict)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
 
 _TEXT = r"\S"  # at least one character that is not white space
 _NOTE_ID = Field(None, max_length=200, description="Your id of the note (kept in the audit, never its text).")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the schema says: no false for 0
 
 
 class NoteIn(_Strict):
@@ -20,8 +29,8 @@ class NoteIn(_Strict):
 
 
 class _Options(_Strict):
-    top_k: int | None = Field(
-        None, ge=0, le=200, description="Codes listed per note besides the predicted ones (default: the service's)."
+    top_k: Annotated[int, Ge(0), Le(200), BeforeValidator(_integral)] | None = Field(
+        None, description="Codes listed per note besides the predicted ones (default: the service's)."
     )
     explain: bool = Field(True, description="Add the evidence spans (character offsets into the note) of every code.")
 
