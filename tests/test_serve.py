@@ -426,3 +426,20 @@ def test_settings_bind_to_loopback_by_default(tmp_path) -> None:
     assert settings.loopback and settings.tokens_file is None
     assert ServeSettings(host="::1").loopback and ServeSettings(host="localhost").loopback
     assert not ServeSettings(host="192.168.0.4", tokens_file=tmp_path).loopback
+
+
+def test_report_command_feeds_the_model_tab(cli, synthetic_run: TrainedRun, tmp_path) -> None:
+    bundle = synthetic_run.copy_bundle(tmp_path / "model")
+    result = cli("report", bundle)
+    assert result.code == 0, result.err
+    html = (bundle / "report.html").read_text(encoding="utf-8")
+    assert "<svg" in html and "Per code" in html
+    app = create_app(bundle, ServeSettings(), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}"))
+    with TestClient(app) as client:
+        _wait_ready(client)
+        assert client.get("/v1/model").json()["report"] is True
+        served = client.get("/v1/model/report")
+        assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
+        assert served.text == html
+    missing = cli("report", tmp_path / "nothing-here")
+    assert missing.code == 2 and "nothing-here" in missing.err

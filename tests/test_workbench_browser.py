@@ -46,7 +46,11 @@ def _browser(playwright):
 
 
 def test_a_coder_codes_a_note_in_the_browser(synthetic_run: TrainedRun, tmp_path: Path) -> None:
-    coder = medcoder.load(synthetic_run.bundle)
+    from medcoder.evaluation.html_report import write_html_report
+
+    bundle = synthetic_run.copy_bundle(tmp_path / "model")
+    write_html_report(bundle)  # the model tab shows it
+    coder = medcoder.load(bundle)
     source = SyntheticSource(**{k: v for k, v in SYNTHETIC_SOURCE.items() if k != "kind"})
     notes = [n for n in generate_notes(source) if n.split == "test"]
     # a note whose listed codes give at least two evidence spans to the second code
@@ -131,6 +135,10 @@ def test_a_coder_codes_a_note_in_the_browser(synthetic_run: TrainedRun, tmp_path
         # the model tab shows the served model
         page.click("#tab-model")
         expect(page.locator("#model-summary")).to_contain_text("tfidf_lr.v1")
+        expect(page.locator("#panel-code")).to_be_hidden()
+        report = page.frame_locator("#report-frame")
+        expect(report.locator("h1")).to_contain_text("medcoder report")
+        expect(report.locator("svg").first).to_be_visible()
         browser.close()
 
     rows = audit.rows()

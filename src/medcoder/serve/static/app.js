@@ -43,7 +43,10 @@ async function api(path, options = {}) {
   if (!response.ok) {
     const message = isJson && payload.error ? payload.error : `HTTP ${response.status}`;
     const retry = response.headers.get("Retry-After");
-    throw new Error(retry ? `${message} (retry in ${retry} s)` : message);
+    const error = new Error(retry ? `${message} (retry in ${retry} s)` : message);
+    error.status = response.status;
+    error.retryAfter = retry ? Number(retry) : null;
+    throw error;
   }
   return payload;
 }
@@ -290,17 +293,16 @@ async function showModel() {
   const summary = $("model-summary");
   try {
     const info = await api("/v1/model");
-    const rows = [];
-    for (const [section, values] of Object.entries(info.metrics || {})) {
-      if (typeof values !== "object" || values === null) continue;
-      for (const key of ["map", "micro_f1", "micro_precision", "micro_recall", "macro_f1", "p_at_8", "accuracy"]) {
-        if (typeof values[key] === "number") rows.push(el("tr", {}, el("td", {}, `${section}: ${key}`), el("td", {}, values[key].toFixed(3))));
-      }
-    }
+    const keys = ["map", "micro_f1", "micro_precision", "micro_recall", "macro_f1", "p_at_8", "accuracy"];
+    const sections = Object.entries(info.metrics || {}).filter(([, v]) => typeof v === "object" && v !== null);
+    const shown = keys.filter((k) => sections.some(([, v]) => typeof v[k] === "number"));
+    const rows = sections.map(([section, values]) =>
+      el("tr", {}, el("td", {}, section), ...shown.map((k) => el("td", {}, typeof values[k] === "number" ? values[k].toFixed(3) : "—"))));
+    if (rows.length) rows.unshift(el("tr", {}, el("th", {}, "metrics"), ...shown.map((k) => el("th", {}, k.replace(/_/g, " ")))));
     summary.replaceChildren(
       el("h2", {}, "Served model"),
       el("p", {}, `${info.name || info.kind} · ${info.model_type || info.kind} · ${info.n_codes} codes (${info.label_system}) · version ${info.version}`),
-      rows.length ? el("table", {}, el("tr", {}, el("th", {}, "test metric"), el("th", {}, "value")), ...rows) : "",
+      rows.length ? el("table", {}, ...rows) : "",
       info.card ? el("details", {}, el("summary", {}, "Model card"), el("pre", {}, info.card)) : "",
     );
     const frame = $("report-frame");
@@ -332,8 +334,14 @@ async function whoAmI() {
     $("coder").textContent = info.coder;
     $("model-version").textContent = info.version;
     state.version = info.version;
+    if ($("status").textContent.startsWith("Loading the model")) setStatus("Model loaded: paste a note.");
   } catch (error) {
-    setStatus(error.message, true);
+    if (error.status === 503 && error.retryAfter) {  // still loading: ask again
+      setStatus("Loading the model…");
+      setTimeout(whoAmI, Math.min(error.retryAfter, 2) * 1000);
+    } else {
+      setStatus(error.message, true);
+    }
   }
 }
 
