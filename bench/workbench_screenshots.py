@@ -39,7 +39,7 @@ def main() -> None:
     from medcoder.serve.audit import AuditStore
 
     if not (args.model / "report.html").is_file():
-        from medcoder.evaluation.html_report import write_html_report
+        from medcoder.html_report import write_html_report
 
         write_html_report(args.model)
     records = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -23,7 +23,7 @@ import medcoder
 from medcoder.config import DataConfig, ExperimentConfig, RunConfig, validate
 from medcoder.data.dataset import load_dataset
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.html_report import write_html_report
+from medcoder.html_report import write_html_report
 from medcoder.training.experiment import run_experiment
 from medcoder.training.run import train_run
 

@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("retrieval",),
     ("rerank",),
     ("inference",),
-    ("training",),
+    ("training", "serve", "html_report"),
     ("demo", "cli", "__init__"),
 )
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}

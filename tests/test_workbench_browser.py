@@ -46,7 +46,7 @@ def _browser(playwright):
 
 
 def test_a_coder_codes_a_note_in_the_browser(synthetic_run: TrainedRun, tmp_path: Path) -> None:
-    from medcoder.evaluation.html_report import write_html_report
+    from medcoder.html_report import write_html_report
 
     bundle = synthetic_run.copy_bundle(tmp_path / "model")
     write_html_report(bundle)  # the model tab shows it

@@ -288,7 +288,7 @@ def report(
     ] = None,
 ) -> None:
     """Write one self-contained HTML report: metrics, F1 by code frequency, calibration, PR curve, per-code table."""
-    from medcoder.evaluation.html_report import write_html_report
+    from medcoder.html_report import write_html_report
 
     written = write_html_report(source, output, progress=RichReporter())
     logger.info("wrote %s", written)

@@ -176,7 +176,7 @@ class _State:
             if isinstance(model, Coder):
                 coder = model
             else:
-                from medcoder import load
+                from medcoder.inference.load import load
 
                 coder = load(model)
             if coder.needs_pairs:
