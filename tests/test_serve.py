@@ -144,13 +144,18 @@ def test_decisions_are_stored_with_the_models_probability(served, notes) -> None
     [
         ({"json": {"text": "x" * 5001}}, 413, "note 0: 5001 characters, the limit is 5000"),
         ({"json": {"notes": [{"text": "a"}] * 5}}, 413, "5 notes in one request: the limit is 4"),
-        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "invalid request"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "the body is not valid JSON"),
         ({"json": {"text": 42}}, 422, "text"),
         ({"json": {"text": "ok", "top_k": "many"}}, 422, "top_k"),
         ({"json": {"text": "ok", "top_k": False}}, 422, "top_k"),  # strict JSON types: false is not 0
         ({"json": {"text": "ok", "top_k": 2.5}}, 422, "top_k"),
         ({"json": {"text": "   "}}, 422, "text"),
-        ({"json": {"text": "ok", "notes": [{"text": "b"}]}}, 422, "Extra inputs are not permitted"),
+        ({"json": {"text": "ok", "notes": [{"text": "b"}]}}, 422, "invalid request: text: not a field of this request"),
+        (
+            {"json": {"text": "ok", "top_k": 3, "coder": "bob"}},
+            422,
+            "invalid request: coder: not a field of this request",
+        ),
         ({"content": b"x" * 2_000_000, "headers": {"content-type": "application/json"}}, 413, "request body larger"),
     ],
 )
@@ -443,3 +448,36 @@ def test_report_command_feeds_the_model_tab(cli, synthetic_run: TrainedRun, tmp_
         assert served.text == html
     missing = cli("report", tmp_path / "nothing-here")
     assert missing.code == 2 and "nothing-here" in missing.err
+
+
+class _Suggesting(_Gated):
+    """A coder that also suggests a code never seen in training (as a retrieval system does)."""
+
+    def predict(self, texts, **kwargs):
+        from dataclasses import replace
+
+        from medcoder.inference.base import CodeScore, Evidence
+
+        out = []
+        for text, prediction in zip(texts, self.inner.predict(texts, **kwargs), strict=True):
+            start = text.find("brain")
+            evidence = [Evidence(start, start + 5, "brain", 0.91, "retrieval")] if start >= 0 else []
+            new = CodeScore("C79.31", "Secondary malignant neoplasm of brain", 0.42, False, 1, evidence)
+            out.append(replace(prediction, new_codes=[new]))
+        return out
+
+
+def test_codes_never_seen_in_training_are_suggested_apart(coder, tmp_path) -> None:
+    audit = AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    app = create_app(_Suggesting(coder), ServeSettings(), audit=audit)
+    text = "Metastasis to the brain. Essential hypertension."
+    with TestClient(app) as client:
+        _wait_ready(client)
+        [note] = client.post("/v1/code", json={"text": text}).json()["notes"]
+        [new] = note["new_codes"]
+        assert new["code"] == "C79.31" and new["code"] not in {c["code"] for c in note["codes"]}
+        [span] = new["evidence"]
+        assert text[span["start"] : span["end"]] == "brain" and span["source"] == "retrieval"
+        body = {"text": text, "decisions": [{"code": "C79.31", "action": "accept"}]}
+        assert client.post("/v1/decisions", json=body).status_code == 201
+    assert audit.rows()[0]["probability"] == pytest.approx(0.42)

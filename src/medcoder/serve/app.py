@@ -219,14 +219,43 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return HTTPException(status_code=status, detail=message, headers=headers)
 
 
-def _validation_message(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+# A body of two shapes: the one the client meant, by the key only it has (its errors alone are reported).
+_SHAPES = {"CodeBatchRequest": ("notes", "CodeOneRequest"), "DecisionsByHash": ("note_hash", "DecisionsByText")}
+
+
+def _meant(errors: list[dict[str, Any]], body: Any) -> list[dict[str, Any]]:
+    """The errors of the body shape the client meant, the shape's name dropped from their location."""
+    named = {str(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1 and e["loc"][0] == "body"}
+    for shape, (key, other) in _SHAPES.items():
+        if {shape, other} & named:
+            wanted = shape if isinstance(body, dict) and key in body else other
+            kept = [
+                e
+                for e in errors
+                if len(e["loc"]) < 2 or str(e["loc"][1]) not in (shape, other) or e["loc"][1] == wanted
+            ]
+            return [
+                {**e, "loc": (e["loc"][0], *e["loc"][2:]) if len(e["loc"]) > 1 and e["loc"][1] == wanted else e["loc"]}
+                for e in kept
+            ]
+    return errors
+
+
+def _validation_message(errors: list[dict[str, Any]], body: Any = None) -> tuple[str, list[dict[str, Any]]]:
     """One line and a detail list, without echoing the input (it may hold a note's text)."""
-    detail = [
-        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")} for e in errors
-    ]
-    parts = [
-        f"{'.'.join(d['loc'][1:] if d['loc'][:1] == ['body'] else d['loc']) or 'body'}: {d['msg']}" for d in detail[:5]
-    ]
+    errors = _meant(errors, body)
+    detail = []
+    for e in errors:
+        message = str(e.get("msg", ""))
+        if e.get("type") == "extra_forbidden":
+            message = "not a field of this request"
+        elif e.get("type") == "json_invalid":
+            message = f"the body is not valid JSON ({(e.get('ctx') or {}).get('error', 'decode error')})"
+        detail.append({"loc": [str(p) for p in e.get("loc", ())], "msg": message, "type": e.get("type")})
+    parts = []
+    for d in detail[:5]:
+        where = d["loc"][1:] if d["loc"][:1] == ["body"] else d["loc"]
+        parts.append(d["msg"] if d["type"] == "json_invalid" else f"{'.'.join(where) or 'body'}: {d['msg']}")
     more = f" (and {len(detail) - 5} more)" if len(detail) > 5 else ""
     return "invalid request: " + "; ".join(parts) + more, detail
 
@@ -324,7 +353,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, detail = _validation_message(list(exc.errors()))
+        message, detail = _validation_message(list(exc.errors()), exc.body)
         return JSONResponse({"error": message, "detail": detail}, status_code=422)
 
     @app.exception_handler(MedcoderError)
