@@ -69,13 +69,14 @@ def main() -> None:
         port = s.getsockname()[1]
     command = [str(ROOT / ".venv" / "bin" / "medcoder"), "serve", str(args.model), "--port", str(port)]
     command += ["--db", f"sqlite:///{folder / 'audit.sqlite'}"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(Path(tempfile.gettempdir()) / f"medcoder-serve-{port}.log", "w")  # noqa: SIM115 - the server's, closed with it
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
         while True:
             if server.poll() is not None:
-                sys.exit(server.stderr.read())
+                sys.exit(f"the server stopped: see {log.name}")
             try:
                 if httpx.get(base + "/ready", timeout=2).status_code == 200:
                     break

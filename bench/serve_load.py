@@ -100,14 +100,15 @@ def run(model: Path, clients: list[int], seconds: float, notes: list[str]) -> li
         "--db",
         f"sqlite:///{db}",
     ]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(Path(tempfile.gettempdir()) / f"medcoder-serve-{port}.log", "w")  # noqa: SIM115 - the server's, closed with it
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     base = f"http://127.0.0.1:{port}"
     rows = []
     try:
         deadline = time.monotonic() + 600
         while True:
             if server.poll() is not None:
-                sys.exit(f"the server stopped: {server.stderr.read()}")
+                sys.exit(f"the server stopped: see {log.name}")
             try:
                 if httpx.get(base + "/ready", timeout=2).status_code == 200:
                     break

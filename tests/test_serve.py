@@ -204,21 +204,41 @@ def test_model_info_and_report(served, synthetic_run: TrainedRun) -> None:
     assert client.get("/static/app.js").status_code == 200
 
 
-def test_note_text_is_never_logged(coder, tmp_path, caplog) -> None:
+def test_note_text_is_never_logged(coder, tmp_path) -> None:
     marker = "Zyxwvut-unique-phrase hypertension"
-    app = create_app(coder, ServeSettings(max_note_chars=100), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}"))
-    with caplog.at_level(logging.DEBUG), TestClient(app) as client:
-        _wait_ready(client)
-        assert client.post("/v1/code", json={"text": marker}).status_code == 200
-        assert client.post("/v1/code", json={"text": marker * 10}).status_code == 413
-        assert (
-            client.post(
-                "/v1/decisions", json={"text": marker, "decisions": [{"code": "I10", "action": "accept"}]}
-            ).status_code
-            == 201
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    handler = Keep(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("medcoder", "uvicorn", "fastapi", "sqlalchemy")]
+    levels = [log.level for log in loggers]
+    for log in loggers:  # every message of the service and the libraries it runs on, at DEBUG
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+    try:
+        app = create_app(
+            coder, ServeSettings(max_note_chars=100), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
         )
-    assert "coded 1 note" in caplog.text
-    assert "Zyxwvut" not in caplog.text
+        with TestClient(app) as client:
+            _wait_ready(client)
+            assert client.post("/v1/code", json={"text": marker}).status_code == 200
+            assert client.post("/v1/code", json={"text": marker * 10}).status_code == 413
+            body = {"text": marker, "keep_text": True, "decisions": [{"code": "I10", "action": "accept"}]}
+            assert client.post("/v1/decisions", json=body).status_code == 201
+            assert (
+                client.post("/v1/decisions", json={**body, "decisions": [{"code": "?", "action": "x"}]}).status_code
+                == 422
+            )
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.removeHandler(handler)
+            log.setLevel(level)
+    text = "\n".join(records)
+    assert "coded 1 note(s)" in text and "stored 1 decision(s)" in text  # DEBUG lines, not one per request at INFO
+    assert "Zyxwvut" not in text
 
 
 # ------------------------------------------------------------------ tokens

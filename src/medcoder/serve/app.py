@@ -418,7 +418,7 @@ def create_app(
             raise _error(504, f"coding took longer than {settings.request_timeout_s:g} s") from None
         digests = [note_hash(t) for t in texts]
         current.remember(predictions, digests)
-        logger.info("coded %d note(s) for %s in %.2f s", len(texts), user.name, time.perf_counter() - started)
+        logger.debug("coded %d note(s) for %s in %.2f s", len(texts), user.name, time.perf_counter() - started)
 
         def rows(items: list[Any] | None) -> list[CodeOut] | None:
             if items is None:
@@ -496,7 +496,7 @@ def create_app(
             model_version=current.version,
             text=keep,
         )
-        logger.info("stored %d decision(s) of %s", len(ids), user.name)
+        logger.debug("stored %d decision(s) of %s", len(ids), user.name)
         stored = [r for r in app.state.audit.rows(coder=user.name, digest=digest) if r["id"] in set(ids)]
         return DecisionsResponse(stored=[DecisionOut(**r) for r in stored])
 

@@ -42,7 +42,8 @@ class AuditStore:
 
         self.url = url
         try:
-            options: dict[str, Any] = {"future": True, "pool_pre_ping": True}
+            # hide_parameters: a note kept for training never shows in a SQL log line or error message
+            options: dict[str, Any] = {"future": True, "pool_pre_ping": True, "hide_parameters": True}
             if url.startswith("sqlite"):
                 options["connect_args"] = {"check_same_thread": False, "timeout": 30}
                 path = sa.engine.make_url(url).database
