@@ -325,6 +325,9 @@ class _Gated(Coder):
     def description(self, code: str) -> str | None:
         return self.inner.description(code)
 
+    def can_explain(self) -> bool:
+        return self.inner.can_explain()
+
     def predict_proba(self, texts: Sequence[str], **kwargs):
         return self.inner.predict_proba(texts, **kwargs)
 
@@ -501,3 +504,72 @@ def test_codes_never_seen_in_training_are_suggested_apart(coder, tmp_path) -> No
         body = {"text": text, "decisions": [{"code": "C79.31", "action": "accept"}]}
         assert client.post("/v1/decisions", json=body).status_code == 201
     assert audit.rows()[0]["probability"] == pytest.approx(0.42)
+
+
+class _Recording(_Gated):
+    """Records the notes of every model call; a note saying "poison" makes the call fail."""
+
+    def __init__(self, inner: Coder) -> None:
+        super().__init__(inner)
+        self.calls: list[list[str]] = []
+
+    def predict(self, texts, **kwargs):
+        self.calls.append(list(texts))
+        self.started.set()
+        assert self.gate.wait(30)
+        if any("poison" in t for t in texts):
+            raise MedcoderError("cannot code a poisoned note")
+        return self.inner.predict(texts, **kwargs)
+
+
+def test_waiting_requests_are_coded_in_one_call_and_a_bad_one_fails_alone(coder, notes, tmp_path) -> None:
+    recording = _Recording(coder)
+    app = create_app(
+        recording, ServeSettings(workers=1, queue_size=4), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}")
+    )
+    first, second, third = notes[0].text, notes[1].text, "poison " + notes[2].text
+    with TestClient(app) as client:
+        _wait_ready(client)
+        results: dict[str, object] = {}
+
+        def send(name: str, body: dict) -> None:
+            results[name] = client.post("/v1/code", json=body)
+
+        threads = [threading.Thread(target=send, args=("a", {"text": first, "top_k": 2}))]
+        threads[0].start()
+        assert recording.started.wait(10)  # the worker is busy with a: the next ones wait together
+        threads += [
+            threading.Thread(target=send, args=("b", {"text": second, "top_k": 0, "explain": False})),
+            threading.Thread(target=send, args=("c", {"text": third})),
+        ]
+        for thread in threads[1:]:
+            thread.start()
+        deadline = time.monotonic() + 10
+        while app.state.medcoder.pool.in_use < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        recording.gate.set()
+        for thread in threads:
+            thread.join(30)
+        assert [len(call) for call in recording.calls] == [1, 2, 1, 1]  # a; b+c together, failed; then b, c alone
+        assert results["a"].status_code == 200 and results["b"].status_code == 200
+        assert results["c"].status_code == 422 and results["c"].json()["error"] == "cannot code a poisoned note"
+        alone = client.post("/v1/code", json={"text": second, "top_k": 0, "explain": False}).json()["notes"][0]
+        assert results["b"].json()["notes"][0] == alone  # its own top_k and no evidence, as if coded alone
+        two = results["a"].json()["notes"][0]["codes"]
+        assert all(c["predicted"] or c["rank"] <= 2 for c in two) and any(c["evidence"] for c in two)
+
+
+def test_a_batch_call_gives_each_request_what_it_asked(coder, notes, tmp_path) -> None:
+    from medcoder.serve.app import _CodeJob, _State
+
+    state = _State(ServeSettings())
+    state.start(coder)
+    jobs = [
+        _CodeJob([notes[0].text], ["x"], 0, False),
+        _CodeJob([notes[1].text, notes[2].text], ["y", "z"], 5, True),
+    ]
+    batched = state.code_batch(jobs)
+    alone = [coder.predict(j.texts, ids=j.ids, top_k=j.top_k, explain=j.explain) for j in jobs]
+    assert batched == alone
+    state.pool.shutdown()

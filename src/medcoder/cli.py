@@ -314,6 +314,9 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
     queue: Annotated[int, typer.Option(min=0, help="Requests that may wait for a worker; one more gets 503.")] = 8,
     timeout: Annotated[float, typer.Option(min=0.1, help="Request timeout in seconds (504 after it).")] = 60.0,
+    batch_notes: Annotated[
+        int, typer.Option(min=1, help="Waiting requests coded together in one model call, up to this many notes.")
+    ] = 16,
 ) -> None:
     """Serve the REST API and the coder's web page (http://HOST:PORT/); the model is loaded once, at start-up."""
     import uvicorn
@@ -332,6 +335,7 @@ def serve(
         workers=workers,
         queue_size=queue,
         request_timeout_s=timeout,
+        batch_notes=batch_notes,
     )
     settings.check_access()
     logger.info("loading %s", model)

@@ -10,7 +10,8 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medcoder.errors import MedcoderError
-from medcoder.inference.base import Coder, NotePrediction
+from medcoder.inference.base import Coder, CodeScore, NotePrediction
 from medcoder.serve.audit import AuditStore, Decision, note_hash
 from medcoder.serve.auth import TokenStore, User
 from medcoder.serve.catalog import CodeSearch
@@ -155,6 +156,26 @@ class _TooLarge(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class _CodeJob:
+    texts: list[str]
+    ids: list[str | None]
+    top_k: int
+    explain: bool
+
+
+def _trimmed(prediction: NotePrediction, top_k: int, explain: bool) -> NotePrediction:
+    """``prediction`` as a call with this ``top_k`` and ``explain`` would have given it."""
+
+    def keep(codes: list[CodeScore] | None, cut: bool) -> list[CodeScore] | None:
+        if codes is None:
+            return None
+        kept = [c for c in codes if not cut or c.predicted or c.rank <= top_k]
+        return kept if explain else [replace(c, evidence=None) for c in kept]
+
+    return replace(prediction, codes=keep(prediction.codes, True), new_codes=keep(prediction.new_codes, False))
+
+
 class _State:
     """What the app holds once started: the system, its catalog search, the pool, the audit store."""
 
@@ -166,7 +187,9 @@ class _State:
         self.system = "none"
         self.error: str | None = None
         self.ready = threading.Event()
-        self.pool = InferencePool(settings.workers, settings.queue_size)
+        self.pool = InferencePool(
+            self.code_batch, workers=settings.workers, queue_size=settings.queue_size, batch_notes=settings.batch_notes
+        )
         self.probabilities: OrderedDict[str, dict[str, float]] = OrderedDict()
         self.lock = threading.Lock()
 
@@ -193,6 +216,24 @@ class _State:
             logger.error("cannot serve the model: %s", exc)
         finally:
             self.ready.set()
+
+    def code_batch(self, requests: Sequence[_CodeJob]) -> list[list[NotePrediction]]:
+        """Code the notes of several requests in one model call; each gets its own top_k and evidence back."""
+        coder = self.coder
+        assert coder is not None
+        texts = [t for r in requests for t in r.texts]
+        ids = [i for r in requests for i in r.ids]
+        top_k = max(r.top_k for r in requests)
+        explain = any(r.explain for r in requests)
+        predictions = coder.predict(texts, ids=ids, top_k=top_k, explain=explain)
+        out, at = [], 0
+        for r in requests:
+            mine = predictions[at : at + len(r.texts)]
+            at += len(r.texts)
+            if r.top_k < top_k or (explain and not r.explain):
+                mine = [_trimmed(p, r.top_k, r.explain) for p in mine]
+            out.append(mine)
+        return out
 
     def remember(self, predictions: list[NotePrediction], digests: list[str]) -> None:
         with self.lock:
@@ -379,11 +420,6 @@ def create_app(
         return Health(status="ready")
 
     # ------------------------------------------------------------------ coding
-    def code_notes(texts: list[str], ids: list[str | None], top_k: int, explain: bool) -> list[NotePrediction]:
-        coder = state.coder
-        assert coder is not None
-        return coder.predict(texts, ids=ids, top_k=top_k, explain=explain)
-
     @app.post(
         "/v1/code",
         response_model=CodeResponse,
@@ -409,9 +445,8 @@ def create_app(
         explain = body.explain and coder.can_explain()
         started = time.perf_counter()
         try:
-            predictions = await current.pool.run(
-                code_notes, texts, ids, top_k, explain, timeout=settings.request_timeout_s
-            )
+            job = _CodeJob(texts, ids, top_k, explain)
+            predictions = await current.pool.run(job, size=len(texts), timeout=settings.request_timeout_s)
         except Busy as exc:
             raise _error(503, str(exc), {"Retry-After": str(exc.retry_after)}) from None
         except TimedOut:

@@ -28,6 +28,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(0, ge=0)  # 0: derived from the two limits above
     workers: int = Field(1, ge=1)  # inference threads (a model call uses every core it is given)
     queue_size: int = Field(8, ge=0)  # requests waiting for a worker; one more gets 503 + Retry-After
+    batch_notes: int = Field(16, ge=1)  # waiting requests coded together in one model call, up to this many notes
     request_timeout_s: float = Field(60.0, gt=0)  # a request waiting or running longer gets 504
     top_k: int = Field(15, ge=0, le=200)  # codes listed per note by default (besides the predicted ones)
     max_top_k: int = Field(200, ge=0)
