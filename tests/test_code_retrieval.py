@@ -420,3 +420,16 @@ def test_new_codes_are_suggested_apart_above_a_dev_tuned_cosine() -> None:
     metrics = suggestion_metrics(novel_suggestions(retrieval, known, threshold=threshold, top=3), gold, known)
     assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
     assert metrics["suggested_per_note"] == 1.5 and metrics["gold_new_assignments"] == 2
+
+
+def test_no_new_codes_are_suggested_when_dev_shows_none_can_be_right() -> None:
+    from medcoder.retrieval.fusion import NO_SUGGESTIONS
+
+    retrieval = [{"A": 0.9, "N1": 1.0}, {"N4": 0.6}]
+    known = {"A"}
+    # dev has no gold code outside the classifier's: before, the threshold became the top cosine (1.0)
+    # and an exact description match was always suggested, always wrong
+    threshold = tune_novel_threshold(retrieval, [["A"], ["A"]], known, top=3)
+    assert threshold == NO_SUGGESTIONS and novel_suggestions(retrieval, known, threshold=threshold, top=3) == [{}, {}]
+    # new gold codes on dev, but retrieval finds none of them: the same
+    assert tune_novel_threshold(retrieval, [["N7"], ["N8"]], known, top=3) == NO_SUGGESTIONS

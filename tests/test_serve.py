@@ -573,3 +573,16 @@ def test_a_batch_call_gives_each_request_what_it_asked(coder, notes, tmp_path) -
     alone = [coder.predict(j.texts, ids=j.ids, top_k=j.top_k, explain=j.explain) for j in jobs]
     assert batched == alone
     state.pool.shutdown()
+
+
+def test_evidence_spans_are_whole_words() -> None:
+    from medcoder.inference.model import whole_words
+
+    text = "- nitrofurantoin 100 mg; the mid shins bilaterally."
+    start = text.index("nitrofur")
+    assert text.__getitem__(slice(*whole_words(text, start, start + 8))) == "nitrofurantoin"
+    inner = text.index("ilateral")
+    assert text.__getitem__(slice(*whole_words(text, inner, inner + 4))) == "bilaterally"
+    shins = text.index("shins")
+    assert whole_words(text, shins, shins + 5) == (shins, shins + 5)  # already whole: unchanged
+    assert whole_words(text, 0, 1) == (0, 1)

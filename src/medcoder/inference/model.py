@@ -31,6 +31,18 @@ from medcoder.registry import SYSTEMS
 _BATCH = 256  # notes scored at once: bounds memory of the sparse/dense features
 
 
+def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """``[start, end)`` widened to whole words: a span that starts or ends inside a word takes all of it.
+
+    A transformer attends to subword pieces ("nitrofur" of "nitrofurantoin"); a coder reads words.
+    """
+    while 0 < start < len(text) and text[start - 1].isalnum() and text[start].isalnum():
+        start -= 1
+    while 0 < end < len(text) and text[end - 1].isalnum() and text[end].isalnum():
+        end += 1
+    return start, end
+
+
 @SYSTEMS.register("model")
 class ModelCoder(Coder):
     """Loads a model bundle once, then codes any number of notes."""
@@ -103,10 +115,19 @@ class ModelCoder(Coder):
         self, texts: Sequence[str], columns: Sequence[Sequence[int]], top: int
     ) -> list[dict[int, list[Evidence]]]:
         spans = self.bundle.model.explain(texts, columns, top=top)
-        return [
-            {j: [Evidence(s, e, text[s:e], round(w, 4)) for s, e, w in found] for j, found in note.items()}
-            for text, note in zip(texts, spans, strict=True)
-        ]
+        out = []
+        for text, note in zip(texts, spans, strict=True):
+            evidence: dict[int, list[Evidence]] = {}
+            for j, found in note.items():
+                seen: set[tuple[int, int]] = set()
+                for s, e, w in found:
+                    s, e = whole_words(text, s, e)
+                    if (s, e) not in seen:  # two subword spans of one word: shown once, at its best weight
+                        seen.add((s, e))
+                        evidence.setdefault(j, []).append(Evidence(s, e, text[s:e], round(w, 4)))
+                evidence.setdefault(j, [])
+            out.append(evidence)
+        return out
 
     def explain(
         self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3

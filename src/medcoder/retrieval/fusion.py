@@ -265,12 +265,25 @@ def novel_suggestions(
     return out
 
 
+NO_SUGGESTIONS = 2.0  # a cosine threshold above any cosine: no new-code suggestions
+
+
 def tune_novel_threshold(
     retrieval: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str], *, top: int
 ) -> float:
-    """The cosine threshold for :func:`novel_suggestions` with the best micro-F1 against gold codes outside ``known``."""
+    """The cosine threshold for :func:`novel_suggestions` with the best micro-F1 against gold codes outside ``known``.
+
+    When no candidate is a gold code (dev has no gold code outside ``known``, or
+    retrieval finds none of them) nothing shows that a suggestion can be right:
+    the threshold is :data:`NO_SUGGESTIONS`, above every cosine, and none is made.
+    (Tuned on such a dev set the best threshold used to be the highest cosine,
+    so an exact match of a catalog description was always suggested, and wrong.)
+    """
     candidates = novel_suggestions(retrieval, known, threshold=-1.0, top=top)
-    return best_threshold(candidates, [[c for c in codes if c not in known] for codes in gold])
+    wanted = [[c for c in codes if c not in known] for codes in gold]
+    if not any(c in row for row, codes in zip(candidates, wanted, strict=True) for c in codes):
+        return NO_SUGGESTIONS
+    return best_threshold(candidates, wanted)
 
 
 def suggestion_metrics(
