@@ -159,7 +159,9 @@ function highlight(code) {
   if (!spans.length) {
     caption.textContent = `${code.code}: no span of this note raised it`;
   } else {
-    caption.textContent = `${code.code} ${code.description || ""}: ${spans.length} evidence span(s); the strongest is outlined`;
+    const sources = [...new Set(spans.map((s) => s.source).filter(Boolean))];
+    caption.textContent = `${code.code} ${code.description || ""}: ${spans.length} evidence span(s), the first outlined` +
+      (sources.length ? ` (from ${sources.join(", ")})` : "");
     const strongest = view.querySelector("mark.strongest");
     if (strongest) strongest.scrollIntoView({ block: "center" });
   }
