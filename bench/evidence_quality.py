@@ -560,10 +560,16 @@ def interpret(rows: list[dict[str, Any]]) -> list[str]:
             f"- **MiniLM + label attention**: {pct(r['first_span_on_gold'])} / {pct(r['any_span_on_gold'])}. The "
             "encoder is frozen (only the head learned), and it reads the first 512 word pieces (214 of the 1,050 "
             "training notes are cut, losing the end of the assessment and plan). Its spans are runs of the word "
-            "pieces it attended to, so a span can start or end inside a word ('- nitrofur', 'the mid shins "
-            f"bilateral'): {r['spans_cutting_a_word']} of its {r['spans_checked']} spans do. The offsets "
-            "match the note, so it is not an offset bug, but a highlight such as '- nitrofur' reads badly: widening "
-            f"each span to whole words would fix it. Misses: {missed(r)}: drugs ('atorvastatin' for E78.5), 'CPAP' for G47.33, "
+            "pieces it attended to; "
+            + (
+                f"{r['spans_cutting_a_word']} of its {r['spans_checked']} spans start or end inside a word "
+                "('- nitrofur', 'the mid shins bilateral'): the offsets match the note, but such a highlight reads badly"
+                if r["spans_cutting_a_word"]
+                else f"the service widens them to whole words, and 0 of its {r['spans_checked']} spans cut a word "
+                "(862 of 2,403 did before that fix: '- nitrofur', 'the mid shins bilateral')"
+            )
+            + ". "
+            f"Misses: {missed(r)}: drugs ('atorvastatin' for E78.5), 'CPAP' for G47.33, "
             "'pitting edema to the mid shins' for I50.9."
         )
     q = by.get("retrieval")

@@ -248,6 +248,14 @@ class _State:
             return self.probabilities.get(digest, {}).get(code)
 
 
+def _local_name() -> str:
+    """Who runs the service: the coder of every request when no tokens are used."""
+    try:
+        return getpass.getuser() or "local"
+    except (KeyError, OSError):  # a container user with no name
+        return "local"
+
+
 def _query_names(dependant: Any) -> set[str]:
     """The query parameters an operation takes, its dependencies' included."""
     names = {p.alias for p in dependant.query_params}
@@ -335,7 +343,7 @@ def create_app(
             if own_audit and audit is not None:
                 audit.close()
 
-    local_user = User(getpass.getuser() or "local", admin=True)
+    local_user = User(_local_name(), admin=True)
 
     if tokens is None:  # loopback without tokens: the schema asks for none
 
