@@ -147,3 +147,35 @@ def test_a_coder_codes_a_note_in_the_browser(synthetic_run: TrainedRun, tmp_path
     assert {r["note_id"] for r in rows} == {"note-42"} and {r["note_hash"] for r in rows} == {note_hash(text)}
     assert rows[0]["probability"] == pytest.approx(first.probability, abs=1e-6)
     assert rows[2]["probability"] is None  # a code the model did not list has no probability of its own
+
+
+def test_the_page_signs_a_coder_in_with_a_token(synthetic_run: TrainedRun, tmp_path: Path) -> None:
+    from medcoder.serve.auth import add_token
+
+    token = add_token(tmp_path / "tokens.json", "alice")
+    audit = AuditStore(f"sqlite:///{tmp_path / 'audit.sqlite'}")
+    settings = ServeSettings(host="0.0.0.0", tokens_file=tmp_path / "tokens.json")  # served on loopback all the same
+    app = create_app(medcoder.load(synthetic_run.bundle), settings, audit=audit)
+    with live_server(app) as url, sync_playwright() as playwright:
+        browser = _browser(playwright)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(url)
+        dialog = page.locator("#token-dialog")
+        expect(dialog).to_be_visible()  # the service asked for a token: the page asks the coder
+        page.fill("#token-input", "not-a-token")
+        page.click("#token-form button[value=ok]")
+        expect(page.locator("#status")).to_have_text("unknown token")  # refused, and said why
+        expect(dialog).to_be_visible()  # asked again
+        page.fill("#token-input", token)
+        page.click("#token-form button[value=ok]")
+        expect(page.locator("#coder")).to_have_text("alice")
+        page.fill("#note-text", "ASSESSMENT: essential hypertension.")
+        page.click("#code-btn")
+        first = page.locator("#codes li").first
+        expect(first).to_be_visible()
+        code = first.get_attribute("data-code")
+        first.get_by_role("button", name=f"Accept {code}").click()
+        expect(page.locator("#decisions li")).to_have_count(1)
+        browser.close()
+    [row] = audit.rows()
+    assert row["coder"] == "alice" and row["code"] == code and row["action"] == "accept"
