@@ -194,6 +194,16 @@ def test_model_info_and_report(served, synthetic_run: TrainedRun) -> None:
     assert info["n_codes"] == len(json.loads((synthetic_run.bundle / "labels.json").read_text())["codes"])
     assert info["metrics"]["test (all gold)"]["map"] == pytest.approx(metrics["map"])
     assert info["model_type"] == "tfidf_lr.v1" and info["can_explain"] is True and info["label_system"] == "icd10cm"
+    labels = json.loads((synthetic_run.bundle / "labels.json").read_text())
+    space = info["label_space"]
+    assert space["system"] == "icd10cm" and space["level"] == "full" and space["n_codes"] == len(labels["codes"])
+    assert sum(space["codes_by_train_notes"].values()) == len(labels["codes"])
+    assert space["n_train_notes"] == labels["report"]["n_docs"]
+    most = space["most_frequent"][0]
+    assert (
+        most["train_notes"] == max(labels["train_freq"].values())
+        and labels["train_freq"][most["code"]] == most["train_notes"]
+    )
     assert "## " in info["card"]
     assert info["report"] is False
     missing = client.get("/v1/model/report")

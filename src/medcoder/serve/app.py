@@ -248,6 +248,36 @@ class _State:
             return self.probabilities.get(digest, {}).get(code)
 
 
+_FREQUENCY_BINS = ((1, 1, "1"), (2, 5, "2-5"), (6, 10, "6-10"), (11, 50, "11-50"), (51, None, "51+"))
+
+
+def _label_summary(coder: Coder) -> dict[str, Any]:
+    """The label space in a few figures: catalog, level, filters, train notes, codes by train frequency."""
+    summary: dict[str, Any] = {"n_codes": len(coder.codes)}
+    path = coder.labels_file(coder.path, coder.header) if coder.path is not None else None
+    if path is None or not path.is_file():
+        return summary
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return summary
+    freq = labels.get("train_freq") or {}
+    counts = [int(freq.get(code, 0)) for code in coder.codes]
+    bins = {"0 (catalog only)": sum(c == 0 for c in counts)} if any(c == 0 for c in counts) else {}
+    for low, high, name in _FREQUENCY_BINS:
+        bins[name] = sum(low <= c and (high is None or c <= high) for c in counts)
+    top = sorted(coder.codes, key=lambda code: -int(freq.get(code, 0)))[:10]
+    summary.update(
+        {key: labels.get(key) for key in ("system", "level", "truncate", "min_freq", "top_k") if key in labels}
+    )
+    summary["n_train_notes"] = (labels.get("report") or {}).get("n_docs")
+    summary["codes_by_train_notes"] = bins
+    summary["most_frequent"] = [
+        {"code": c, "description": coder.description(c), "train_notes": int(freq.get(c, 0))} for c in top
+    ]
+    return summary
+
+
 def _local_name() -> str:
     """Who runs the service: the coder of every request when no tokens are used."""
     try:
@@ -581,6 +611,7 @@ def create_app(
             model_type=(run.get("model") or {}).get("type"),
             label_system=current.system,
             n_codes=len(coder.codes),
+            label_space=_label_summary(coder),
             can_explain=coder.can_explain(),
             suggests_new_codes=coder.kind == "retrieval",
             card=card,

@@ -135,6 +135,9 @@ class ModelInfo(BaseModel):
     model_type: str | None
     label_system: str
     n_codes: int
+    label_space: dict[str, Any] = Field(
+        description="Catalog, level and filters, train notes, codes by number of train notes, the most frequent codes."
+    )
     can_explain: bool
     suggests_new_codes: bool
     card: str | None = Field(description="The bundle's model card (Markdown).")

@@ -304,6 +304,7 @@ async function showModel() {
     summary.replaceChildren(
       el("h2", {}, "Served model"),
       el("p", {}, `${info.name || info.kind} · ${info.model_type || info.kind} · ${info.n_codes} codes (${info.label_system}) · version ${info.version}`),
+      labelLine(info.label_space || {}),
       rows.length ? el("table", {}, ...rows) : "",
       info.card ? el("details", {}, el("summary", {}, "Model card"), el("pre", {}, info.card)) : "",
     );
@@ -319,6 +320,15 @@ async function showModel() {
   } catch (error) {
     summary.replaceChildren(el("p", { class: "status error" }, error.message));
   }
+}
+
+function labelLine(space) {
+  if (!space.codes_by_train_notes) return "";
+  const bins = Object.entries(space.codes_by_train_notes).map(([bin, n]) => `${n} with ${bin}`).join(", ");
+  const frequent = (space.most_frequent || []).slice(0, 5).map((c) => `${c.code} (${c.train_notes})`).join(", ");
+  return el("p", { class: "labels" },
+    `Label space: ${space.n_codes} ${space.system || ""} codes (${space.level || "?"} level), learned from ` +
+    `${space.n_train_notes ?? "?"} training notes. Codes by training notes: ${bins}. Most frequent: ${frequent}.`);
 }
 
 function showTab(name) {
