@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
 import schemathesis
+from _serving import serve_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import checks
@@ -63,26 +58,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "serve_fuzz.md")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="medcoder-fuzz-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [str(ROOT / ".venv" / "bin" / "medcoder"), "serve", str(args.model), "--port", str(port)]
-    command += ["--db", f"sqlite:///{folder / 'audit.sqlite'}"]
-    log = open(Path(tempfile.gettempdir()) / f"medcoder-serve-{port}.log", "w")  # noqa: SIM115 - the server's, closed with it
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"the server stopped: see {log.name}")
-            try:
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+    with serve_process(args.model) as (base, _):
         schema = schemathesis.openapi.from_url(base + "/openapi.json")
         for result in schema.get_all_operations():
             operation = result.ok()
@@ -97,9 +74,6 @@ def main() -> None:
                     continue
                 rows.append((operation.label, mode, sum(statuses.values()), dict(statuses), failures))
                 print(json.dumps(rows[-1]), flush=True)
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(30)
 
     cases = sum(r[2] for r in rows)
     server_errors = sum(n for r in rows for status, n in r[3].items() if status >= 500 and status not in (503, 504))

@@ -18,15 +18,13 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _serving import serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "codiesp" / "diagnosis_en.jsonl"
@@ -89,34 +87,8 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def run(model: Path, clients: list[int], seconds: float, notes: list[str]) -> list[dict]:
-    port = _free_port()
-    db = Path(tempfile.mkdtemp(prefix="medcoder-load-")) / "audit.sqlite"
-    command = [
-        str(ROOT / ".venv" / "bin" / "medcoder"),
-        "serve",
-        str(model),
-        "--port",
-        str(port),
-        "--db",
-        f"sqlite:///{db}",
-    ]
-    log = open(Path(tempfile.gettempdir()) / f"medcoder-serve-{port}.log", "w")  # noqa: SIM115 - the server's, closed with it
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
-    base = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        deadline = time.monotonic() + 600
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"the server stopped: see {log.name}")
-            try:
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                sys.exit("the server was not ready after 10 minutes")
-            time.sleep(0.5)
+    with serve_process(model) as (base, server):
         ready_rss = _peak_rss_mb(server.pid)
         httpx.post(base + "/v1/code", json={"text": notes[0]}, timeout=120)  # warm-up
         for n in clients:
@@ -140,12 +112,6 @@ def run(model: Path, clients: list[int], seconds: float, notes: list[str]) -> li
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
     return rows
 
 
