@@ -212,6 +212,9 @@ def test_model_info_and_report(served, synthetic_run: TrainedRun) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "medcoder workbench" in page.text
     assert client.get("/static/app.js").status_code == 200
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing loaded from elsewhere: the page works offline
+    assert client.get("/docs").status_code == 404  # FastAPI's docs page would load a CDN
+    assert client.get("/openapi.json").json()["paths"]["/v1/code"]
 
 
 def test_note_text_is_never_logged(coder, tmp_path) -> None:

@@ -408,6 +408,10 @@ def create_app(
         description="Code clinical notes with evidence, search the catalog, keep every coder's decision.",
         lifespan=lifespan,
         dependencies=[Depends(known_query)],
+        # FastAPI's /docs and /redoc pages load their scripts from a CDN: offline they are blank pages.
+        # The schema itself is /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.medcoder = state
     app.add_middleware(_BodyLimit, limit=settings.body_limit)
