@@ -341,6 +341,9 @@ class _Gated(Coder):
     def can_explain(self) -> bool:
         return self.inner.can_explain()
 
+    def label_space(self):
+        return self.inner.label_space()
+
     def predict_proba(self, texts: Sequence[str], **kwargs):
         return self.inner.predict_proba(texts, **kwargs)
 

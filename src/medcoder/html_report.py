@@ -47,7 +47,6 @@ from medcoder.inference.base import Coder
 from medcoder.inference.load import load
 from medcoder.io import atomic_write_text, read_json_file
 from medcoder.progress import LogReporter, Reporter
-from medcoder.registry import SYSTEMS
 
 ECE_K = 20  # METRICS.md: ECE over each note's 20 top-ranked codes
 _CURVE_POINTS = 1500  # points of the precision-recall curve drawn (the curve's steps are thinned evenly)
@@ -110,13 +109,10 @@ def write_html_report(source: Path, output: Path | None = None, *, progress: Rep
 
 def _label_space(coder: Coder, path: Path) -> LabelSpace:
     """The system's train label space (its labels.json): gold mapping and train frequencies."""
-    bundle = getattr(coder, "bundle", None)
-    if bundle is not None:
-        return bundle.labels
-    labels_file = SYSTEMS.get(coder.header["kind"]).labels_file(path, coder.header)
-    if labels_file is None or not labels_file.is_file():
+    labels = coder.label_space()
+    if labels is None:
         raise MedcoderError(f"{path}: this {coder.kind} system has no label space (labels.json) to report on")
-    return LabelSpace.from_json(labels_file)
+    return labels
 
 
 def _decision(coder: Coder, path: Path) -> Thresholds | None:

@@ -286,7 +286,8 @@ def exact_match(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.all(y == p, axis=1).mean())
 
 
-def _bin_name(lo: int, hi: int | None) -> str:
+def frequency_bin_name(lo: int, hi: int | None) -> str:
+    """How a train-frequency bin ``(lo, hi)`` is named in reports: ``"1"``, ``"2-5"``, ``"51+"``."""
     if hi is None:
         return f"{lo}+"
     return str(lo) if lo == hi else f"{lo}-{hi}"
@@ -318,7 +319,7 @@ def f1_by_frequency_bins(
     ranges: list[tuple[str, np.ndarray]] = [("0 (unseen)", freq <= 0)]
     for lo, hi in bins:
         upper = np.inf if hi is None else hi
-        ranges.append((_bin_name(lo, hi), (freq >= lo) & (freq <= upper)))
+        ranges.append((frequency_bin_name(lo, hi), (freq >= lo) & (freq <= upper)))
     out: list[dict[str, Any]] = []
     for name, mask in ranges:
         n = int(mask.sum())

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from medcoder.config import DataConfig
+from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.progress import Update
@@ -117,6 +118,13 @@ class Coder(ABC):
     def labels_file(cls, path: Path, header: dict[str, Any]) -> Path | None:
         """The ``labels.json`` of the label space inside the bundle ``path`` (None: it has none)."""
         return None
+
+    def label_space(self) -> LabelSpace | None:
+        """The label space fitted on the training data (codes, train frequencies, fit options); None: it has none."""
+        if self.path is None:
+            return None
+        file = self.labels_file(self.path, self.header)
+        return LabelSpace.from_json(file) if file is not None and file.is_file() else None
 
     @property
     @abstractmethod

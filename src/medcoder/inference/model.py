@@ -10,6 +10,7 @@ import numpy as np
 
 from medcoder.config import DataConfig
 from medcoder.data.dataset import texts_of
+from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.calibration import calibrate_probabilities
@@ -63,6 +64,9 @@ class ModelCoder(Coder):
     @classmethod
     def labels_file(cls, path: Path, header: dict[str, Any]) -> Path | None:
         return path / "labels.json"
+
+    def label_space(self) -> LabelSpace:
+        return self.bundle.labels
 
     @property
     def codes(self) -> list[str]:

@@ -23,7 +23,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from medcoder.data.labels import LabelSpace
 from medcoder.errors import MedcoderError
+from medcoder.evaluation.metrics import DEFAULT_FREQUENCY_BINS, frequency_bin_name
 from medcoder.inference.base import Coder, CodeScore, NotePrediction
 from medcoder.serve.audit import AuditStore, Decision, note_hash
 from medcoder.serve.auth import TokenStore, User
@@ -66,19 +68,6 @@ _PROBABILITY_CACHE = 4096  # notes whose listed codes' probabilities are kept fo
 
 def _static_dir() -> Path:
     return Path(str(importlib.resources.files("medcoder.serve") / "static"))
-
-
-def _label_system(header: dict[str, Any]) -> str:
-    """The catalog of a bundle's codes ("icd10cm", "icd9cm" or "none"), from its config.json."""
-    for section in (header.get("run"), header.get("config"), header):
-        if isinstance(section, dict):
-            labels = section.get("labels")
-            if isinstance(labels, dict) and isinstance(labels.get("system"), str):
-                return labels["system"]
-    index = header.get("index")
-    if isinstance(index, dict) and isinstance(index.get("system"), str):
-        return index["system"]
-    return "icd10cm" if header.get("kind") == "retrieval" else "none"
 
 
 def model_version(path: Path | None, header: dict[str, Any]) -> str:
@@ -185,6 +174,10 @@ class _State:
         self.search: CodeSearch | None = None
         self.version = ""
         self.system = "none"
+        # what GET /v1/model shows, read once the system is loaded
+        self.label_summary: dict[str, Any] = {}
+        self.metrics: dict[str, Any] = {}
+        self.card: str | None = None
         self.error: str | None = None
         self.ready = threading.Event()
         self.pool = InferencePool(
@@ -204,8 +197,16 @@ class _State:
                 coder = load(model)
             if coder.needs_pairs:
                 raise MedcoderError("this model codes sentence pairs; the workbench codes single notes")
-            self.system = _label_system(coder.header)
+            labels = coder.label_space()
+            # a retrieval system without a classifier ranks the ICD-10-CM catalog itself
+            self.system = labels.system if labels is not None else "icd10cm" if coder.kind == "retrieval" else "none"
             self.version = model_version(coder.path, coder.header)
+            self.label_summary = _label_summary(coder, labels)
+            self.metrics = _headline_metrics(coder.path, coder.header)
+            card = None if coder.path is None else coder.path / "README.md"
+            self.card = (
+                card.read_text(encoding="utf-8", errors="replace") if card is not None and card.is_file() else None
+            )
             self.search = CodeSearch(coder, self.system)
             self.coder = coder
             logger.info(
@@ -248,33 +249,28 @@ class _State:
             return self.probabilities.get(digest, {}).get(code)
 
 
-_FREQUENCY_BINS = ((1, 1, "1"), (2, 5, "2-5"), (6, 10, "6-10"), (11, 50, "11-50"), (51, None, "51+"))
-
-
-def _label_summary(coder: Coder) -> dict[str, Any]:
+def _label_summary(coder: Coder, labels: LabelSpace | None) -> dict[str, Any]:
     """The label space in a few figures: catalog, level, filters, train notes, codes by train frequency."""
     summary: dict[str, Any] = {"n_codes": len(coder.codes)}
-    path = coder.labels_file(coder.path, coder.header) if coder.path is not None else None
-    if path is None or not path.is_file():
+    if labels is None:
         return summary
-    try:
-        labels = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return summary
-    freq = labels.get("train_freq") or {}
-    counts = [int(freq.get(code, 0)) for code in coder.codes]
+    counts = [labels.train_freq.get(code, 0) for code in coder.codes]
     bins = {"0 (catalog only)": sum(c == 0 for c in counts)} if any(c == 0 for c in counts) else {}
-    for low, high, name in _FREQUENCY_BINS:
-        bins[name] = sum(low <= c and (high is None or c <= high) for c in counts)
-    top = sorted(coder.codes, key=lambda code: -int(freq.get(code, 0)))[:10]
+    for low, high in DEFAULT_FREQUENCY_BINS:
+        bins[frequency_bin_name(low, high)] = sum(low <= c and (high is None or c <= high) for c in counts)
+    top = sorted(coder.codes, key=lambda code: -labels.train_freq.get(code, 0))[:10]
     summary.update(
-        {key: labels.get(key) for key in ("system", "level", "truncate", "min_freq", "top_k") if key in labels}
+        system=labels.system,
+        level=labels.level,
+        truncate=labels.truncate,
+        min_freq=labels.min_freq,
+        top_k=labels.top_k,
+        n_train_notes=labels.report.get("n_docs"),
+        codes_by_train_notes=bins,
+        most_frequent=[
+            {"code": c, "description": coder.description(c), "train_notes": labels.train_freq.get(c, 0)} for c in top
+        ],
     )
-    summary["n_train_notes"] = (labels.get("report") or {}).get("n_docs")
-    summary["codes_by_train_notes"] = bins
-    summary["most_frequent"] = [
-        {"code": c, "description": coder.description(c), "train_notes": int(freq.get(c, 0))} for c in top
-    ]
     return summary
 
 
@@ -602,10 +598,6 @@ def create_app(
         """The served system: version, label space, test metrics, model card, limits."""
         coder = current.coder
         assert coder is not None
-        path = coder.path
-        card = None
-        if path is not None and (path / "README.md").is_file():
-            card = (path / "README.md").read_text(encoding="utf-8", errors="replace")
         header = coder.header
         run = header.get("run") or {}
         return ModelInfo(
@@ -615,12 +607,12 @@ def create_app(
             model_type=(run.get("model") or {}).get("type"),
             label_system=current.system,
             n_codes=len(coder.codes),
-            label_space=_label_summary(coder),
+            label_space=current.label_summary,
             can_explain=coder.can_explain(),
             suggests_new_codes=coder.kind == "retrieval",
-            card=card,
-            metrics=_headline_metrics(path, header),
-            report=path is not None and (path / "report.html").is_file(),
+            card=current.card,
+            metrics=current.metrics,
+            report=coder.path is not None and (coder.path / "report.html").is_file(),  # may be written while serving
             limits={
                 "max_note_chars": settings.max_note_chars,
                 "max_batch": settings.max_batch,
