@@ -33,7 +33,6 @@ from medcoder.serve.catalog import CodeSearch
 from medcoder.serve.schemas import (
     CodeBatchRequest,
     CodeOneRequest,
-    CodeOut,
     CodeResponse,
     DecisionOut,
     DecisionsByHash,
@@ -477,7 +476,7 @@ def create_app(
         for i, text in enumerate(texts):
             if len(text) > settings.max_note_chars:
                 raise _error(413, f"note {i}: {len(text)} characters, the limit is {settings.max_note_chars}")
-        top_k = settings.top_k if body.top_k is None else min(body.top_k, settings.max_top_k)
+        top_k = settings.top_k if body.top_k is None else body.top_k  # at most 200: the schema says so
         coder = current.coder
         assert coder is not None
         explain = body.explain and coder.can_explain()
@@ -493,27 +492,8 @@ def create_app(
         current.remember(predictions, digests)
         logger.debug("coded %d note(s) for %s in %.2f s", len(texts), user.name, time.perf_counter() - started)
 
-        def rows(items: list[Any] | None) -> list[CodeOut] | None:
-            if items is None:
-                return None
-            return [
-                CodeOut(
-                    code=c.code,
-                    description=c.description,
-                    probability=round(float(c.probability), 6),
-                    predicted=bool(c.predicted),
-                    rank=int(c.rank),
-                    evidence=[
-                        {"start": e.start, "end": e.end, "text": e.text, "weight": float(e.weight), "source": e.source}
-                        for e in (c.evidence or [])
-                    ],
-                )
-                for c in items
-            ]
-
         notes = [
-            NoteOut(id=p.id, note_hash=d, codes=rows(p.codes) or [], new_codes=rows(p.new_codes))
-            for p, d in zip(predictions, digests, strict=True)
+            NoteOut.model_validate({**p.to_dict(), "note_hash": d}) for p, d in zip(predictions, digests, strict=True)
         ]
         return CodeResponse(model_version=current.version, explained=explain, notes=notes)
 
@@ -561,7 +541,7 @@ def create_app(
                 raise _error(422, f"decisions.{i}.code: {d.code!r} is neither a code of the model nor of its catalog")
             decisions.append(Decision(entry.code, d.action, current.probability(digest, entry.code)))
         keep = text if isinstance(body, DecisionsByText) and body.keep_text else None
-        ids = app.state.audit.record(
+        stored = app.state.audit.record(
             coder=user.name,
             note_id=body.note_id,
             digest=digest,
@@ -569,8 +549,7 @@ def create_app(
             model_version=current.version,
             text=keep,
         )
-        logger.debug("stored %d decision(s) of %s", len(ids), user.name)
-        stored = [r for r in app.state.audit.rows(coder=user.name, digest=digest) if r["id"] in set(ids)]
+        logger.debug("stored %d decision(s) of %s", len(stored), user.name)
         return DecisionsResponse(stored=[DecisionOut(**r) for r in stored])
 
     @app.get(

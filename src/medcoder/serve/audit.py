@@ -90,12 +90,12 @@ class AuditStore:
         decisions: Sequence[Decision],
         model_version: str,
         text: str | None = None,
-    ) -> list[int]:
-        """Store ``decisions`` in one transaction (and the note's text when given); return their row ids."""
+    ) -> list[dict[str, Any]]:
+        """Store ``decisions`` in one transaction (and the note's text when given); return the rows stored."""
         import sqlalchemy as sa
 
         now = dt.datetime.now(dt.UTC)
-        ids: list[int] = []
+        stored: list[dict[str, Any]] = []
         with self.engine.begin() as conn:
             if text is not None:
                 exists = conn.execute(sa.select(self.notes.c.note_hash).where(self.notes.c.note_hash == digest)).first()
@@ -104,20 +104,19 @@ class AuditStore:
                         self.notes.insert().values(note_hash=digest, note_id=note_id, text=text, created_at=now)
                     )
             for d in decisions:
-                result = conn.execute(
-                    self.decisions.insert().values(
-                        created_at=now,
-                        coder=coder,
-                        note_id=note_id,
-                        note_hash=digest,
-                        code=d.code,
-                        action=d.action,
-                        model_version=model_version,
-                        probability=d.probability,
-                    )
-                )
-                ids.append(int(result.inserted_primary_key[0]))
-        return ids
+                row = {
+                    "created_at": now,
+                    "coder": coder,
+                    "note_id": note_id,
+                    "note_hash": digest,
+                    "code": d.code,
+                    "action": d.action,
+                    "model_version": model_version,
+                    "probability": d.probability,
+                }
+                result = conn.execute(self.decisions.insert().values(**row))
+                stored.append({"id": int(result.inserted_primary_key[0]), **row, "created_at": now.isoformat()})
+        return stored
 
     def rows(
         self, *, coder: str | None = None, digest: str | None = None, limit: int | None = None

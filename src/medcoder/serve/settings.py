@@ -31,7 +31,6 @@ class ServeSettings(BaseModel):
     batch_notes: int = Field(16, ge=1)  # waiting requests coded together in one model call, up to this many notes
     request_timeout_s: float = Field(60.0, gt=0)  # a request waiting or running longer gets 504
     top_k: int = Field(15, ge=0, le=200)  # codes listed per note by default (besides the predicted ones)
-    max_top_k: int = Field(200, ge=0)
 
     @property
     def body_limit(self) -> int:

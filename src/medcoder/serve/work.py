@@ -62,9 +62,6 @@ class InferencePool:
         self._lock = threading.Lock()
         self._taken = 0
         self._mean_s = 0.5  # running mean of a request's share of a call, for Retry-After
-        self.refused = 0
-        self.timed_out = 0
-        self.batches: list[int] = []  # requests per model call (the latest 1,000)
         self._threads = [
             threading.Thread(target=self._work, name=f"medcoder-infer-{i}", daemon=True) for i in range(workers)
         ]
@@ -114,7 +111,6 @@ class InferencePool:
         took = (time.perf_counter() - start) / len(jobs)
         with self._lock:
             self._mean_s = 0.8 * self._mean_s + 0.2 * took
-            self.batches = [*self.batches[-999:], len(jobs)]
         for job, result in zip(jobs, results, strict=True):
             job.future.set_result(result)
 
@@ -132,8 +128,6 @@ class InferencePool:
         more work in than the pool holds.
         """
         if not self._slots.acquire(blocking=False):
-            with self._lock:
-                self.refused += 1
             raise Busy(self.retry_after())
         with self._lock:
             self._taken += 1
@@ -143,8 +137,6 @@ class InferencePool:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
-            with self._lock:
-                self.timed_out += 1
             raise TimedOut() from None
 
     def shutdown(self) -> None:
