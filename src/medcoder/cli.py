@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from medcoder.errors import MedcoderError
+from medcoder.serve.settings import ServeSettings
 
 app = typer.Typer(
     name="medcoder",
@@ -35,6 +36,7 @@ err_console = Console(stderr=True)
 out_console = Console()
 logger = logging.getLogger("medcoder")
 _state = {"debug": False}
+_SERVE = ServeSettings()  # the defaults of `medcoder serve` and `medcoder feedback export` (they live there only)
 
 
 class RichReporter:
@@ -306,17 +308,21 @@ def serve(
     ] = None,
     database: Annotated[
         str, typer.Option("--db", help="Audit database: a SQLAlchemy URL (default: SQLite file in this folder).")
-    ] = "sqlite:///medcoder-audit.sqlite",
+    ] = _SERVE.database_url,
     max_note_chars: Annotated[
         int, typer.Option(min=1, help="Longest note accepted (characters); longer: 413.")
-    ] = 200_000,
-    max_batch: Annotated[int, typer.Option(min=1, help="Most notes in one request; more: 413.")] = 64,
-    workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 1,
-    queue: Annotated[int, typer.Option(min=0, help="Requests that may wait for a worker; one more gets 503.")] = 8,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Request timeout in seconds (504 after it).")] = 60.0,
+    ] = _SERVE.max_note_chars,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most notes in one request; more: 413.")] = _SERVE.max_batch,
+    workers: Annotated[int, typer.Option(min=1, help="Inference threads.")] = _SERVE.workers,
+    queue: Annotated[
+        int, typer.Option(min=0, help="Requests that may wait for a worker; one more gets 503.")
+    ] = _SERVE.queue_size,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, help="Request timeout in seconds (504 after it).")
+    ] = _SERVE.request_timeout_s,
     batch_notes: Annotated[
         int, typer.Option(min=1, help="Waiting requests coded together in one model call, up to this many notes.")
-    ] = 16,
+    ] = _SERVE.batch_notes,
 ) -> None:
     """Serve the REST API and the coder's web page (http://HOST:PORT/); the model is loaded once, at start-up."""
     import uvicorn
@@ -370,9 +376,7 @@ app.add_typer(feedback_app, name="feedback")
 @feedback_app.command("export")
 def feedback_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL training file to write.")],
-    database: Annotated[
-        str, typer.Option("--db", help="The audit database (SQLAlchemy URL).")
-    ] = "sqlite:///medcoder-audit.sqlite",
+    database: Annotated[str, typer.Option("--db", help="The audit database (SQLAlchemy URL).")] = _SERVE.database_url,
     coder: Annotated[str | None, typer.Option(help="Only this coder's decisions.")] = None,
     with_text_only: Annotated[
         bool, typer.Option("--with-text-only", help="Only notes whose text the coder kept.")
