@@ -123,13 +123,10 @@ class ModelCoder(Coder):
         for text, note in zip(texts, spans, strict=True):
             evidence: dict[int, list[Evidence]] = {}
             for j, found in note.items():
-                seen: set[tuple[int, int]] = set()
+                words: dict[tuple[int, int], float] = {}  # strongest first: two pieces of one word keep the first
                 for s, e, w in found:
-                    s, e = whole_words(text, s, e)
-                    if (s, e) not in seen:  # two subword spans of one word: shown once, at its best weight
-                        seen.add((s, e))
-                        evidence.setdefault(j, []).append(Evidence(s, e, text[s:e], round(w, 4)))
-                evidence.setdefault(j, [])
+                    words.setdefault(whole_words(text, s, e), w)
+                evidence[j] = [Evidence(s, e, text[s:e], round(w, 4)) for (s, e), w in words.items()]
             out.append(evidence)
         return out
 
