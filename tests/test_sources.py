@@ -156,6 +156,25 @@ def test_jsonl_non_utf8_empty_and_missing_files(tmp_path: Path) -> None:
     assert_message(info, "absent.jsonl", "file not found")
 
 
+def test_jsonl_is_streamed_by_newline_with_offsets_bom_and_crlf(tmp_path: Path) -> None:
+    # U+2028 / U+0085 are legal unescaped inside a JSON string: a line ends at "\n" only (str.splitlines broke them)
+    path = tmp_path / "notes.jsonl"
+    first = json.dumps({"id": "a", "text": "line\u2028sep \u0085 next", "labels": ["A"]}, ensure_ascii=False)
+    second = '{"id": "b", "text": "ok", "labels": ["B"]}'
+    path.write_bytes(b"\xef\xbb\xbf" + first.encode() + b"\r\n" + second.encode())  # BOM, CRLF, no final newline
+    notes = read_jsonl(path)
+    assert [(n.id, n.text, n.labels) for n in notes] == [
+        ("a", "line\u2028sep \u0085 next", ("A",)),
+        ("b", "ok", ("B",)),
+    ]
+    bad = tmp_path / "bad.jsonl"
+    head = b'{"id": "a", "text": "ok", "labels": ["A"]}\n'
+    bad.write_bytes(head + b'{"id": "b", "text": "\xff"}\n')
+    with pytest.raises(InputError) as info:
+        read_jsonl(bad)
+    assert_message(info, f"{bad}:2", f"0xff at offset {len(head) + 21}")
+
+
 # --- CSV -------------------------------------------------------------------
 
 

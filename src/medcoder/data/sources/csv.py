@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +11,7 @@ from medcoder.config.base import PathText
 from medcoder.data.records import Note
 from medcoder.data.sources.base import NoteCollector, SourceConfig, parse_split, unique_labels
 from medcoder.errors import InputError
-from medcoder.io import read_text_file
+from medcoder.io import iter_text_lines
 from medcoder.registry import SOURCES
 
 
@@ -49,7 +48,9 @@ class CsvSource(SourceConfig):
         # Notes are long; the csv module's default 128 KiB field limit is too small.
         csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
         # strict: an unclosed quote is an error, not a row that swallows the rest of the file.
-        reader = csv.reader(io.StringIO(read_text_file(path), newline=""), delimiter=self.delimiter, strict=True)
+        # Streamed line by line (a quoted field may span lines: the endings are kept for the csv module).
+        lines = (line for _, line in iter_text_lines(path, keepends=True))
+        reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
         rows = _csv_rows(reader, path)
         header = [name.strip() for name in next(rows, (1, []))[1]]
         if not header:
