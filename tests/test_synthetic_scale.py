@@ -72,3 +72,23 @@ def test_codes_are_learnable_from_their_titles() -> None:
             title = describe(code, "icd10cm").lower().replace(",", "").split()
             hits.append(np.mean([word in text for word in title]))
     assert np.mean(hits) > 0.8
+
+
+def test_codes_of_a_comorbidity_topic_occur_together() -> None:
+    from medcoder.data.synthetic_scale import _vocabulary
+
+    config = ScaleSource(**SMALL)
+    vocab = _vocabulary(config.n_codes, config.vocab_size, config.zipf_exponent, config.seed)
+    topic = {vocab.codes[c]: t for t, members in enumerate(vocab.topic_codes) for c in members}
+    same = pairs = 0
+    notes = list(iter_scale_notes(config, 0, 200))
+    share = np.bincount([topic[code] for n in notes for code in n.labels], minlength=6).astype(float)
+    chance = float(np.sum((share / share.sum()) ** 2))  # two independent codes share a topic this often
+    for note in notes:
+        labels = note.labels
+        for i in range(len(labels)):
+            for j in range(i + 1, len(labels)):
+                pairs += 1
+                same += topic[labels[i]] == topic[labels[j]]
+    assert len(vocab.topic_codes) == 6
+    assert same / pairs > 1.5 * chance

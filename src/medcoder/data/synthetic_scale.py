@@ -10,7 +10,8 @@ catalog title behind a lead phrase ("assessed as", "history of"); the rest of
 the note is filler drawn from a Zipf vocabulary of common clinical words and
 invented tail words (MIMIC's vocabulary is large: ~120k distinct unigrams),
 and a few conditions are mentioned negated ("no evidence of ...") and must not
-be coded. Codes share title words ("Type 2 diabetes mellitus with ..."), so a
+be coded. Codes co-occur as diagnoses do: they fall into comorbidity topics of
+about 50 codes, and a note draws most of its codes from three topics. Codes share title words ("Type 2 diabetes mellitus with ..."), so a
 bag-of-words model learns them without a perfect score, and the rare codes are
 as hard as MIMIC's.
 
@@ -66,6 +67,10 @@ _SYLLABLES = (
 _LEADS = ("assessed as", "history of", "known", "treated for", "consistent with", "diagnosis:", "with", "noted")
 _NEGATIONS = ("no evidence of", "denies", "ruled out", "negative for")
 _WORDS_PER_SENTENCE = 14
+# Comorbidity: codes fall into topics of ~50; a note draws most of its codes from 3 topics.
+_CODES_PER_TOPIC = 50
+_TOPICS_PER_NOTE = 3
+_IN_TOPIC = 0.8
 
 
 class ScaleSource(SourceConfig):
@@ -108,6 +113,9 @@ class _Vocabulary:
     codes: tuple[str, ...]  # the corpus's codes, most frequent first
     titles: tuple[tuple[str, ...], ...]  # each code's title words (lower-case)
     code_cdf: np.ndarray  # cumulative Zipf weights of the codes
+    topic_codes: tuple[np.ndarray, ...]  # each comorbidity topic's codes
+    topic_cdfs: tuple[np.ndarray, ...]  # their cumulative weights within the topic
+    topic_cdf: np.ndarray  # cumulative weight (code mass) of the topics
     words: np.ndarray  # filler words (object array), most frequent first
     word_cdf: np.ndarray
 
@@ -145,24 +153,41 @@ def _vocabulary(n_codes: int, vocab_size: int, exponent: float, seed: int) -> _V
     chosen = rng.choice(len(codes), size=n_codes, replace=False)  # in frequency order: the first is the commonest
     titles = tuple(tuple(descriptions[i].lower().replace(",", "").split()) for i in chosen)
     words = np.array(list(_COMMON) + _invented_words(vocab_size - len(_COMMON), seed), dtype=object)
+    weights = 1.0 / np.arange(1, n_codes + 1, dtype=np.float64) ** exponent
+    topic_of = rng.permutation(n_codes) % max(1, n_codes // _CODES_PER_TOPIC)
+    topic_codes = tuple(np.flatnonzero(topic_of == t) for t in range(int(topic_of.max()) + 1))
+    topic_mass = np.array([weights[members].sum() for members in topic_codes])
     return _Vocabulary(
         codes=tuple(codes[i] for i in chosen),
         titles=titles,
         code_cdf=_zipf_cdf(n_codes, exponent),
+        topic_codes=topic_codes,
+        topic_cdfs=tuple(np.cumsum(weights[m]) / weights[m].sum() for m in topic_codes),
+        topic_cdf=np.cumsum(topic_mass) / topic_mass.sum(),
         words=words,
         word_cdf=_zipf_cdf(vocab_size, 1.0),
     )
 
 
-def _draw_codes(rng: np.random.Generator, cdf: np.ndarray, count: int) -> list[int]:
-    """``count`` distinct code indices, each drawn with its Zipf weight (draws with replacement, repeats dropped)."""
-    count = min(count, len(cdf))
+def _draw(rng: np.random.Generator, cdf: np.ndarray) -> int:
+    return int(min(np.searchsorted(cdf, rng.random(), side="right"), len(cdf) - 1))
+
+
+def _draw_codes(rng: np.random.Generator, vocab: _Vocabulary, count: int, topics: list[int] | None = None) -> list[int]:
+    """``count`` distinct code indices: from the note's comorbidity ``topics`` (drawn by their code mass) with
+    probability ``_IN_TOPIC``, else from all codes, each code by its Zipf weight; so a code's overall frequency
+    follows the Zipf law and codes of a topic occur together, as diagnoses of one patient do."""
+    count = min(count, len(vocab.codes))
     found: dict[int, None] = {}
-    while len(found) < count:
-        for index in np.searchsorted(cdf, rng.random(2 * (count - len(found)) + 2), side="right"):
-            found.setdefault(int(min(index, len(cdf) - 1)), None)
-            if len(found) == count:
-                break
+    for _ in range(50 * count + 100):
+        if len(found) == count:
+            break
+        if topics and rng.random() < _IN_TOPIC:
+            topic = topics[int(rng.integers(len(topics)))]
+            code = int(vocab.topic_codes[topic][_draw(rng, vocab.topic_cdfs[topic])])
+        else:
+            code = _draw(rng, vocab.code_cdf)
+        found.setdefault(code, None)
     return list(found)
 
 
@@ -180,12 +205,9 @@ def scale_note(config: ScaleSource, index: int) -> Note:
     vocab = _vocabulary(config.n_codes, config.vocab_size, config.zipf_exponent, config.seed)
     rng = np.random.default_rng([config.seed, 2, index])
     n_codes = max(1, int(rng.poisson(config.codes_per_note - 1)) + 1)
-    coded = _draw_codes(rng, vocab.code_cdf, n_codes)
-    negated = [
-        code
-        for code in _draw_codes(rng, vocab.code_cdf, int(rng.poisson(config.negated_per_note)))
-        if code not in coded
-    ]
+    topics = [_draw(rng, vocab.topic_cdf) for _ in range(_TOPICS_PER_NOTE)]
+    coded = _draw_codes(rng, vocab, n_codes, topics)
+    negated = [code for code in _draw_codes(rng, vocab, int(rng.poisson(config.negated_per_note))) if code not in coded]
     # Each code is mentioned once or twice; the mentions and the negated ones are scattered among the filler.
     sentences = [f"{_LEADS[int(rng.integers(len(_LEADS)))]} {_mention(rng, vocab.titles[c])}" for c in coded]
     sentences += [
