@@ -124,6 +124,8 @@ def train(
         sys.stdout.write(render_rerank_report(record))
         return
     result = train_run(loaded, output, reporter=RichReporter())
+    if not result.written:  # a rank other than 0 under torchrun: rank 0 writes the bundle and reports
+        return
     sys.stdout.write(f"model written to {result.bundle_dir}\n\n")
     sys.stdout.write(format_metrics_table(result.metrics["test"]))
 

@@ -1,8 +1,9 @@
 """Data-parallel training with PyTorch's own DistributedDataParallel (DDP).
 
-``torchrun --nproc_per_node N -m medcoder.cli train ...`` (or ``accelerate
-launch``) starts N processes with RANK/WORLD_SIZE/MASTER_ADDR in their
-environment; :func:`init_from_env` joins them into one process group (NCCL
+``torchrun --standalone --nproc_per_node N $(which medcoder) train ...`` (or
+``accelerate launch --multi_gpu --num_processes N ...``, torchrun inside; its
+``--cpu`` starts one process) starts N processes with RANK/WORLD_SIZE/MASTER_ADDR
+in their environment; :func:`init_from_env` joins them into one process group (NCCL
 on CUDA, gloo on CPU). The training loop then gives each rank every N-th
 batch of the epoch's plan and lets DDP average the gradients; every rank
 scores dev itself (same weights, same decision, no messages needed) and only

@@ -67,7 +67,7 @@ class LoopResult:
     best_epoch: int
     best_score: float | None
     epochs_run: int
-    history: list[dict[str, float]]  # per epoch: epoch, train_loss, dev_<metric>..., lr, seconds, docs_per_s
+    history: list[dict[str, float]]  # per epoch: epoch, train_loss, dev_<metric>..., lr, batches, docs, seconds, ...
     stopped_early: bool
     resumed_from: int | None  # the optimizer step the run resumed from; None: a fresh start
 
@@ -435,6 +435,8 @@ def _run_epoch(
             "train_loss": train_loss,
             **{f"dev_{k}": v for k, v in dev.items()},
             "lr": state.lr,
+            "batches": len(batches),  # this rank's micro-batches (its share of the plan under DDP)
+            "docs": state.epoch_docs,  # the examples in them
             "seconds": seconds,
             "eval_seconds": eval_seconds,
             "docs_per_s": state.epoch_docs / seconds if seconds > 0 else 0.0,

@@ -65,7 +65,16 @@ class DrCamlCoder(CamlCoder):
 
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         drcaml = getattr(network, "module", network)  # under DDP the network is wrapped
-        return super().loss(network, batch) + drcaml.regularizer(batch["labels"])
+        penalty = drcaml.regularizer(batch["labels"])
+        if drcaml is not network and not penalty.requires_grad:
+            # DDP's all-reduce waits for a gradient of every parameter on every rank. A batch with no
+            # positive label gives a constant penalty, leaving the description encoder (used by the
+            # regulariser only) without one, and the next step fails ("Expected to have finished reduction
+            # in the prior iteration"). A zero-weighted term keeps it in the graph: its gradient here is 0,
+            # averaged with the other ranks' real ones. One process keeps the old path (no gradient, so
+            # the optimizer skips the encoder, as before).
+            penalty = penalty + 0.0 * sum(p.sum() for p in drcaml.description_conv.parameters())
+        return super().loss(network, batch) + penalty
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
         return {"description_ids": self.description_ids_}

@@ -38,13 +38,17 @@ def score_split(model: CodingModel, notes: list[Note]) -> np.ndarray:
     return model.predict_scores(texts, pairs=pairs)
 
 
-def _is_main_process() -> bool:
-    """False on the ranks other than 0 of a torchrun / accelerate launch (they train but do not save)."""
+def _join_launch() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` without a launcher, else it joins the process group.
+
+    Under torchrun / accelerate launch every rank trains; only rank 0 evaluates and saves.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return True  # no launcher: no torch import needed (a TF-IDF run never imports torch)
+        return 0, 1  # no launcher: no torch import needed (a TF-IDF run never imports torch)
     from medcoder.engine.distributed import init_from_env
 
-    return init_from_env().is_main
+    world = init_from_env()
+    return world.rank, world.size
 
 
 ECE_TOP_K = 20  # ECE@20 of METRICS.md: calibration is fitted and measured on each note's 20 top-ranked codes
@@ -102,13 +106,14 @@ class RunResult:
     timing: dict[str, float] = field(default_factory=dict)
     label_report: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)  # the model's training_report()
+    written: bool = True  # False on the ranks other than 0 of a launch: they trained, rank 0 saved the bundle
 
 
 def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter | None = None) -> RunResult:
     """Train, tune thresholds on dev, evaluate on test and save a bundle to ``output_dir``."""
     reporter = reporter or LogReporter()
     check_bundle_target(output_dir)
-    is_main = _is_main_process()  # joins the process group when started by torchrun / accelerate launch
+    rank, world_size = _join_launch()  # joins the process group when started by torchrun / accelerate launch
     timing: dict[str, float] = {}
     start = time.perf_counter()
     with reporter.task("reading data"):
@@ -146,8 +151,8 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         spans = [[(s.start, s.end) for s in note.spans] for note in train] if any(n.spans for n in train) else None
         model.fit(texts, y_train, pairs=pairs, dev=dev_set, work_dir=work_dir, progress=update, spans=spans)
     timing["train"] = time.perf_counter() - start
-    if not is_main:  # under torchrun every rank trained the same model; rank 0 evaluates and saves it
-        return RunResult(Path(output_dir), {}, timing, labels.report, model.training_report())
+    if rank != 0:  # under torchrun every rank trained the same model; rank 0 evaluates and saves it
+        return RunResult(Path(output_dir), {}, timing, labels.report, model.training_report(), written=False)
 
     start = time.perf_counter()
     with reporter.task("scoring dev and test"):
@@ -178,6 +183,7 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         "label_report": labels.report,
         "timing": timing,
         "training": model.training_report(),
+        "world_size": world_size,  # processes that trained the model together (torchrun / accelerate launch)
     }
     bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info, calibrator), output_dir)
     if work_dir.exists():
