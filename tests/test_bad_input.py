@@ -190,59 +190,92 @@ def _write(name: str, data: bytes) -> Callable[[Path], Path]:
 
 
 NOT_UTF8 = b"fine line\nan \xff\xfe byte\n"
+# name: (make the bad input, fragments of the --strict error, the error record's kind without --strict)
 PREDICT_CASES = {
-    "empty note": (_write("note.txt", b""), ["note.txt", "empty"]),
-    "whitespace note": (_write("note.txt", b"  \n\t\n   \n"), ["note.txt", "whitespace"]),
-    "non-UTF-8 note": (_write("note.txt", NOT_UTF8), ["note.txt:2:", "not valid UTF-8", "0xff"]),
+    "empty note": (_write("note.txt", b""), ["note.txt", "empty"], "empty_text"),
+    "whitespace note": (_write("note.txt", b"  \n\t\n   \n"), ["note.txt", "whitespace"], "empty_text"),
+    "non-UTF-8 note": (_write("note.txt", NOT_UTF8), ["note.txt:2:", "not valid UTF-8", "0xff"], "not_utf8"),
     "non-UTF-8 JSONL": (
         _write("notes.jsonl", b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "\x80"}\n'),
         ["notes.jsonl:2:", "not valid UTF-8"],
+        "not_utf8",
     ),
     "malformed JSONL": (
         _write("notes.jsonl", b'{"id": "a", "text": "ok"}\n\n{"id": "b", "text": }\n'),
         ["notes.jsonl:3:", "malformed JSON"],
+        "malformed_json",
     ),
     "missing text field": (
         _write("notes.jsonl", b'{"id": "a", "text": "ok"}\n{"id": "b", "body": "x"}\n'),
         ["notes.jsonl:2:", "field 'text'", "missing field"],
+        "missing_field",
     ),
     "empty JSONL text": (
         _write("notes.jsonl", b'{"id": "a", "text": "ok"}\n{"id": "b", "text": "  "}\n'),
         ["notes.jsonl:2:", "record 'b'", "field 'text'"],
+        "empty_text",
     ),
     "id of wrong type": (
         _write("notes.jsonl", b'{"id": "a", "text": "ok"}\n{"id": ["b"], "text": "x"}\n'),
         ["notes.jsonl:2:", "field 'id'", "string or integer"],
+        "wrong_type",
     ),
-    "missing note file": (lambda folder: folder / "absent.txt", ["absent.txt: file not found"]),
+    "missing note file": (lambda folder: folder / "absent.txt", ["absent.txt: file not found"], None),
 }
 
 
 @pytest.mark.parametrize("name", list(PREDICT_CASES))
-def test_predict_rejects_bad_notes_and_keeps_old_output(
+def test_predict_strict_rejects_bad_notes_and_keeps_old_output(
     cli, synthetic_run: TrainedRun, tmp_path: Path, name: str
 ) -> None:
-    make, fragments = PREDICT_CASES[name]
+    make, fragments, kind = PREDICT_CASES[name]
     good = tmp_path / "good.txt"
     good.write_text(NOTE)
     out = tmp_path / "out.jsonl"
     out.write_text('{"id": "previous run"}\n')
     path = make(tmp_path)
     # The bad file comes after a good one: nothing may be written for the good one either.
-    line = assert_user_error(cli("-q", "predict", synthetic_run.bundle, good, path, "-o", out), *fragments)
+    strict = ["--strict"] if kind is not None else []  # a missing file stops every batch
+    line = assert_user_error(cli("-q", "predict", synthetic_run.bundle, good, path, "-o", out, *strict), *fragments)
     assert str(tmp_path) in line
     assert out.read_text() == '{"id": "previous run"}\n'
-    assert leftovers(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["good.txt", "out.jsonl", *([path.name] * path.exists())]
+    )
+
+
+@pytest.mark.parametrize("name", [name for name, case in PREDICT_CASES.items() if case[2] is not None])
+def test_predict_gives_bad_notes_an_error_record_and_goes_on(
+    cli, synthetic_run: TrainedRun, tmp_path: Path, name: str
+) -> None:
+    make, fragments, kind = PREDICT_CASES[name]
+    good = tmp_path / "good.txt"
+    good.write_text(NOTE)
+    path = make(tmp_path)
+    out = tmp_path / "out.jsonl"
+    result = cli("-q", "predict", synthetic_run.bundle, good, path, "-o", out)
+    assert result.code == 0, result.err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    coded = [r for r in records if "codes" in r]
+    errors = [r for r in records if "error" in r]
+    assert records[0]["id"] == "good.txt" and records[0]["codes"]
+    assert len(errors) == 1 and errors[0]["kind"] == kind
+    assert errors[0]["source"].startswith(str(path)) and fragments[0].split(":")[0] in errors[0]["source"]
+    assert len(coded) == len(records) - 1  # the good notes of the bad file are coded too
+    summary = json.loads((tmp_path / "out.jsonl.summary.json").read_text())
+    assert (summary["notes_read"], summary["coded"], summary["errors_by_kind"]) == (len(records), len(coded), {kind: 1})
+    # the summary line, shown even with -q (rich may wrap it)
+    assert f"{len(coded)} coded, 1 error ({kind} 1)" in " ".join(result.err.split())
 
 
 @pytest.mark.parametrize(
     ("stdin", "extra", "fragments"),
     [
-        (b"\xff\xfe not text", [], ["<stdin>", "not valid UTF-8"]),
-        (b"   \n\n", [], ["<stdin>", "empty"]),
+        (b"\xff\xfe not text", ["--strict"], ["<stdin>", "not valid UTF-8"]),
+        (b"   \n\n", ["--strict"], ["<stdin>", "empty"]),
         (
             b'{"id": "a", "text": "ok"}\n{"id": "b" "text": "x"}\n',
-            ["--stdin-format", "jsonl"],
+            ["--stdin-format", "jsonl", "--strict"],
             ["<stdin>:2:", "malformed JSON"],
         ),
         (b"note", ["--stdin-format", "csv"], ["--stdin-format", "'csv'"]),
@@ -254,7 +287,31 @@ def test_predict_rejects_bad_stdin(
 ) -> None:
     result = cli("-q", "predict", synthetic_run.bundle, *extra, stdin=stdin)
     assert_user_error(result, *fragments)
+    # --strict stops before the first batch is written: the good note "a" was not printed either
     assert result.out == ""
+
+
+def test_predict_bad_stdin_records_become_error_records(cli, synthetic_run: TrainedRun) -> None:
+    stdin = b'{"id": "a", "text": "ok"}\n{"id": "b" "text": "x"}\n{"id": "c", "text": 3}\n'
+    result = cli("-q", "predict", synthetic_run.bundle, "--stdin-format", "jsonl", stdin=stdin)
+    assert result.code == 0, result.err
+    a, b, c = (json.loads(line) for line in result.out.splitlines())
+    assert a["id"] == "a" and a["codes"]
+    assert b == {
+        "id": "<stdin>:2",
+        "error": "malformed JSON: Expecting ',' delimiter (column 12)",
+        "kind": "malformed_json",
+        "source": "<stdin>:2",
+    }
+    assert c == {"id": "c", "error": "expected a string, found number", "kind": "wrong_type", "source": "<stdin>:3"}
+    empty = cli("-q", "predict", synthetic_run.bundle, stdin=b"   \n\n")
+    assert empty.code == 0, empty.err
+    assert json.loads(empty.out) == {
+        "id": "stdin",
+        "error": "text is empty or whitespace",
+        "kind": "empty_text",
+        "source": "<stdin>",
+    }
 
 
 def test_evaluate_rejects_bad_data_and_keeps_old_metrics(cli, synthetic_run: TrainedRun, tmp_path: Path) -> None:

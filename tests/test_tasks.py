@@ -191,7 +191,7 @@ def test_pair_bundle_from_the_cli(tmp_path: Path) -> None:
     refused = run_main(["-q", "predict", result.bundle_dir, tmp_path / "note.txt"])
     assert refused.code == 2 and refused.err.startswith(f"error: {tmp_path / 'note.txt'}: this model codes text pairs")
     no_pair = write_jsonl(tmp_path / "no_pair.jsonl", [{"id": "x", "text": tests[0]["premise"]}])
-    refused = run_main(["-q", "predict", result.bundle_dir, no_pair])
+    refused = run_main(["-q", "predict", result.bundle_dir, no_pair, "--strict"])  # else: an error record
     assert refused.code == 2 and refused.err == f"error: {no_pair}:1: record 'x': field 'text_pair': missing field\n"
 
 

@@ -150,43 +150,133 @@ def evaluate(
         atomic_write_json(output, metrics)
 
 
+@contextlib.contextmanager
+def _batch_progress() -> Iterator:
+    """A bar of the input read (notes done, notes/s) for ``predict`` in a terminal; None elsewhere (it logs)."""
+    if not err_console.is_terminal:
+        yield None
+        return
+    from rich.progress import TaskProgressColumn, TimeRemainingColumn
+
+    columns = [
+        SpinnerColumn(),
+        TextColumn("coding notes"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[notes]} notes, {task.fields[rate]} notes/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task_id = bar.add_task("coding notes", total=None, notes="0", rate="-")
+
+        def update(state) -> None:  # a medcoder.inference.batch.BatchProgress
+            rate = f"{state.notes_per_second:,.0f}" if state.seconds > 0 else "-"
+            bar.update(
+                task_id, completed=state.bytes_read, total=state.bytes_total, notes=f"{state.notes:,}", rate=rate
+            )
+
+        yield update
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="Model directory.")],
     inputs: Annotated[
-        list[Path] | None, typer.Argument(help="Text files (one note each) or .jsonl files; '-' or none: stdin.")
+        list[Path] | None,
+        typer.Argument(
+            help="Notes: .jsonl files (one record a line), .parquet files (one a row), other files (one note each); "
+            "'-' or none: stdin."
+        ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write (default stdout).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="JSONL file to write (default stdout). Written as OUT.partial with OUT.progress.json beside it, "
+            "renamed to OUT when complete; the summary goes to OUT.summary.json.",
+        ),
+    ] = None,
     top_k: Annotated[int, typer.Option(min=0, help="Also list the k best-ranked codes below the threshold.")] = 0,
     explain: Annotated[
         bool, typer.Option("--explain", help="Add the text spans behind each code (models that can explain).")
     ] = False,
     stdin_format: Annotated[str, typer.Option(help="How to read stdin: 'text' (one note) or 'jsonl'.")] = "text",
-    text_field: Annotated[str, typer.Option(help="Text field of JSONL input.")] = "text",
-    id_field: Annotated[str, typer.Option(help="Id field of JSONL input.")] = "id",
+    text_field: Annotated[str, typer.Option(help="Text field of JSONL/Parquet input.")] = "text",
+    id_field: Annotated[str, typer.Option(help="Id field of JSONL/Parquet input.")] = "id",
     pair_field: Annotated[
-        str, typer.Option(help="Second-text field of JSONL input (sentence-pair models only).")
+        str, typer.Option(help="Second-text field of JSONL/Parquet input (sentence-pair models only).")
     ] = "text_pair",
+    batch_size: Annotated[int, typer.Option(min=1, help="Records coded at once; each batch is written as it ends.")] = (
+        256
+    ),
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: code only shard I of N (0-based, 0/4 ... 3/4): the records whose position among all records "
+            "of all inputs (0, 1, 2...; bad ones count, blank lines do not) is I modulo N. Give each shard its own -o."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue an interrupted run of the same command (-o needed); no note is lost or doubled."
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Start over, discarding an interrupted run's progress at -o.")
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Stop at the first record that cannot be coded, instead of an error record."),
+    ] = False,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds between updates of OUT.progress.json (0: after every batch); a kill loses at most this much.",
+        ),
+    ] = 1.0,
 ) -> None:
-    """Code new notes; one JSON line per note with codes, descriptions and probabilities."""
+    """Code new notes, streamed: one JSON line per note with codes, descriptions and probabilities.
+
+    A record that cannot be coded (empty text, a field of the wrong type, a broken line) gets an error record
+    {"id", "error", "kind", "source"} in its place and the batch goes on (--strict: it stops the batch).
+    """
     from medcoder import load
-    from medcoder.inference.inputs import read_prediction_inputs
+    from medcoder.inference.batch import parse_shard, run_batch
+    from medcoder.inference.inputs import PredictionInputs
 
     if stdin_format not in ("text", "jsonl"):
         raise MedcoderError(f"--stdin-format must be 'text' or 'jsonl', got {stdin_format!r}")
-    reporter = RichReporter()
+    shard_pair = parse_shard(shard) if shard is not None else (0, 1)
     coder = load(model)
-    ids, texts, pairs = read_prediction_inputs(
-        inputs or [],
+    read = PredictionInputs(
+        tuple(inputs or [Path("-")]),
         stdin_format=stdin_format,
         text_field=text_field,
         id_field=id_field,
         pair_field=pair_field if coder.needs_pairs else None,
     )
-    with reporter.task("coding notes", total=len(texts)) as update:
-        predictions = coder.predict(texts, ids=ids, pairs=pairs, top_k=top_k, explain=explain, progress=update)
-    lines = "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in predictions)
-    _write_or_print(lines, output)
+    with _batch_progress() as progress:
+        summary = run_batch(
+            coder,
+            read,
+            output,
+            batch_size=batch_size,
+            top_k=top_k,
+            explain=explain,
+            shard=shard_pair,
+            resume=resume,
+            overwrite=overwrite,
+            strict=strict,
+            progress=progress,
+            checkpoint_seconds=checkpoint_every,
+        )
+    (logger.warning if summary.errors else logger.info)("%s", summary.line())
+    if output is not None:
+        logger.info("wrote %s (summary: %s)", output, output.name + ".summary.json")
 
 
 @app.command()
