@@ -153,3 +153,121 @@ def test_ngram_counts_equal_scikit_learns(ngram_range, lowercase) -> None:
     theirs = vectorizer.transform(texts)
     assert ours.shape == theirs.shape and (ours != theirs).nnz == 0
     assert ours.has_sorted_indices
+
+
+# --- LIBLINEAR losses, pruning, the label tree ----------------------------------------------
+
+
+def topic_corpus(n: int, seed: int, n_labels: int = 60) -> tuple[list[str], np.ndarray]:
+    """Notes with 1-3 labels; label j is said by its own word `code{j}` (plus its group's word) among filler."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros((n, n_labels), dtype=bool)
+    texts = []
+    for i in range(n):
+        labels = rng.choice(n_labels, size=rng.integers(1, 4), replace=False)
+        y[i, labels] = True
+        words = list(rng.choice(FILLER, size=10)) + [f"code{j} group{j // 10}" for j in labels]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts, y
+
+
+def _map(y: np.ndarray, scores: np.ndarray) -> float:
+    from medcoder.evaluation.metrics import mean_average_precision
+
+    return float(mean_average_precision(y, scores))
+
+
+@pytest.mark.parametrize("loss", ["lr", "svm"])
+def test_both_losses_learn_and_keep_sparse_float32_weights(loss) -> None:
+    texts, y = keyword_corpus(120, seed=0)
+    test_texts, y_test = keyword_corpus(40, seed=1)
+    config = TfidfLrConfig(min_df=1, ngram_range=(1, 1), C=10 if loss == "lr" else 1.0, loss=loss, n_jobs=1)
+    model = build_model(config, n_labels=len(KEYWORDS), task="multilabel").fit(texts, y)
+    scores = model.predict_scores(test_texts)
+    for j in range(len(KEYWORDS)):
+        assert scores[y_test[:, j], j].min() > scores[~y_test[:, j], j].max()
+    assert model.coef_t_.dtype == np.float32 and model.coef_t_.format == "csr"
+    # the keyword carries its own label's largest weight
+    terms = model.counter_.terms
+    for j, keyword in enumerate(KEYWORDS):
+        assert terms[int(np.argmax(model.coef_[j]))] == keyword
+
+
+def test_liblinear_lr_matches_scikit_learn_liblinear() -> None:
+    """The same solver (-s 0, bias 1, tol 1e-4) as scikit-learn's LogisticRegression(solver="liblinear")."""
+    from sklearn.linear_model import LogisticRegression
+
+    texts, y = keyword_corpus(100, seed=7)
+    model = build_model(TfidfLrConfig(min_df=1, C=10, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    x = model._features(texts, None)
+    for j in range(5):
+        reference = LogisticRegression(solver="liblinear", C=10, tol=1e-4).fit(x, y[:, j])
+        np.testing.assert_allclose(
+            model.coef_[j], reference.coef_[0], rtol=0, atol=1e-3
+        )  # within the solvers' tolerance
+        assert abs(model.intercept_[j] - reference.intercept_[0]) < 1e-3
+
+
+def test_pruning_drops_small_weights_and_keeps_the_ranking(tmp_path) -> None:
+    texts, y = topic_corpus(400, seed=1)
+    test_texts, y_test = topic_corpus(150, seed=2)
+    base = TfidfLrConfig(min_df=1, ngram_range=(1, 1), loss="svm", C=1.0, n_jobs=2)
+    full = build_model(base, n_labels=60, task="multilabel").fit(texts, y)
+    pruned = build_model(base.model_copy(update={"prune": 0.1}), n_labels=60, task="multilabel").fit(texts, y)
+    assert pruned.coef_t_.nnz < 0.6 * full.coef_t_.nnz
+    assert np.all(np.abs(pruned.coef_t_.data) >= 0.1)
+    before, after = _map(y_test, full.predict_scores(test_texts)), _map(y_test, pruned.predict_scores(test_texts))
+    assert before > 0.9 and after > before - 0.02
+    pruned.save(tmp_path)
+    again = load_model(tmp_path, pruned.config, n_labels=60, task="multilabel")
+    np.testing.assert_array_equal(again.predict_scores(test_texts), pruned.predict_scores(test_texts))
+
+
+def test_label_tree_learns_saves_and_explains(tmp_path) -> None:
+    texts, y = topic_corpus(500, seed=3)
+    test_texts, y_test = topic_corpus(150, seed=4)
+    config = TfidfLrConfig(min_df=1, ngram_range=(1, 1), loss="svm", C=1.0, method="tree", tree_k=6, beam=4, n_jobs=2)
+    calls: list[tuple[int, int]] = []
+    model = build_model(config, n_labels=60, task="multilabel").fit(
+        texts, y, progress=lambda d, t: calls.append((d, t))
+    )
+    tree = model.tree_
+    assert tree is not None and sorted(tree.label[tree.label >= 0].tolist()) == list(range(60))
+    assert int(tree.depth.max()) >= 3  # 60 labels, 6 children a node: clustered twice at least
+    assert calls[-1][0] == calls[-1][1] == len(tree.parent) - 1
+    scores = model.predict_scores(test_texts)
+    assert _map(y_test, scores) > 0.9
+    # off the beam a label scores 0: most labels of a note are never scored
+    assert np.mean(scores == 0) > 0.5
+    model.save(tmp_path)
+    again = load_model(tmp_path, config, n_labels=60, task="multilabel")
+    np.testing.assert_array_equal(again.predict_scores(test_texts), scores)
+    label = int(np.flatnonzero(y_test[0])[0])
+    spans = again.explain(test_texts[:1], [[label]])[0][label]
+    assert spans and test_texts[0][spans[0][0] : spans[0][1]] in (f"code{label}", f"group{label // 10}")
+
+
+def test_dense_weights_of_an_older_bundle_still_load(tmp_path) -> None:
+    from safetensors.numpy import save_file
+
+    texts, y = keyword_corpus(80, seed=5)
+    model = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    model.save(tmp_path)
+    arrays = {"coef": model.coef_, "intercept": model.intercept_, "idf": model.idf_}
+    save_file(arrays, str(tmp_path / "model.safetensors"), metadata={"format": "medcoder.tfidf_lr.v1"})
+    again = load_model(tmp_path, model.config, n_labels=5, task="multilabel")
+    np.testing.assert_array_equal(again.predict_scores(texts), model.predict_scores(texts))
+
+
+def test_damaged_sparse_weights_are_refused(tmp_path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    texts, y = keyword_corpus(60, seed=6)
+    model = build_model(TfidfLrConfig(min_df=1, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    model.save(tmp_path)
+    arrays = load_file(str(tmp_path / "model.safetensors"))
+    arrays["coef_indices"][-1] = 99  # a column past the last label
+    save_file(arrays, str(tmp_path / "model.safetensors"))
+    with pytest.raises(BundleError, match="damaged"):
+        TfidfLogisticRegression.load(tmp_path, model.config, n_labels=5, task="multilabel")

@@ -2,9 +2,12 @@
 
 Features: word n-gram counts -> (sublinear) tf -> idf weighting -> L2 norm,
 computed here from the count vocabulary so that training and a reloaded
-bundle use the very same arithmetic. Multi-label tasks train one binary
-logistic regression per label (one-vs-rest, liblinear); single-label tasks
-train one multinomial model. Sentence pairs concatenate the premise block,
+bundle use the very same arithmetic. Multi-label tasks train binary LIBLINEAR
+models (:mod:`medcoder.models.linear`): logistic regression (``loss: lr``) or
+the L2-loss SVM (``loss: svm``), both with a bias, one per label (``method:
+ovr``) or over a label tree (``method: tree``, for thousands of labels);
+weights below ``prune`` are dropped and the rest kept sparse. Single-label
+tasks train one multinomial model (scikit-learn). Sentence pairs concatenate the premise block,
 the hypothesis block and their element-wise product (shared n-grams).
 
 scikit-learn builds the vocabulary and fits the regressions; coding notes
@@ -32,15 +35,8 @@ from medcoder.config.base import Strict
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.io import atomic_write_json, read_json_file
 from medcoder.models.base import CodingModel, DevSet, Progress, Spans, TaskType
+from medcoder.models.linear import LabelTree, fit_columns, fit_tree, node_probability
 from medcoder.registry import MODELS
-
-# A label that is positive (or negative) in every training document has no
-# decision boundary; its logit is pinned far out instead of fitting a model.
-_CONSTANT_LOGIT = 12.0
-# Starting worker processes costs ~1.5 s on 2 cores: measured on the demo (60
-# labels) serial fitting is faster; on CodiEsp (1,767 labels) 2 processes halve it.
-_MIN_LABELS_FOR_PROCESSES = 200
-_CHUNKS_PER_WORKER = 8  # work items per process: enough for a smooth progress bar, few enough to ship x rarely
 
 
 class TfidfLrConfig(Strict):
@@ -55,8 +51,15 @@ class TfidfLrConfig(Strict):
     lowercase: bool = True
     C: float = Field(100.0, gt=0.0)
     class_weight: Literal["balanced"] | None = None
-    max_iter: int = Field(1000, ge=1)
-    n_jobs: int = Field(2, ge=1)
+    max_iter: int = Field(1000, ge=1)  # single-label (multinomial) fits only; LIBLINEAR stops at tol
+    n_jobs: int = Field(2, ge=1)  # threads training binary models (LIBLINEAR releases the GIL)
+    loss: Literal["lr", "svm"] = "lr"  # logistic regression (-s 0) or L2-loss SVM (-s 2), both with a bias (-B 1)
+    tol: float = Field(1e-4, gt=0.0)  # LIBLINEAR's stopping tolerance (-e)
+    prune: float = Field(0.0, ge=0.0)  # drop weights with |w| below this: smaller bundles, faster prediction
+    method: Literal["ovr", "tree"] = "ovr"  # one model per label, or a label tree (thousands of labels)
+    tree_k: int = Field(100, ge=2)  # children per tree node (LibMultiLabel's K)
+    tree_depth: int = Field(10, ge=2)  # the tree's maximum depth
+    beam: int = Field(10, ge=1)  # internal nodes kept per level at prediction
 
     @model_validator(mode="after")
     def _ngram_order(self) -> TfidfLrConfig:
@@ -123,31 +126,10 @@ class NgramCounter:
         return found
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _fit_binary_chunk(x: sp.csr_matrix, y: np.ndarray, options: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
-    """One binary liblinear model per column of bool ``y`` ``[n_docs, k]``: (coef ``[k, n_features]``, intercept ``[k]``)."""
-    coef = np.zeros((y.shape[1], x.shape[1]), dtype=np.float32)
-    intercept = np.zeros(y.shape[1], dtype=np.float32)
-    for j in range(y.shape[1]):
-        positives = int(y[:, j].sum())
-        if positives in (0, y.shape[0]):
-            intercept[j] = _CONSTANT_LOGIT if positives else -_CONSTANT_LOGIT
-            continue
-        from sklearn.linear_model import LogisticRegression
-
-        clf = LogisticRegression(solver="liblinear", **options)
-        clf.fit(x, y[:, j].astype(np.int32))
-        coef[j], intercept[j] = clf.coef_[0], clf.intercept_[0]
-    return coef, intercept
 
 
 @MODELS.register("tfidf_lr.v1", config=TfidfLrConfig)
@@ -155,7 +137,8 @@ class TfidfLogisticRegression(CodingModel):
     """TF-IDF + logistic regression. ``coef_`` is ``[n_labels, n_features]``."""
 
     weight_files: ClassVar[tuple[str, ...]] = ("model.safetensors", "vocab.json")
-    requires: ClassVar[tuple[str, ...]] = ("numpy", "scipy", "scikit-learn", "safetensors")
+    requires: ClassVar[tuple[str, ...]] = ("numpy", "scipy", "scikit-learn", "liblinear-official", "safetensors")
+    tree_: LabelTree | None = None
     config: TfidfLrConfig
 
     # ------------------------------------------------------------ features
@@ -208,10 +191,6 @@ class TfidfLogisticRegression(CodingModel):
         return self._features(texts, pairs)
 
     # ------------------------------------------------------------ training
-    def _binary_options(self) -> dict[str, object]:
-        cfg = self.config
-        return {"C": cfg.C, "max_iter": cfg.max_iter, "class_weight": cfg.class_weight, "random_state": self.seed}
-
     def fit(
         self,
         texts: Sequence[str],
@@ -233,29 +212,44 @@ class TfidfLogisticRegression(CodingModel):
             if progress:
                 progress(self.n_labels, self.n_labels)
             return self
-        # joblib memory-maps large arrays read-only in the workers; sklearn would
-        # sort non-canonical CSR indices in place there and fail.
-        x.sum_duplicates()
-        x.sort_indices()
-        n_jobs = self.config.n_jobs if self.n_labels >= _MIN_LABELS_FOR_PROCESSES else 1
-        n_chunks = min(self.n_labels, n_jobs * _CHUNKS_PER_WORKER)
-        chunks = np.array_split(np.arange(self.n_labels), n_chunks)
-        # liblinear holds the GIL, so threads do not help: worker processes do
-        # (measured on 2 cores: 2 processes ~4x faster than 2 threads).
-        from joblib import Parallel, delayed
+        cfg = self.config
+        total = self.n_labels
+        if cfg.method == "tree":
+            self.tree_ = fit_tree(
+                x,
+                sp.csr_matrix(y),
+                loss=cfg.loss,
+                C=cfg.C,
+                tol=cfg.tol,
+                prune=cfg.prune,
+                K=cfg.tree_k,
+                max_depth=cfg.tree_depth,
+                beam=cfg.beam,
+                seed=self.seed,
+                n_jobs=cfg.n_jobs,
+                progress=progress,
+            )
+            self.coef_t_, self.intercept_ = self.tree_.weights, self.tree_.bias
+            return self
+        done = [0]
 
-        results = Parallel(n_jobs=n_jobs, return_as="generator")(
-            delayed(_fit_binary_chunk)(x, y[:, chunk], self._binary_options()) for chunk in chunks
-        )
-        coef = np.zeros((self.n_labels, x.shape[1]), dtype=np.float32)
-        intercept = np.zeros(self.n_labels, dtype=np.float32)
-        done = 0
-        for chunk, (chunk_coef, chunk_intercept) in zip(chunks, results, strict=True):
-            coef[chunk], intercept[chunk] = chunk_coef, chunk_intercept
-            done += len(chunk)
+        def advance(count: int) -> None:
+            done[0] += count
             if progress:
-                progress(done, self.n_labels)
-        self.coef_, self.intercept_ = coef, intercept
+                progress(done[0], total)
+
+        columns = fit_columns(
+            x,
+            y,
+            loss=cfg.loss,
+            C=cfg.C,
+            tol=cfg.tol,
+            prune=cfg.prune,
+            class_weight=cfg.class_weight,
+            n_jobs=cfg.n_jobs,
+            progress=advance,
+        )
+        self.coef_t_, self.intercept_ = columns.weights.tocsr(), columns.bias
         return self
 
     def _fit_multiclass(self, x: sp.csr_matrix, y: np.ndarray) -> None:
@@ -280,23 +274,30 @@ class TfidfLogisticRegression(CodingModel):
             coef[present], intercept[present] = clf.coef_, clf.intercept_
         self.coef_, self.intercept_ = coef, intercept
 
-    # The weights are kept as coef_t_ [features, labels], C-ordered: a sparse [notes, features] matrix times
-    # it is one pass. Times coef_.T (a Fortran-ordered view) scipy first copies the whole matrix into C order
-    # on every call (and, given float64 features, into float64): 100 ms a call on CodiEsp's 1,767 labels,
-    # whatever the number of notes. The features are cast to the weights' float32 instead.
+    # The weights are kept as coef_t_, a float32 CSR matrix [features, columns] (a column per label, or per tree
+    # node): a sparse [notes, features] matrix (cast to float32) times it reads each weight in place, no copy.
     @property
     def coef_(self) -> np.ndarray:
-        """[labels, features] (a view of ``coef_t_``)."""
-        return self.coef_t_.T
+        """Dense ``[columns, features]`` weights (for inspection and tests; prediction never builds it)."""
+        return np.ascontiguousarray(self.coef_t_.T.toarray())
 
     @coef_.setter
     def coef_(self, value: np.ndarray) -> None:
-        self.coef_t_ = np.ascontiguousarray(np.asarray(value, dtype=np.float32).T)
+        self.coef_t_ = sp.csr_matrix(np.asarray(value, dtype=np.float32).T)
+
+    def _column_of(self, label: int) -> int:
+        """The weight column behind ``label``'s score (its leaf's model in a tree)."""
+        if self.tree_ is None:
+            return label
+        return int(np.flatnonzero(self.tree_.label == label)[0]) - 1
 
     # ---------------------------------------------------------- prediction
     def predict_scores(self, texts: Sequence[str], *, pairs: Sequence[str] | None = None) -> np.ndarray:
-        logits = np.asarray(self._features(texts, pairs).astype(np.float32) @ self.coef_t_) + self.intercept_
-        scores = _softmax(logits) if self.single_label else _sigmoid(logits)
+        features = self._features(texts, pairs).astype(np.float32)
+        if self.tree_ is not None:
+            return self.tree_.scores(features, self.n_labels)
+        logits = (features @ self.coef_t_).toarray() + self.intercept_
+        scores = _softmax(logits) if self.single_label else node_probability(logits, self.config.loss)
         return scores.astype(np.float32)
 
     def can_explain(self) -> bool:
@@ -307,8 +308,8 @@ class TfidfLogisticRegression(CodingModel):
     ) -> list[dict[int, Spans]]:
         """Per note and label, the n-grams with the largest tf-idf weight x coefficient, as character spans.
 
-        A span's weight is that product (its contribution to the label's logit);
-        only n-grams that raise the score count, and a span inside a stronger one
+        A span's weight is that product (its contribution to the label's logit; in a tree, to the logit of
+        the label's own node); only n-grams that raise the score count, and a span inside a stronger one
         is skipped (the unigram "failure" inside "heart failure").
         """
         if self.task == "pair":
@@ -318,10 +319,11 @@ class TfidfLogisticRegression(CodingModel):
         for row, (text, labels) in enumerate(zip(texts, label_indices, strict=True)):
             start, end = features.indptr[row], features.indptr[row + 1]
             terms, values = features.indices[start:end], features.data[start:end]
+            weights = self.coef_t_[terms].tocsc()  # the note's terms' rows of the weights: [terms, columns]
             where = self.counter_.spans(text)
             evidence: dict[int, Spans] = {}
             for label in labels:
-                contribution = values * self.coef_[label, terms]
+                contribution = values * weights[:, self._column_of(label)].toarray().ravel()
                 chosen: Spans = []
                 for k in np.argsort(-contribution, kind="stable"):
                     if len(chosen) == top or contribution[k] <= 0:
@@ -339,11 +341,18 @@ class TfidfLogisticRegression(CodingModel):
     # --------------------------------------------------------- persistence
     def save(self, directory: Path) -> None:
         terms = self.counter_.terms  # in column order
-        save_file(
-            {"coef": np.ascontiguousarray(self.coef_), "intercept": self.intercept_, "idf": self.idf_},
-            str(directory / "model.safetensors"),
-            metadata={"format": "medcoder.tfidf_lr.v1"},
-        )
+        coef = self.coef_t_
+        arrays = {
+            "coef_data": np.asarray(coef.data, dtype=np.float32),
+            "coef_indices": np.asarray(coef.indices, dtype=np.int32),
+            "coef_indptr": np.asarray(coef.indptr, dtype=np.int64),
+            "coef_shape": np.asarray(coef.shape, dtype=np.int64),
+            "intercept": np.asarray(self.intercept_, dtype=np.float32),
+            "idf": self.idf_,
+        }
+        if self.tree_ is not None:
+            arrays |= {"tree_parent": self.tree_.parent, "tree_label": self.tree_.label, "tree_depth": self.tree_.depth}
+        save_file(arrays, str(directory / "model.safetensors"), metadata={"format": "medcoder.tfidf_lr.v2"})
         atomic_write_json(directory / "vocab.json", {"format": "medcoder.vocab.v1", "terms": terms})
 
     @classmethod
@@ -355,20 +364,84 @@ class TfidfLogisticRegression(CodingModel):
         terms = vocab.get("terms")
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise BundleError(f"{directory / 'vocab.json'}: 'terms' must be a list of strings")
+        path = directory / "model.safetensors"
         try:
-            arrays = load_file(str(directory / "model.safetensors"))
+            arrays = load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types for corrupt files
-            raise BundleError(f"{directory / 'model.safetensors'}: unreadable weights ({exc})") from None
+            raise BundleError(f"{path}: unreadable weights ({exc})") from None
         n_features = len(terms) * (3 if task == "pair" else 1)
-        expected = {"coef": (n_labels, n_features), "intercept": (n_labels,), "idf": (len(terms),)}
-        for name, shape in expected.items():
-            if name not in arrays or arrays[name].shape != shape:
-                got = arrays[name].shape if name in arrays else "missing"
-                raise BundleError(f"{directory / 'model.safetensors'}: tensor {name!r} is {got}, expected {shape}")
+        tree = None
+        if config.method == "tree":
+            tree = _load_tree(arrays, path, config, n_labels)
+        n_columns = n_labels if tree is None else len(tree.parent) - 1
+        if "coef" in arrays:  # a bundle written before the weights were sparse: dense [labels, features]
+            _check_shapes(arrays, path, {"coef": (n_labels, n_features)})
+            model.coef_ = arrays["coef"]
+        else:
+            model.coef_t_ = _load_csr(arrays, path, (n_features, n_columns))
+        _check_shapes(arrays, path, {"intercept": (n_columns,), "idf": (len(terms),)})
         model.counter_ = NgramCounter(terms, ngram_range=tuple(config.ngram_range), lowercase=config.lowercase)
-        model.coef_, model.intercept_, model.idf_ = arrays["coef"], arrays["intercept"], arrays["idf"]
+        model.intercept_, model.idf_ = arrays["intercept"], arrays["idf"]
+        if tree is not None:
+            tree.weights, tree.bias = model.coef_t_, model.intercept_
+            model.tree_ = tree
         return model
 
     def describe(self) -> dict[str, int]:
         """Sizes for the model card."""
-        return {"n_features": int(self.coef_.shape[1]), "n_labels": self.n_labels}
+        sizes = {
+            "n_features": int(self.coef_t_.shape[0]),
+            "n_labels": self.n_labels,
+            "n_weights": int(self.coef_t_.nnz),
+        }
+        if self.tree_ is not None:
+            sizes["n_tree_nodes"] = len(self.tree_.parent)
+        return sizes
+
+
+def _check_shapes(arrays: dict[str, np.ndarray], path: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    for name, shape in expected.items():
+        if name not in arrays or arrays[name].shape != shape:
+            got = arrays[name].shape if name in arrays else "missing"
+            raise BundleError(f"{path}: tensor {name!r} is {got}, expected {shape}")
+
+
+def _load_csr(arrays: dict[str, np.ndarray], path: Path, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The weights' CSR arrays, checked so that a damaged file is an error, not a wrong answer."""
+    _check_shapes(arrays, path, {"coef_shape": (2,), "coef_indptr": (shape[0] + 1,)})
+    if tuple(int(v) for v in arrays["coef_shape"]) != shape:
+        got = tuple(int(v) for v in arrays["coef_shape"])
+        raise BundleError(f"{path}: tensor 'coef_shape' says the weights are {got}, expected {shape}")
+    data, indices, indptr = arrays.get("coef_data"), arrays.get("coef_indices"), arrays["coef_indptr"]
+    if data is None or indices is None or data.shape != indices.shape or data.ndim != 1:
+        raise BundleError(f"{path}: tensors 'coef_data' and 'coef_indices' must be equally long vectors")
+    valid = (
+        indptr[0] == 0
+        and indptr[-1] == len(data)
+        and bool(np.all(np.diff(indptr) >= 0))
+        and (len(indices) == 0 or (int(indices.min()) >= 0 and int(indices.max()) < shape[1]))
+    )
+    if not valid:
+        raise BundleError(f"{path}: the sparse weights are damaged (index pointers or column indices out of range)")
+    return sp.csr_matrix((data.astype(np.float32, copy=False), indices, indptr), shape=shape)
+
+
+def _load_tree(arrays: dict[str, np.ndarray], path: Path, config: TfidfLrConfig, n_labels: int) -> LabelTree:
+    names = ("tree_parent", "tree_label", "tree_depth")
+    if any(name not in arrays for name in names):
+        raise BundleError(f"{path}: the config says method 'tree' but the tree's tensors are missing")
+    parent, label, depth = (arrays[name].astype(np.int32) for name in names)
+    n = len(parent)
+    leaves = label[label >= 0]
+    valid = (
+        parent.shape == label.shape == depth.shape == (n,)
+        and n >= 2
+        and parent[0] == -1
+        and bool(np.all((parent[1:] >= 0) & (parent[1:] < np.arange(1, n))))
+        and bool(np.all(depth[1:] == depth[parent[1:]] + 1))
+        and sorted(leaves.tolist()) == list(range(n_labels))
+    )
+    if not valid:
+        raise BundleError(f"{path}: the label tree is damaged or does not cover the {n_labels} labels")
+    empty = sp.csr_matrix((0, 0), dtype=np.float32)
+    return LabelTree(parent, label, depth, empty, np.zeros(0, np.float32), config.loss, config.beam)
