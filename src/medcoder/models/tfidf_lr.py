@@ -249,7 +249,7 @@ class TfidfLogisticRegression(CodingModel):
             n_jobs=cfg.n_jobs,
             progress=advance,
         )
-        self.coef_t_, self.intercept_ = columns.weights.tocsr(), columns.bias
+        self.coef_t_, self.intercept_ = _compact(columns.weights.tocsr()), columns.bias
         return self
 
     def _fit_multiclass(self, x: sp.csr_matrix, y: np.ndarray) -> None:
@@ -274,16 +274,19 @@ class TfidfLogisticRegression(CodingModel):
             coef[present], intercept[present] = clf.coef_, clf.intercept_
         self.coef_, self.intercept_ = coef, intercept
 
-    # The weights are kept as coef_t_, a float32 CSR matrix [features, columns] (a column per label, or per tree
-    # node): a sparse [notes, features] matrix (cast to float32) times it reads each weight in place, no copy.
+    # The weights are kept as coef_t_, float32 [features, columns] (a column per label, or per tree node): a CSR
+    # matrix, or a C-ordered array where more than half the weights are non-zero (a sparse weight costs 8 bytes,
+    # a dense one 4). A sparse [notes, features] matrix (cast to float32) times either reads each weight in
+    # place: no copy of the weights on any call.
     @property
     def coef_(self) -> np.ndarray:
         """Dense ``[columns, features]`` weights (for inspection and tests; prediction never builds it)."""
-        return np.ascontiguousarray(self.coef_t_.T.toarray())
+        dense = self.coef_t_.toarray() if sp.issparse(self.coef_t_) else self.coef_t_
+        return np.ascontiguousarray(dense.T)
 
     @coef_.setter
     def coef_(self, value: np.ndarray) -> None:
-        self.coef_t_ = sp.csr_matrix(np.asarray(value, dtype=np.float32).T)
+        self.coef_t_ = _compact(sp.csr_matrix(np.asarray(value, dtype=np.float32).T))
 
     def _column_of(self, label: int) -> int:
         """The weight column behind ``label``'s score (its leaf's model in a tree)."""
@@ -296,7 +299,8 @@ class TfidfLogisticRegression(CodingModel):
         features = self._features(texts, pairs).astype(np.float32)
         if self.tree_ is not None:
             return self.tree_.scores(features, self.n_labels)
-        logits = (features @ self.coef_t_).toarray() + self.intercept_
+        logits = features @ self.coef_t_
+        logits = (logits.toarray() if sp.issparse(logits) else np.asarray(logits)) + self.intercept_
         scores = _softmax(logits) if self.single_label else node_probability(logits, self.config.loss)
         return scores.astype(np.float32)
 
@@ -319,11 +323,13 @@ class TfidfLogisticRegression(CodingModel):
         for row, (text, labels) in enumerate(zip(texts, label_indices, strict=True)):
             start, end = features.indptr[row], features.indptr[row + 1]
             terms, values = features.indices[start:end], features.data[start:end]
-            weights = self.coef_t_[terms].tocsc()  # the note's terms' rows of the weights: [terms, columns]
+            weights = self.coef_t_[terms]  # the note's terms' rows of the weights: [terms, columns]
+            weights = weights.tocsc() if sp.issparse(weights) else weights
             where = self.counter_.spans(text)
             evidence: dict[int, Spans] = {}
             for label in labels:
-                contribution = values * weights[:, self._column_of(label)].toarray().ravel()
+                column = weights[:, self._column_of(label)]
+                contribution = values * (column.toarray().ravel() if sp.issparse(column) else column)
                 chosen: Spans = []
                 for k in np.argsort(-contribution, kind="stable"):
                     if len(chosen) == top or contribution[k] <= 0:
@@ -342,14 +348,16 @@ class TfidfLogisticRegression(CodingModel):
     def save(self, directory: Path) -> None:
         terms = self.counter_.terms  # in column order
         coef = self.coef_t_
-        arrays = {
-            "coef_data": np.asarray(coef.data, dtype=np.float32),
-            "coef_indices": np.asarray(coef.indices, dtype=np.int32),
-            "coef_indptr": np.asarray(coef.indptr, dtype=np.int64),
-            "coef_shape": np.asarray(coef.shape, dtype=np.int64),
-            "intercept": np.asarray(self.intercept_, dtype=np.float32),
-            "idf": self.idf_,
-        }
+        arrays = {"intercept": np.asarray(self.intercept_, dtype=np.float32), "idf": self.idf_}
+        if sp.issparse(coef):
+            arrays |= {
+                "coef_data": np.asarray(coef.data, dtype=np.float32),
+                "coef_indices": np.asarray(coef.indices, dtype=np.int32),
+                "coef_indptr": np.asarray(coef.indptr, dtype=np.int64),
+                "coef_shape": np.asarray(coef.shape, dtype=np.int64),
+            }
+        else:  # mostly non-zero: dense [labels, features] is the smaller file
+            arrays["coef"] = self.coef_
         if self.tree_ is not None:
             arrays |= {"tree_parent": self.tree_.parent, "tree_label": self.tree_.label, "tree_depth": self.tree_.depth}
         save_file(arrays, str(directory / "model.safetensors"), metadata={"format": "medcoder.tfidf_lr.v2"})
@@ -374,7 +382,7 @@ class TfidfLogisticRegression(CodingModel):
         if config.method == "tree":
             tree = _load_tree(arrays, path, config, n_labels)
         n_columns = n_labels if tree is None else len(tree.parent) - 1
-        if "coef" in arrays:  # a bundle written before the weights were sparse: dense [labels, features]
+        if "coef" in arrays:  # dense [labels, features]: mostly non-zero weights (and bundles before sparse ones)
             _check_shapes(arrays, path, {"coef": (n_labels, n_features)})
             model.coef_ = arrays["coef"]
         else:
@@ -392,11 +400,18 @@ class TfidfLogisticRegression(CodingModel):
         sizes = {
             "n_features": int(self.coef_t_.shape[0]),
             "n_labels": self.n_labels,
-            "n_weights": int(self.coef_t_.nnz),
+            "n_weights": int(self.coef_t_.nnz if sp.issparse(self.coef_t_) else np.count_nonzero(self.coef_t_)),
         }
         if self.tree_ is not None:
             sizes["n_tree_nodes"] = len(self.tree_.parent)
         return sizes
+
+
+def _compact(weights: sp.csr_matrix) -> sp.csr_matrix | np.ndarray:
+    """``weights`` as CSR, or as a C-ordered float32 array when that is smaller (over half of them non-zero)."""
+    if weights.nnz * 2 > weights.shape[0] * weights.shape[1]:
+        return np.ascontiguousarray(weights.toarray(), dtype=np.float32)
+    return weights
 
 
 def _check_shapes(arrays: dict[str, np.ndarray], path: Path, expected: dict[str, tuple[int, ...]]) -> None:
