@@ -244,3 +244,20 @@ def test_word_dropout_keeps_at_least_one_token() -> None:
         batch = collate(corpus, [0, 1, 2], word_dropout=0.95, step=step)
         assert batch["lengths"].min().item() >= 1
         assert batch["mask"].sum(dim=1).tolist() == batch["lengths"].tolist()
+
+
+def test_encoded_corpus_is_one_flat_array_and_tokens_are_streamed() -> None:
+    from medcoder.data.encoding import TokenStream, Vocab, encode_token_lists
+
+    texts = [f"note {i} " + "fever cough " * (i % 7) for i in range(300)]
+    stream = TokenStream(texts)
+    assert len(stream) == 300 and list(stream) == list(stream)  # re-iterable: tokenized afresh on each pass
+    vocab = Vocab.build(stream, min_count=1)
+    corpus = encode_token_lists(stream, vocab, max_tokens=6)
+    flat = corpus.ids.flat
+    assert all(np.shares_memory(corpus.ids[i], flat) for i in (0, 150, 299))  # views, not one array per note
+    assert flat.dtype == np.int32 and len(flat) == int(corpus.lengths.sum())
+    assert corpus.nbytes == flat.nbytes + corpus.lengths.nbytes
+    assert corpus.n_truncated == sum(len(t.split()) > 6 for t in texts)
+    assert [vocab.tokens[j] for j in corpus.ids[5]] == "note 5 fever cough fever cough".split()
+    assert len(corpus.ids[-1]) == corpus.lengths[-1] and len(corpus.ids[2:4]) == 2

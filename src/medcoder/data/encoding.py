@@ -1,7 +1,8 @@
 """Word-level encoding for the CNN/RNN coders: tokenizer, vocabulary, batches.
 
-Text flows ``tokenize`` -> :class:`Vocab` ids -> :class:`EncodedCorpus` (one
-int32 array per note, truncated) -> :class:`LengthBucketPlan` (which notes
+Text flows ``tokenize`` -> :class:`Vocab` ids -> :class:`EncodedCorpus` (all
+notes' int32 ids in one flat array + offsets, truncated; no Python list per
+note: at MIMIC size lists of token strings took ~60 bytes a token, 4 GB) -> :class:`LengthBucketPlan` (which notes
 share a batch) -> :func:`collate` (padded tensors). No model code lives here.
 
 ``tokenize`` and ``tokenize_with_offsets`` produce the same tokens in the same
@@ -15,7 +16,7 @@ import math
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -173,20 +174,65 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class TokenStream:
+    """The token lists of ``texts``, tokenized afresh on each pass: iterate it as often as needed, hold none.
+
+    Building a vocabulary and encoding are two passes over it; a corpus of long notes never exists as
+    Python lists of token strings (at MIMIC size those took ~60 bytes a token: 4 GB).
+    """
+
+    def __init__(self, texts: Sequence[str], *, lowercase: bool = True) -> None:
+        self.texts = texts
+        self.lowercase = lowercase
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return (tokenize(text, lowercase=self.lowercase) for text in self.texts)
+
+
+class TokenRows(Sequence[np.ndarray]):
+    """Row ``i`` of one flat id array: ``flat[offsets[i]:offsets[i + 1]]``, a view (no copy)."""
+
+    def __init__(self, flat: np.ndarray, offsets: np.ndarray) -> None:
+        self.flat = flat
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.flat[self.offsets[index] : self.offsets[index + 1]]
+
+
 @dataclass(frozen=True)
 class EncodedCorpus:
     """Token ids of many notes.
 
-    ``ids[i]`` is an int32 array ``[lengths[i]]``, at most ``max_tokens`` long and
-    never empty; ``lengths`` is int64 ``[n]``; ``n_truncated`` counts notes cut short.
+    ``ids[i]`` is an int32 array ``[lengths[i]]`` (a view into one flat array), at most ``max_tokens``
+    long and never empty; ``lengths`` is int64 ``[n]``; ``n_truncated`` counts notes cut short.
     """
 
-    ids: list[np.ndarray]
+    ids: Sequence[np.ndarray]
     lengths: np.ndarray
     n_truncated: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the ids and lengths."""
+        flat = getattr(self.ids, "flat", None)
+        ids = flat.nbytes if flat is not None else sum(row.nbytes for row in self.ids)
+        return int(ids + self.lengths.nbytes)
 
 
 def encode_corpus(texts: Iterable[str], vocab: Vocab, *, max_tokens: int, lowercase: bool = True) -> EncodedCorpus:
@@ -198,20 +244,31 @@ def encode_corpus(texts: Iterable[str], vocab: Vocab, *, max_tokens: int, lowerc
     return encode_token_lists((tokenize(text, lowercase=lowercase) for text in texts), vocab, max_tokens=max_tokens)
 
 
+_GROW = 1 << 20  # ids the flat array grows by (at least)
+
+
 def encode_token_lists(token_lists: Iterable[Sequence[str]], vocab: Vocab, *, max_tokens: int) -> EncodedCorpus:
-    """:func:`encode_corpus` for notes already tokenized (saves tokenizing twice when the vocab was built from them)."""
+    """:func:`encode_corpus` for token lists (a :class:`TokenStream`, or lists already made): one flat int32 array."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     get = vocab.index.get
-    ids: list[np.ndarray] = []
+    flat = np.empty(_GROW, dtype=np.int32)
+    offsets = [0]
     truncated = 0
+    end = 0
     for tokens in token_lists:
         if len(tokens) > max_tokens:
             truncated += 1
             tokens = tokens[:max_tokens]
-        ids.append(np.array([get(token, UNK_ID) for token in tokens] or [UNK_ID], dtype=np.int32))
-    lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-    return EncodedCorpus(ids, lengths, truncated)
+        row = [get(token, UNK_ID) for token in tokens] or [UNK_ID]
+        if end + len(row) > len(flat):
+            flat = np.resize(flat, max(2 * len(flat), end + len(row) + _GROW))
+        flat[end : end + len(row)] = row
+        end += len(row)
+        offsets.append(end)
+    flat = flat[:end].copy()  # give back the growth room
+    offsets_array = np.asarray(offsets, dtype=np.int64)
+    return EncodedCorpus(TokenRows(flat, offsets_array), np.diff(offsets_array), truncated)
 
 
 class BatchPlan(Protocol):

@@ -26,6 +26,7 @@ vocabulary's size, so a saved model rebuilds the same two tables.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -76,7 +77,7 @@ class TextCnnCoder(WordCoder):
 
     config: TextCnnConfig
 
-    def build_vocab(self, token_lists: list[list[str]]) -> Vocab:
+    def build_vocab(self, token_lists: Iterable[Sequence[str]]) -> Vocab:
         transfer = self.config.transfer
         if transfer is None:
             return super().build_vocab(token_lists)
@@ -93,7 +94,7 @@ class TextCnnCoder(WordCoder):
         )
         return merged
 
-    def initial_embeddings(self, token_lists: list[list[str]]) -> np.ndarray | None:
+    def initial_embeddings(self, token_lists: Iterable[Sequence[str]]) -> np.ndarray | None:
         """Without transfer, the usual start; with a merged vocabulary, the rows of the new words ``[N, E]``."""
         transfer = self.config.transfer
         if transfer is None:

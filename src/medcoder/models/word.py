@@ -14,7 +14,7 @@ Bundle files: ``model.safetensors`` (the members' weights) and ``words.json``
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -26,6 +26,7 @@ from medcoder.config.base import PathText, Strict
 from medcoder.config.train import TrainConfig
 from medcoder.data.encoding import (
     EncodedCorpus,
+    TokenStream,
     Vocab,
     collate,
     encode_corpus,
@@ -110,11 +111,11 @@ class WordCoder(TorchCoder):
     def read_words_extra(self, words: dict[str, Any], path: Path) -> None:
         """Read back :meth:`words_extra` (``path``: ``words.json``, for errors)."""
 
-    def build_vocab(self, token_lists: list[list[str]]) -> Vocab:
+    def build_vocab(self, token_lists: Iterable[Sequence[str]]) -> Vocab:
         enc = self.config.encoding
         return Vocab.build(token_lists, min_count=enc.min_count, max_size=enc.max_vocab)
 
-    def initial_embeddings(self, token_lists: list[list[str]]) -> np.ndarray | None:
+    def initial_embeddings(self, token_lists: Iterable[Sequence[str]]) -> np.ndarray | None:
         """Initial embedding rows ``[vocab, dim]`` for ``self.vocab_``, or None for a random start."""
         vectors = self.initial_word_vectors(token_lists)
         if vectors is None:
@@ -123,7 +124,7 @@ class WordCoder(TorchCoder):
         logger.info("word vectors cover %.1f%% of the %d-word vocabulary", 100 * coverage, len(self.vocab_))
         return matrix
 
-    def initial_word_vectors(self, token_lists: list[list[str]]) -> WordVectors | None:
+    def initial_word_vectors(self, token_lists: Iterable[Sequence[str]]) -> WordVectors | None:
         """The word vectors ``embedding.init`` names (word2vec trained on ``token_lists`` + its corpus, or a
         file), or None for ``init: random``."""
         emb = self.config.embedding
@@ -137,7 +138,7 @@ class WordCoder(TorchCoder):
             from medcoder.data.dataset import read_unlabeled_texts
 
             w2v = emb.word2vec
-            corpus = token_lists
+            corpus = list(token_lists)  # word2vec makes several passes: the lists are made for it only
             if w2v.corpus is not None:
                 lowercase = self.config.encoding.lowercase
                 corpus = corpus + [tokenize(t, lowercase=lowercase) for t in read_unlabeled_texts(w2v.corpus)]
@@ -160,7 +161,7 @@ class WordCoder(TorchCoder):
     ) -> EncodedCorpus:
         del y, spans  # no auxiliary targets here
         enc = self.config.encoding
-        token_lists = [tokenize(text, lowercase=enc.lowercase) for text in texts]
+        token_lists = TokenStream(texts, lowercase=enc.lowercase)  # tokenized on each pass, never held
         self.vocab_ = self.build_vocab(token_lists)
         self._pretrained = self.initial_embeddings(token_lists)
         corpus = encode_token_lists(token_lists, self.vocab_, max_tokens=enc.max_tokens)
