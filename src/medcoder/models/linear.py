@@ -55,6 +55,8 @@ def _liblinear():
     return liblinear, liblinearutil
 
 
+# Features kept per label representation for clustering (its largest; see _strongest).
+_REP_FEATURES = 1000
 # LibMultiLabel's tree scores a node sigmoid(3 x decision value) (its prob_A): an SVM's margins are about +-1.
 _SLOPE = {"lr": 1.0, "svm": 3.0}
 
@@ -206,13 +208,15 @@ class LabelTree:
         return scores
 
 
-def _spherical_kmeans(reps: sp.csr_matrix, k: int, seed: int, iterations: int = 20) -> np.ndarray:
+def _spherical_kmeans(reps: sp.csr_matrix, k: int, seed: int, iterations: int = 15) -> np.ndarray:
     """Cluster the unit rows of ``reps`` into ``k`` groups by cosine similarity; returns each row's group.
 
-    Every group is kept non-empty (an emptied group takes the row farthest from its centre).
+    Stops when fewer than 0.1% of the rows change group (or after ``iterations``); every group is
+    kept non-empty (an emptied group takes the row least similar to its centre).
     """
     rng = np.random.default_rng(seed)
     n = reps.shape[0]
+    reps = reps.astype(np.float32)
     centres = reps[rng.choice(n, size=k, replace=False)].toarray()
     assign = np.full(n, -1)
     for _ in range(iterations):
@@ -224,13 +228,36 @@ def _spherical_kmeans(reps: sp.csr_matrix, k: int, seed: int, iterations: int = 
             counts[new[far]] -= 1
             new[far] = empty
             counts[empty] = 1
-        if np.array_equal(new, assign):
-            break
+        moved = int(np.sum(new != assign))
         assign = new
-        member = sp.csr_matrix((np.ones(n), (assign, np.arange(n))), shape=(k, n))
+        if moved <= n // 1000:
+            break
+        member = sp.csr_matrix((np.ones(n, dtype=np.float32), (assign, np.arange(n))), shape=(k, n))
         centres = np.asarray((member @ reps).todense())
         centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     return assign
+
+
+def _strongest(reps: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Each row cut to its ``keep`` largest entries, renormalised: what a label is about, at a fraction of the cost.
+
+    A frequent code's representation sums thousands of notes and holds most of the vocabulary;
+    clustering cost grows with those entries, while similarity is decided by the largest ones.
+    """
+    reps = reps.tocsr()
+    lengths = np.diff(reps.indptr)
+    if lengths.max(initial=0) <= keep:
+        return reps
+    rows, cols, vals = [], [], []
+    for i in range(reps.shape[0]):
+        start, end = reps.indptr[i], reps.indptr[i + 1]
+        data = reps.data[start:end]
+        top = np.argpartition(-data, keep - 1)[:keep] if end - start > keep else np.arange(end - start)
+        rows.append(np.full(len(top), i))
+        cols.append(reps.indices[start:end][top])
+        vals.append(data[top])
+    cut = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=reps.shape)
+    return _row_normalize(cut)
 
 
 def _row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -259,7 +286,7 @@ def fit_tree(
     n_labels = y.shape[1]
     if K < 2:
         raise MedcoderError("a label tree needs K >= 2 children per node")
-    reps = _row_normalize(sp.csr_matrix(y.T.astype(np.float64) @ x))
+    reps = _strongest(_row_normalize(sp.csr_matrix(y.T.astype(np.float32) @ x.astype(np.float32))), _REP_FEATURES)
     # Build the tree breadth first: each entry (labels of the node, depth, parent id).
     parent, label, depth, groups = [-1], [-1], [0], [np.arange(n_labels)]
     children: dict[int, list[int]] = {}
