@@ -92,3 +92,16 @@ def test_codes_of_a_comorbidity_topic_occur_together() -> None:
                 same += topic[labels[i]] == topic[labels[j]]
     assert len(vocab.topic_codes) == 6
     assert same / pairs > 1.5 * chance
+
+
+def test_synthesize_command_writes_a_scaled_benchmark_shape(cli, tmp_path) -> None:
+    out = tmp_path / "corpus.jsonl"
+    result = cli("synthesize", out, "--fraction", "0.001", "--n-codes", "400", "--seed", "3")
+    assert result.code == 0, result.err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    splits = Counter(r["split"] for r in records)
+    assert splits == {"train": 48, "dev": 2, "test": 3}  # 0.1% of 47,723 / 1,631 / 3,372
+    config = ScaleSource(shape="mimic3-full", n_train=48, n_dev=2, n_test=3, n_codes=400, seed=3)
+    assert records[10]["text"] == scale_note(config, 10).text
+    bad = cli("synthesize", out, "--shape", "mimic5")
+    assert bad.code == 2 and "--shape must be one of mimic3-full, mimic4-icd10" in bad.err

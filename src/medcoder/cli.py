@@ -280,6 +280,37 @@ def predict(
 
 
 @app.command()
+def synthesize(
+    output: Annotated[Path, typer.Argument(help="JSONL file to write (id, text, labels, split per line).")],
+    shape: Annotated[
+        str, typer.Option(help="'mimic3-full' or 'mimic4-icd10': the benchmark's split sizes and codes.")
+    ] = "mimic3-full",
+    fraction: Annotated[
+        float, typer.Option(min=0.0001, max=1.0, help="Scale every split by this (0.1 = a tenth).")
+    ] = 1.0,
+    n_codes: Annotated[int | None, typer.Option(min=2, help="ICD-10-CM codes to draw (default: the shape's).")] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same corpus, byte for byte.")] = 0,
+) -> None:
+    """Write a synthetic corpus at MIMIC size (long notes, thousands of codes, long tail), streamed to JSONL."""
+    from medcoder.data.synthetic_scale import SHAPES, ScaleSource, write_scale_corpus
+
+    if shape not in SHAPES:
+        raise MedcoderError(f"--shape must be one of {', '.join(SHAPES)}, got {shape!r}")
+    train, dev, test, codes = SHAPES[shape]
+    source = ScaleSource(
+        shape=shape,
+        n_train=max(1, round(train * fraction)),
+        n_dev=max(1, round(dev * fraction)),
+        n_test=max(1, round(test * fraction)),
+        n_codes=n_codes or codes,
+        seed=seed,
+    )
+    with RichReporter().task("writing notes", total=source.n_notes) as update:
+        written = write_scale_corpus(source, output, progress=update)
+    logger.info("wrote %d notes to %s", written, output)
+
+
+@app.command()
 def labels(
     source: Annotated[Path, typer.Argument(help="A model directory, a labels.json, or a run config (YAML).")],
     top: Annotated[int, typer.Option(min=0, help="How many codes to list.")] = 20,
