@@ -32,7 +32,7 @@ def main() -> None:
     x = sp.load_npz(args.train_x).tocsr()
     y = sp.load_npz(args.train_y).tocsr().astype(bool)
     test = sp.load_npz(args.test_x).tocsr().astype(np.float32)
-    common = {"loss": spec["loss"], "C": spec["C"], "tol": spec.get("tol", 1e-4), "prune": 0.0}
+    common = {"loss": spec["loss"], "C": spec["C"], "tol": spec.get("tol"), "prune": 0.0}
     start = time.perf_counter()
     if spec["method"] == "tree":
         tree = fit_tree(x, y, K=spec.get("K", 100), beam=spec.get("beam", 10), n_jobs=spec.get("n_jobs", 2), **common)

@@ -199,7 +199,7 @@ def test_liblinear_lr_matches_scikit_learn_liblinear() -> None:
     from sklearn.linear_model import LogisticRegression
 
     texts, y = keyword_corpus(100, seed=7)
-    model = build_model(TfidfLrConfig(min_df=1, C=10, n_jobs=1), n_labels=5, task="multilabel").fit(texts, y)
+    model = build_model(TfidfLrConfig(min_df=1, C=10, n_jobs=1, prune=0.0), n_labels=5, task="multilabel").fit(texts, y)
     x = model._features(texts, None)
     for j in range(5):
         reference = LogisticRegression(solver="liblinear", C=10, tol=1e-4).fit(x, y[:, j])
@@ -212,7 +212,7 @@ def test_liblinear_lr_matches_scikit_learn_liblinear() -> None:
 def test_pruning_drops_small_weights_and_keeps_the_ranking(tmp_path) -> None:
     texts, y = topic_corpus(400, seed=1)
     test_texts, y_test = topic_corpus(150, seed=2)
-    base = TfidfLrConfig(min_df=1, ngram_range=(1, 1), loss="svm", C=1.0, n_jobs=2)
+    base = TfidfLrConfig(min_df=1, ngram_range=(1, 1), loss="svm", C=1.0, n_jobs=2, prune=0.0)
     full = build_model(base, n_labels=60, task="multilabel").fit(texts, y)
     pruned = build_model(base.model_copy(update={"prune": 0.1}), n_labels=60, task="multilabel").fit(texts, y)
     kept, before_pruning = np.count_nonzero(pruned.coef_), np.count_nonzero(full.coef_)
@@ -276,3 +276,17 @@ def test_damaged_sparse_weights_are_refused(tmp_path) -> None:
     save_file(arrays, str(tmp_path / "model.safetensors"))
     with pytest.raises(BundleError, match="damaged"):
         TfidfLogisticRegression.load(tmp_path, model.config, n_labels=60, task="multilabel")
+
+
+def test_dual_svm_reaches_the_primal_l2_loss_svm_optimum() -> None:
+    """loss svm solves LIBLINEAR -s 1 (dual); its weights are scikit-learn's LinearSVC primal (-s 2) ones."""
+    from sklearn.svm import LinearSVC
+
+    texts, y = keyword_corpus(100, seed=8)
+    config = TfidfLrConfig(min_df=1, C=1.0, loss="svm", prune=0.0, tol=1e-4, n_jobs=1)
+    model = build_model(config, n_labels=5, task="multilabel").fit(texts, y)
+    x = model._features(texts, None)
+    for j in range(5):
+        reference = LinearSVC(C=1.0, loss="squared_hinge", dual=False, tol=1e-6).fit(x, y[:, j])
+        np.testing.assert_allclose(model.coef_[j], reference.coef_[0], rtol=0, atol=2e-3)
+        assert abs(model.intercept_[j] - reference.intercept_[0]) < 2e-3
