@@ -351,13 +351,25 @@ def fit_tree(
     # Nodes were numbered breadth first with each node's children contiguous: the internal nodes' columns,
     # in node order, are the models of nodes 1 .. n_nodes - 1 in order.
     fitted = [columns[node] for node in sorted(internal)]
-    weights = sp.hstack([c.weights for c in fitted], format="csr")  # type: ignore[union-attr]
     bias = np.concatenate([c.bias for c in fitted])  # type: ignore[union-attr]
+    blocks = [c.weights for c in fitted]  # type: ignore[union-attr]
+    columns.clear()
+    fitted.clear()
+    # CSC blocks side by side are their arrays end to end (one copy, not scipy's hstack + conversion + cast)
+    starts = np.cumsum([0] + [b.nnz for b in blocks[:-1]])
+    indptr = np.concatenate([[0]] + [b.indptr[1:] + start for b, start in zip(blocks, starts, strict=True)])
+    stacked = sp.csc_matrix(
+        (np.concatenate([b.data for b in blocks]), np.concatenate([b.indices for b in blocks]), indptr),
+        shape=(x.shape[1], n_nodes - 1),
+    )
+    blocks.clear()
+    weights = stacked.tocsr()
+    del stacked
     return LabelTree(
         parent=np.array(parent, dtype=np.int32),
         label=np.array(label, dtype=np.int32),
         depth=np.array(depth, dtype=np.int32),
-        weights=weights.astype(np.float32),
+        weights=weights,
         bias=bias,
         loss=loss,
         beam=beam,
