@@ -290,3 +290,26 @@ def test_dual_svm_reaches_the_primal_l2_loss_svm_optimum() -> None:
         reference = LinearSVC(C=1.0, loss="squared_hinge", dual=False, tol=1e-6).fit(x, y[:, j])
         np.testing.assert_allclose(model.coef_[j], reference.coef_[0], rtol=0, atol=2e-3)
         assert abs(model.intercept_[j] - reference.intercept_[0]) < 2e-3
+
+
+def test_prediction_does_not_copy_the_weights() -> None:
+    """Coding a few notes allocates a small fraction of the weights' size (it once held float64 copies: ~4x)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(9)
+    vocabulary = np.array([f"w{i}" for i in range(6000)])
+    words = rng.choice(vocabulary, size=(400, 300))
+    texts = [" ".join(row) for row in words]
+    y = np.stack([(words == f"w{j}").any(axis=1) for j in range(80)], axis=1)
+    for prune in (0.0, 0.01):  # dense and sparse weights
+        config = TfidfLrConfig(min_df=1, ngram_range=(1, 1), loss="svm", C=1.0, prune=prune, n_jobs=2)
+        model = build_model(config, n_labels=80, task="multilabel").fit(texts, y)
+        weights = model.coef_t_
+        size = weights.nbytes if isinstance(weights, np.ndarray) else weights.data.nbytes + weights.indices.nbytes
+        model.predict_scores(texts[:3])  # warm up
+        tracemalloc.start()
+        scores = model.predict_scores(texts[:3])
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert scores.shape == (3, 80) and size > 500_000
+        assert peak < 0.2 * size, (prune, peak, size)
