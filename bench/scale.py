@@ -161,7 +161,7 @@ def render(rows: list[dict], mimic4: dict | None, command: str) -> str:
         "CAML: one epoch at 2,500 tokens (train column: that epoch alone; the run adds reading, vocabulary,",
         "encoding and scoring dev/test). Predict: `medcoder predict` over the test notes.",
         "",
-        "| corpus | prep s / peak RSS | TF-IDF train s / peak RSS / bundle | CAML epoch s / run s / peak RSS | predict notes/s |",
+        "| corpus | prep s / peak RSS | TF-IDF run s / peak RSS / bundle | CAML epoch s / run s / peak RSS | predict notes/s |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
@@ -170,14 +170,15 @@ def render(rows: list[dict], mimic4: dict | None, command: str) -> str:
         prep = f"{r['prep']['wall_s']:.0f} s / {r['prep']['peak_rss_mb'] / 1024:.2f} GB" if "prep" in r else "—"
         t = r.get("tfidf")
         tfidf = (
-            f"{t['wall_s']:.0f} s / {t['peak_rss_mb'] / 1024:.2f} GB / {t['bundle_mb']:.0f} MB (MAP {t['test_map']:.3f})"
+            f"{t['wall_s']:.0f} s (training {t['timing']['train']:.0f} s) / {t['peak_rss_mb'] / 1024:.2f} GB / "
+            f"{t['bundle_mb']:.0f} MB (test MAP {t['test_map']:.3f})"
             if t
             else "—"
         )
         k = r.get("caml")
         caml = f"{k['epoch_s']:.0f} / {k['wall_s']:.0f} / {k['peak_rss_mb'] / 1024:.2f} GB" if k else "—"
         p = r.get("predict")
-        predict = f"{p['summary'].get('notes_per_s', 0):.0f}" if p else "—"
+        predict = f"{p['summary']['notes_per_second']:.0f} ({p['wall_s']:.0f} s with loading)" if p else "—"
         lines.append(f"| {size} | {prep} | {tfidf} | {caml} | {predict} |")
     if mimic4:
         c = mimic4["corpus"]
