@@ -14,9 +14,11 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from medcoder.errors import InputError
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some editors write first
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -130,19 +132,35 @@ def recover_directory(path: str | Path, *, marker: str, clean: bool = True) -> N
 
 
 def read_text_file(path: str | Path) -> str:
-    """Read a whole UTF-8 text file; name the file and byte offset on bad bytes."""
+    """Read a whole UTF-8 text file (a leading BOM dropped); name the file, line and byte offset on bad bytes."""
     path = Path(path)
     _check_readable_file(path)
     data = path.read_bytes()
+    bom = len(BOM) if data.startswith(BOM) else 0
     try:
-        return data.decode("utf-8-sig")
+        return data[bom:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise InputError(
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-            path=path,
-            line=line,
-        ) from None
+        line = data[: bom + exc.start].count(b"\n") + 1
+        raise InputError(not_utf8_message(data[bom:], exc, offset=bom), path=path, line=line) from None
+
+
+def not_utf8_message(data: bytes, exc: UnicodeDecodeError, *, offset: int = 0) -> str:
+    """What is wrong with ``data`` (whose first byte is at ``offset`` in its file), for every reader's error."""
+    return f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {offset + exc.start})"
+
+
+def iter_byte_lines(handle: BinaryIO) -> Iterator[tuple[int, int, bytes]]:
+    """Yield ``(line_number, offset, line)`` of a binary stream: 1-based, the file offset of the line's first
+    byte, and its bytes with their ending. Lines end at ``\\n`` only, as JSON-lines and CSV define them; a
+    leading BOM is dropped (line 1 then starts at offset 3). One line in memory at a time.
+    """
+    offset = 0
+    for number, raw in enumerate(handle, start=1):
+        start = offset
+        offset += len(raw)
+        if number == 1 and raw.startswith(BOM):
+            raw, start = raw[len(BOM) :], len(BOM)
+        yield number, start, raw
 
 
 def _check_readable_file(path: Path) -> None:
@@ -163,17 +181,12 @@ def iter_text_lines(path: str | Path, *, keepends: bool = False) -> Iterator[tup
     """
     path = Path(path)
     _check_readable_file(path)
-    offset = 0
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, offset, raw in iter_byte_lines(handle):
             try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                # utf-8-sig reports positions after the BOM it dropped
-                start = exc.start + (3 if number == 1 and raw.startswith(b"\xef\xbb\xbf") else 0)
-                message = f"not valid UTF-8 (byte 0x{raw[start]:02x} at offset {offset + start})"
-                raise InputError(message, path=path, line=number) from None
-            offset += len(raw)
+                raise InputError(not_utf8_message(raw, exc, offset=offset), path=path, line=number) from None
             yield number, line if keepends or not line.endswith("\n") else line.rstrip("\r\n")
 
 

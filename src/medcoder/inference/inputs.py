@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from medcoder.errors import InputError, MedcoderError
-from medcoder.io import json_type_name
+from medcoder.io import BOM, iter_byte_lines, json_type_name, not_utf8_message
 
 STDIN = "<stdin>"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _PARQUET_ROWS = 1024  # rows decoded at once from a Parquet file
-_BOM = b"\xef\xbb\xbf"
 
 # The kinds of bad record, as error records and the summary name them.
 EMPTY_TEXT = "empty_text"
@@ -245,14 +244,10 @@ class RecordStream:
 
     # ---------------------------------------------------------------- readers
     def _jsonl(self, handle: BinaryIO, path: str) -> Iterator[InputRecord]:
-        offset = 0
+        base = self.bytes_read
         name = Path(path).name
-        for number, raw in enumerate(handle, start=1):
-            start = offset
-            offset += len(raw)
-            self.bytes_read += len(raw)
-            if number == 1 and raw.startswith(_BOM):
-                raw, start = raw[3:], 3
+        for number, start, raw in iter_byte_lines(handle):
+            self.bytes_read = base + start + len(raw)
             content = raw.rstrip(b"\r\n")
             if not content.strip():
                 continue  # a blank line is no record
@@ -273,7 +268,7 @@ class RecordStream:
         try:
             line = content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return bad(f"not valid UTF-8 (byte 0x{content[exc.start]:02x} at offset {start + exc.start})", NOT_UTF8)
+            return bad(not_utf8_message(content, exc, offset=start), NOT_UTF8)
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -316,13 +311,12 @@ class RecordStream:
 
     @staticmethod
     def _text_record(data: bytes, ordinal: int, name: str, note_id: str) -> InputRecord:
-        bom = 3 if data.startswith(_BOM) else 0
+        bom = len(BOM) if data.startswith(BOM) else 0
         try:
             text = data[bom:].decode("utf-8")
         except UnicodeDecodeError as exc:
-            at = bom + exc.start
-            line = data[:at].count(b"\n") + 1
-            message = f"not valid UTF-8 (byte 0x{data[at]:02x} at offset {at})"
+            line = data[: bom + exc.start].count(b"\n") + 1
+            message = not_utf8_message(data[bom:], exc, offset=bom)
             return InputRecord(ordinal, name, line, note_id, error=message, kind=NOT_UTF8)
         if not text.strip():
             return InputRecord(ordinal, name, None, note_id, error="text is empty or whitespace", kind=EMPTY_TEXT)
