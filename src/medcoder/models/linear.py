@@ -133,6 +133,8 @@ def fit_columns(
     ``n_jobs`` threads each train every ``n_jobs``-th column on their own converted copy of ``x``.
     """
     y = sp.csc_matrix(y, dtype=bool) if not sp.issparse(y) else y.tocsc().astype(bool)
+    x = sp.csr_matrix(x, dtype=np.float64)
+    x.sort_indices()  # once, here: the threads' conversions then only read x
     k = y.shape[1]
     n_jobs = max(1, min(n_jobs, k))
     columns: list[tuple[np.ndarray, np.ndarray] | None] = [None] * k
@@ -273,7 +275,7 @@ def _row_normalize(m: sp.csr_matrix) -> sp.csr_matrix:
 
 def fit_tree(
     x: sp.csr_matrix,
-    y: sp.csr_matrix,
+    y: sp.csr_matrix | np.ndarray,
     *,
     loss: Loss,
     C: float,
@@ -332,13 +334,14 @@ def fit_tree(
                 progress(done[0], total)
 
     def train_node(node: int) -> None:
-        members = groups[node]
-        docs = np.flatnonzero(np.asarray(y_csc[:, members].sum(axis=1)).ravel() > 0) if node else np.arange(x.shape[0])
-        sub_y = y[docs]
+        sub_x, sub_y = x, y  # the root: every document (no copy)
+        if node:
+            docs = np.flatnonzero(np.asarray(y_csc[:, groups[node]].sum(axis=1)).ravel() > 0)
+            sub_x, sub_y = x[docs], y[docs]
         target = sp.csc_matrix(
             np.column_stack([np.asarray(sub_y[:, groups[c]].sum(axis=1)).ravel() > 0 for c in children[node]])
         )
-        columns[node] = fit_columns(x[docs], target, loss=loss, C=C, tol=tol, prune=prune, progress=advance)
+        columns[node] = fit_columns(sub_x, target, loss=loss, C=C, tol=tol, prune=prune, progress=advance)
 
     # The root's children train on every document: they run first, the threads sharing the work by node after.
     order = sorted(internal, key=lambda node: -len(groups[node]))
@@ -350,7 +353,7 @@ def fit_tree(
             list(pool.map(train_node, order))
     # Nodes were numbered breadth first with each node's children contiguous: the internal nodes' columns,
     # in node order, are the models of nodes 1 .. n_nodes - 1 in order.
-    fitted = [columns[node] for node in sorted(internal)]
+    fitted = [columns[node] for node in internal]
     bias = np.concatenate([c.bias for c in fitted])  # type: ignore[union-attr]
     blocks = [c.weights for c in fitted]  # type: ignore[union-attr]
     columns.clear()

@@ -10,7 +10,7 @@ weights below ``prune`` are dropped and the rest kept sparse. Single-label
 tasks train one multinomial model (scikit-learn). Sentence pairs concatenate the premise block,
 the hypothesis block and their element-wise product (shared n-grams).
 
-scikit-learn builds the vocabulary and fits the regressions; coding notes
+scikit-learn builds the vocabulary (and fits single-label models); coding notes
 with a saved model needs only numpy and scipy (scikit-learn takes about 2 s to
 import, so :class:`NgramCounter` counts a fixed vocabulary's n-grams exactly
 as scikit-learn's ``CountVectorizer`` does). Evidence for a code: the note's
@@ -40,7 +40,7 @@ from medcoder.registry import MODELS
 
 
 class TfidfLrConfig(Strict):
-    """TF-IDF features + one-vs-rest (or multinomial) logistic regression."""
+    """TF-IDF features + LIBLINEAR binary models (one-vs-rest or a label tree), or multinomial LR (single-label)."""
 
     type: Literal["tfidf_lr.v1"] = "tfidf_lr.v1"
     ngram_range: tuple[int, int] = (1, 2)
@@ -55,9 +55,8 @@ class TfidfLrConfig(Strict):
     n_jobs: int = Field(2, ge=1)  # threads training binary models (LIBLINEAR releases the GIL)
     loss: Literal["lr", "svm"] = "lr"  # logistic regression (-s 0) or L2-loss SVM (dual, -s 1), both with a bias (-B 1)
     tol: float | None = Field(None, gt=0.0)  # LIBLINEAR's stopping tolerance (-e); None: 1e-4 for lr, 0.01 for svm
-    prune: float = Field(
-        0.01, ge=0.0
-    )  # drop weights with |w| below this (CodiEsp: MAP unchanged at 0.01, bench/linear_compare.py)
+    # drop weights with |w| below this (CodiEsp: MAP unchanged at 0.01, bench/linear_compare.py)
+    prune: float = Field(0.01, ge=0.0)
     method: Literal["ovr", "tree"] = "ovr"  # one model per label, or a label tree (thousands of labels)
     tree_k: int = Field(100, ge=2)  # children per tree node (LibMultiLabel's K)
     tree_depth: int = Field(10, ge=2)  # the tree's maximum depth
@@ -136,7 +135,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 @MODELS.register("tfidf_lr.v1", config=TfidfLrConfig)
 class TfidfLogisticRegression(CodingModel):
-    """TF-IDF + logistic regression. ``coef_`` is ``[n_labels, n_features]``."""
+    """TF-IDF + linear models. ``coef_t_`` is ``[n_features, n_columns]``: a column per label, or per tree node."""
 
     weight_files: ClassVar[tuple[str, ...]] = ("model.safetensors", "vocab.json")
     requires: ClassVar[tuple[str, ...]] = ("numpy", "scipy", "scikit-learn", "liblinear-official", "safetensors")
@@ -219,7 +218,7 @@ class TfidfLogisticRegression(CodingModel):
         if cfg.method == "tree":
             self.tree_ = fit_tree(
                 x,
-                sp.csr_matrix(y),
+                y,
                 loss=cfg.loss,
                 C=cfg.C,
                 tol=cfg.tol,
