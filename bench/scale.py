@@ -104,6 +104,16 @@ def _dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
 
 
+def train(work: Path, tag: str, name: str, config_text: str) -> tuple[dict, Path, dict]:
+    """``medcoder train`` of one config, measured: (figures with the run's timing, the bundle, its ``info``)."""
+    config = work / f"{tag}.{name}.yaml"
+    config.write_text(config_text)
+    bundle = work / f"{tag}.{name}"
+    figures = measure([MEDCODER, "train", str(config), "-o", str(bundle)], work / f"{tag}.{name}.log")
+    info = json.loads((bundle / "config.json").read_text())["info"]
+    return figures | {"timing": info.get("timing", {})}, bundle, info
+
+
 def run_size(work: Path, shape: str, fraction: float, steps: list[str]) -> dict:
     path = corpus(work, shape, fraction)
     tag = f"{shape}-{fraction:g}"
@@ -114,27 +124,19 @@ def run_size(work: Path, shape: str, fraction: float, steps: list[str]) -> dict:
         row["corpus"] = json.loads(out.read_text().strip().splitlines()[-1])
         print(tag, "prep", row["prep"], row["corpus"], flush=True)
     if "tfidf" in steps:
-        config = work / f"{tag}.tfidf.yaml"
-        config.write_text(TFIDF.format(path=path))
-        bundle = work / f"{tag}.tfidf"
-        row["tfidf"] = measure([MEDCODER, "train", str(config), "-o", str(bundle)], work / f"{tag}.tfidf.log")
-        info = json.loads((bundle / "config.json").read_text())["info"]
+        row["tfidf"], bundle, info = train(work, tag, "tfidf", TFIDF.format(path=path))
         metrics = json.loads((bundle / "metrics.json").read_text())
         row["tfidf"] |= {
             "bundle_mb": _dir_mb(bundle),
             "weights_mb": (bundle / "model.safetensors").stat().st_size / 1e6,
-            "timing": info.get("timing", {}),
             "test_map": metrics["test"]["all_gold"]["map"] if "all_gold" in metrics.get("test", {}) else None,
         }
         print(tag, "tfidf", json.dumps(row["tfidf"]), flush=True)
     if "caml" in steps:
-        config = work / f"{tag}.caml.yaml"
-        config.write_text(CAML.format(path=path))
-        bundle = work / f"{tag}.caml"
-        row["caml"] = measure([MEDCODER, "train", str(config), "-o", str(bundle)], work / f"{tag}.caml.log")
-        info = json.loads((bundle / "config.json").read_text())["info"]
-        epochs = [e for e in info.get("training", {}).get("history", []) if e.get("epoch", 0) > 0]
-        row["caml"] |= {"epoch_s": epochs[0]["seconds"] if epochs else None, "timing": info.get("timing", {})}
+        row["caml"], _, info = train(work, tag, "caml", CAML.format(path=path))
+        history = info.get("training", {}).get("members", [{}])[0].get("history", [])  # the first seed's epochs
+        epochs = [e for e in history if e.get("epoch", 0) > 0]
+        row["caml"]["epoch_s"] = epochs[0]["seconds"] if epochs else None
         print(tag, "caml", json.dumps(row["caml"]), flush=True)
     if "predict" in steps and (work / f"{tag}.tfidf").exists():
         notes = work / f"{tag}.test.jsonl"
