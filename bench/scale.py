@@ -86,14 +86,11 @@ def measure(command: list[str], log: Path) -> dict:
 
 
 def corpus(work: Path, shape: str, fraction: float) -> Path:
-    from medcoder.data.synthetic_scale import SHAPES, ScaleSource, write_scale_corpus
+    from medcoder.data.synthetic_scale import ScaleSource, write_scale_corpus
 
     path = work / f"{shape}-{fraction:g}.jsonl"
     if not path.exists():
-        train, dev, test, codes = SHAPES[shape]
-        source = ScaleSource(
-            shape=shape, n_train=round(train * fraction), n_dev=round(dev * fraction), n_test=round(test * fraction)
-        )
+        source = ScaleSource.scaled(shape, fraction)
         start = time.perf_counter()
         write_scale_corpus(source, path)
         print(f"wrote {path} ({source.n_notes:,} notes) in {time.perf_counter() - start:.0f} s", flush=True)

@@ -296,15 +296,7 @@ def synthesize(
 
     if shape not in SHAPES:
         raise MedcoderError(f"--shape must be one of {', '.join(SHAPES)}, got {shape!r}")
-    train, dev, test, codes = SHAPES[shape]
-    source = ScaleSource(
-        shape=shape,
-        n_train=max(1, round(train * fraction)),
-        n_dev=max(1, round(dev * fraction)),
-        n_test=max(1, round(test * fraction)),
-        n_codes=n_codes or codes,
-        seed=seed,
-    )
+    source = ScaleSource.scaled(shape, fraction, seed=seed, **({"n_codes": n_codes} if n_codes else {}))
     with RichReporter().task("writing notes", total=source.n_notes) as update:
         written = write_scale_corpus(source, output, progress=update)
     logger.info("wrote %d notes to %s", written, output)

@@ -97,6 +97,15 @@ class ScaleSource(SourceConfig):
             data = {"n_train": train, "n_dev": dev, "n_test": test, "n_codes": codes, **data}
         return data
 
+    @classmethod
+    def scaled(cls, shape: str, fraction: float, **options: object) -> ScaleSource:
+        """The benchmark ``shape`` with every split scaled by ``fraction`` (at least one note each); codes as the shape's."""
+        train, dev, test, _ = SHAPES[shape]
+        sizes = {
+            name: max(1, round(n * fraction)) for name, n in (("n_train", train), ("n_dev", dev), ("n_test", test))
+        }
+        return cls.model_validate({"shape": shape, **sizes, **options})
+
     @property
     def n_notes(self) -> int:
         return self.n_train + self.n_dev + self.n_test
