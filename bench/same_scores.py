@@ -2,8 +2,11 @@
 
 Trains a few small models (word-level with attention and a 2-seed ensemble, a
 hierarchical MiniLM transformer, TF-IDF + LR) on one synthetic corpus through
-the ``medcoder`` command line, then codes the test notes with ``medcoder predict
---top-k ALL --explain``. Everything goes through the CLI and a JSONL file, so the
+the ``medcoder`` command line, a retrieval system (the packaged MiniLM over part
+of the ICD-10-CM catalog, fused with that TF-IDF model) and, where
+``../shared`` is beside the checkout, the IU X-ray MeSH reranker of
+``configs/iu_xray_rerank.yaml``; then codes the test notes with ``medcoder
+predict --top-k ALL --explain``. Everything goes through the CLI and a JSONL file, so the
 script runs unchanged against an older checkout (``PYTHONPATH=OLD/src``)::
 
     PYTHONPATH=/path/to/old/src .venv/bin/python bench/same_scores.py --output before.json
@@ -11,7 +14,7 @@ script runs unchanged against an older checkout (``PYTHONPATH=OLD/src``)::
 
 ``--compare`` reports, per run, whether the test metrics and every predicted
 probability and evidence span are identical, and the largest difference if not.
-About 3 minutes on 2 cores.
+About 6 minutes on 2 cores (``--only NAME ...`` runs some of them).
 """
 
 from __future__ import annotations
@@ -57,7 +60,11 @@ RUNS: dict[str, dict[str, Any]] = {
     },
     "tfidf": {"type": "tfidf_lr.v1", "n_jobs": 1},
 }
-EXPLAINED = {"caml-ensemble", "minilm-hier"}
+EXPLAINED = {"caml-ensemble", "minilm-hier", "retrieval", "iu-xray-rerank"}
+SYSTEMS = ("retrieval", "iu-xray-rerank")  # saved systems of other kinds, trained after the models
+ROOT = Path(__file__).resolve().parent.parent
+IU_XRAY = ROOT.parent / "shared" / "data" / "iu_xray_reports" / "iu_xray_reports.jsonl"
+RETRIEVAL_PREFIXES = ["E11", "I10", "I50", "J18", "J44", "N18", "R07", "Z79"]
 
 
 def write_corpus(path: Path) -> None:
@@ -86,15 +93,68 @@ def medcoder(*args: str) -> str:
     return done.stdout
 
 
-def run_all(work: Path) -> dict[str, Any]:
-    corpus = work / "notes.jsonl"
-    write_corpus(corpus)
-    test = work / "test.jsonl"
-    test.write_text(
+def test_split(corpus: Path, out: Path) -> Path:
+    out.write_text(
         "".join(line + "\n" for line in corpus.read_text().splitlines() if json.loads(line)["split"] == "test")
     )
+    return out
+
+
+def coded(name: str, bundle: Path, test: Path, seconds: float, metrics: dict[str, Any]) -> dict[str, Any]:
+    extra = ["--explain"] if name in EXPLAINED else []
+    lines = medcoder("predict", str(bundle), str(test), "--top-k", "100000", *extra).splitlines()
+    return {"seconds": seconds, "test": metrics, "predictions": [json.loads(x) for x in lines]}
+
+
+def evaluated(bundle: Path) -> dict[str, Any]:
+    """``medcoder evaluate``'s test figures of a saved system (kinds other than model keep no metrics.json)."""
+    out = bundle.parent / f"{bundle.name}.metrics.json"
+    medcoder("evaluate", str(bundle), "--output", str(out))
+    return json.loads(out.read_text())
+
+
+def run_systems(work: Path, corpus: Path, test: Path, only: set[str]) -> dict[str, Any]:
+    """The retrieval system (over the tfidf run's bundle) and the IU X-ray reranker."""
+    results: dict[str, Any] = {}
+    if "retrieval" in only and (work / "tfidf").is_dir():
+        config = {
+            "kind": "retrieval",
+            "data": {"source": {"kind": "jsonl", "path": str(corpus)}},
+            "encoder": "minilm",
+            "classifier": str(work / "tfidf"),
+            "train": {"epochs": 0},
+            "index": {"system": "icd10cm", "cache_dir": str(work / "index-cache"), "prefixes": RETRIEVAL_PREFIXES},
+            "search": {"k": 10},
+        }
+        config_path = work / "retrieval.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        started = time.perf_counter()
+        medcoder("retrieval", str(config_path), "-o", str(work / "retrieval"))
+        metrics = evaluated(work / "retrieval")
+        results["retrieval"] = coded("retrieval", work / "retrieval", test, time.perf_counter() - started, metrics)
+    if "iu-xray-rerank" in only and IU_XRAY.is_file():
+        config = yaml.safe_load((ROOT / "configs" / "iu_xray_rerank.yaml").read_text())
+        config["data"]["source"]["path"] = str(IU_XRAY)
+        config_path = work / "iu.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        started = time.perf_counter()
+        medcoder("train", str(config_path), "-o", str(work / "iu"))
+        metrics = evaluated(work / "iu")
+        iu_test = test_split(IU_XRAY, work / "iu_test.jsonl")
+        results["iu-xray-rerank"] = coded(
+            "iu-xray-rerank", work / "iu", iu_test, time.perf_counter() - started, metrics
+        )
+    return results
+
+
+def run_all(work: Path, only: set[str]) -> dict[str, Any]:
+    corpus = work / "notes.jsonl"
+    write_corpus(corpus)
+    test = test_split(corpus, work / "test.jsonl")
     results: dict[str, Any] = {}
     for name, model in RUNS.items():
+        if name not in only:
+            continue
         config = {
             "name": name,
             "seed": 3,
@@ -109,9 +169,8 @@ def run_all(work: Path) -> dict[str, Any]:
         medcoder("train", str(config_path), "-o", str(bundle))
         seconds = time.perf_counter() - started
         metrics = json.loads((bundle / "metrics.json").read_text())
-        extra = ["--explain"] if name in EXPLAINED else []
-        lines = medcoder("predict", str(bundle), str(test), "--top-k", "100000", *extra).splitlines()
-        results[name] = {"seconds": seconds, "test": metrics["test"], "predictions": [json.loads(x) for x in lines]}
+        results[name] = coded(name, bundle, test, seconds, metrics["test"])
+    results.update(run_systems(work, corpus, test, only))
     return results
 
 
@@ -129,18 +188,35 @@ def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
+def _listed(predictions: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Every listed code of every note, ranked ones and new-code suggestions, keyed by (note, list, code)."""
+    return {
+        (p["id"], key, c["code"]): c for p in predictions for key in ("codes", "new_codes") for c in p.get(key) or []
+    }
+
+
+def _map(metrics: dict[str, Any]) -> float:
+    """Test MAP over all gold codes, in whichever layout the metrics come (a model's, retrieval's, a reranker's)."""
+    for key in ("all_gold", "all"):
+        if isinstance(metrics.get(key), dict) and "map" in metrics[key]:
+            return float(metrics[key]["map"])
+    return float(metrics["map"])
+
+
 def compare(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, list[str]]:
     """(whether every run is identical, one line per run)."""
     same_everywhere = True
     lines = []
-    for name in RUNS:
+    for name in [*RUNS, *SYSTEMS]:
+        if name not in before and name not in after:
+            continue  # not run by either (``--only``, or no ../shared)
         if name not in before or name not in after:
             lines.append(f"{name}: missing in one of the files")
             same_everywhere = False
             continue
         old, new = before[name], after[name]
-        old_codes = {(p["id"], c["code"]): c for p in old["predictions"] for c in p["codes"]}
-        new_codes = {(p["id"], c["code"]): c for p in new["predictions"] for c in p["codes"]}
+        old_codes = _listed(old["predictions"])
+        new_codes = _listed(new["predictions"])
         probability_gap = max(
             (
                 abs(old_codes[k]["probability"] - new_codes[k]["probability"])
@@ -159,8 +235,8 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> tuple[bool, list[s
         identical = old["test"] == new["test"] and same_codes and probability_gap == 0.0 and same_evidence
         same_everywhere &= identical
         lines.append(
-            f"- {name}: {'identical' if identical else 'DIFFERENT'}; test MAP {old['test']['all_gold']['map']:.6f} -> "
-            f"{new['test']['all_gold']['map']:.6f}, largest metric gap {metric_gap:.2e}, largest probability gap "
+            f"- {name}: {'identical' if identical else 'DIFFERENT'}; test MAP {_map(old['test']):.6f} -> "
+            f"{_map(new['test']):.6f}, largest metric gap {metric_gap:.2e}, largest probability gap "
             f"{probability_gap:.2e}, same codes listed {same_codes}, same evidence {same_evidence}; "
             f"train+predict {old['seconds']:.0f} s -> {new['seconds']:.0f} s"
         )
@@ -172,9 +248,10 @@ def main() -> int:
     parser.add_argument("--output", type=Path, required=True, help="JSON file for this version's results")
     parser.add_argument("--compare", type=Path, help="an earlier --output to compare with")
     parser.add_argument("--report", type=Path, help="with --compare: also write the comparison here (Markdown)")
+    parser.add_argument("--only", nargs="+", choices=[*RUNS, *SYSTEMS], help="run only these (retrieval needs tfidf)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
-        results = run_all(Path(work))
+        results = run_all(Path(work), set(args.only or [*RUNS, *SYSTEMS]))
     args.output.write_text(json.dumps(results), encoding="utf-8")
     if args.compare is None:
         return 0

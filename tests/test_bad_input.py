@@ -163,7 +163,7 @@ def test_failure_while_saving_leaves_old_bundle_intact(
     def disk_full(*args: object, **kwargs: object) -> str:
         raise OSError(28, "No space left on device", str(bundle / "README.md"))
 
-    monkeypatch.setattr("medcoder.models.bundle.render_model_card", disk_full)
+    monkeypatch.setattr("medcoder.inference.model.render_model_card", disk_full)
     line = assert_user_error(cli("-q", "train", config, "-o", bundle), "No space left on device", code=1)
     assert str(bundle / "README.md") in line
     assert snapshot(bundle) == before

@@ -16,6 +16,7 @@ from conftest import TrainedRun
 from medcoder import load
 from medcoder.data.synthetic import SyntheticSource, generate_notes
 from medcoder.errors import MedcoderError
+from medcoder.inference.base import Capabilities
 from medcoder.inference.batch import parse_shard, run_batch
 from medcoder.inference.inputs import PredictionInputs
 
@@ -308,14 +309,13 @@ class _Poisoned:
 
     kind = "test"
     path = None
+    identity = "poisoned@000000000000"
+    capabilities = Capabilities(explain=True)
 
     def __init__(self, coder, *, broken: bool = False) -> None:
         self.coder = coder
         self.broken = broken
         self.calls: list[int] = []
-
-    def can_explain(self) -> bool:
-        return True
 
     def predict(self, texts, **kwargs):
         self.calls.append(len(texts))

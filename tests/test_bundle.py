@@ -20,8 +20,8 @@ from medcoder.evaluation.calibration import (
     ece_at_k,
 )
 from medcoder.evaluation.scoring import score_notes
+from medcoder.inference.model import ModelCoder
 from medcoder.io import atomic_directory
-from medcoder.models.bundle import load_bundle, save_bundle
 from medcoder.models.tfidf_lr import TfidfLrConfig
 from medcoder.training.run import score_split, train_run
 
@@ -68,7 +68,7 @@ def test_bundle_holds_every_file_and_describes_itself(trained) -> None:
 
 
 def test_reloaded_bundle_reproduces_test_scores_and_metrics(trained) -> None:
-    bundle = load_bundle(trained.bundle_dir)
+    bundle = ModelCoder.open(trained.bundle_dir).bundle
     test = load_dataset(CONFIG.data)["test"]
     # the thresholds are in calibrated units: the model's scores go through the bundle's calibrator first
     scores = calibrate_probabilities(bundle.calibrator, score_split(bundle.model, test))
@@ -138,7 +138,7 @@ def test_calibration_is_fitted_on_dev_saved_and_applied_when_loaded(trained, tmp
     assert np.array_equal(medcoder.load(old).predict_proba([note.text for note in test]), raw)
     (old / "calibration.json").write_text(json.dumps({"format": CALIBRATION_FORMAT, "method": "platt"}))
     with pytest.raises(BundleError, match="calibration.json: method 'platt' takes params a, b"):
-        load_bundle(old)
+        ModelCoder.open(old)
 
 
 def test_calibration_none_keeps_the_models_probabilities(trained, tmp_path) -> None:
@@ -156,8 +156,8 @@ def test_calibration_none_keeps_the_models_probabilities(trained, tmp_path) -> N
 
 def test_failed_save_keeps_previous_bundle(trained, tmp_path) -> None:
     target = tmp_path / "model"
-    bundle = load_bundle(trained.bundle_dir)
-    save_bundle(bundle, target)
+    bundle = ModelCoder.open(trained.bundle_dir).bundle
+    ModelCoder(bundle).save(target)
     before = (target / "model.safetensors").read_bytes()
 
     class Exploding:
@@ -169,7 +169,7 @@ def test_failed_save_keeps_previous_bundle(trained, tmp_path) -> None:
 
     bundle.model, original = Exploding(), bundle.model
     with pytest.raises(RuntimeError, match="disk full"):
-        save_bundle(bundle, target)
+        ModelCoder(bundle).save(target)
     assert (target / "model.safetensors").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary left behind
     bundle.model = original
@@ -188,20 +188,20 @@ def test_atomic_directory_replaces_only_when_complete(tmp_path) -> None:
 
 def test_load_refuses_foreign_or_incomplete_directories(trained, tmp_path) -> None:
     with pytest.raises(BundleError, match="no config.json"):
-        load_bundle(tmp_path)
+        ModelCoder.open(tmp_path)
     (tmp_path / "model.pkl").write_bytes(b"\x80\x04\x95")
     with pytest.raises(BundleError, match="no config.json"):
-        load_bundle(tmp_path)
+        ModelCoder.open(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"format": "sentence-transformers"}))
     with pytest.raises(BundleError, match="expected 'medcoder.bundle.v2'"):
-        load_bundle(tmp_path)
+        ModelCoder.open(tmp_path)
     copy = tmp_path / "copy"
     copy.mkdir()
     for path in trained.bundle_dir.iterdir():
         if path.name != "vocab.json":
             (copy / path.name).write_bytes(path.read_bytes())
     with pytest.raises(BundleError, match="missing vocab.json"):
-        load_bundle(copy)
+        ModelCoder.open(copy)
 
 
 def test_coding_with_a_tfidf_bundle_imports_neither_torch_nor_a_catalog(trained) -> None:
@@ -234,11 +234,11 @@ def test_a_kill_between_the_two_renames_of_a_save_is_recovered(trained, tmp_path
     stranded = tmp_path / ".model.abc123.old"
     shutil.copytree(trained.bundle_dir, stranded)
     (tmp_path / ".model.def456.tmp").mkdir()  # the half-built new bundle
-    bundle = load_bundle(tmp_path / "model")
+    bundle = ModelCoder.open(tmp_path / "model").bundle
     assert len(bundle.labels) > 0 and (tmp_path / "model" / "config.json").is_file()
     # reading never deletes: a .tmp beside a bundle may be a save under way in another process
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.def456.tmp", "model"]
-    save_bundle(bundle, tmp_path / "model")  # the next save clears what a killed one left
+    ModelCoder(bundle).save(tmp_path / "model")  # the next save clears what a killed one left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
@@ -249,7 +249,7 @@ def test_saved_files_get_ordinary_permissions(trained, tmp_path) -> None:
 
     old = os.umask(0o022)
     try:
-        save_bundle(load_bundle(trained.bundle_dir), tmp_path / "model")
+        ModelCoder.open(trained.bundle_dir).save(tmp_path / "model")
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755

@@ -307,7 +307,10 @@ def test_experiment_variants_times_seeds(cli, tmp_path: Path) -> None:
         for run in runs:  # every run left a bundle whose metrics are the row's inputs
             bundle = Path(run["bundle_dir"])
             assert bundle == out / row["variant"] / f"seed{run['seed']}"
-            assert json.loads((bundle / "metrics.json").read_text()) == run["metrics"]
+            assert json.loads((bundle / "metrics.json").read_text()) == {
+                "format": "medcoder.metrics.v1",
+                **run["metrics"],
+            }
             assert json.loads((bundle / "config.json").read_text())["run"]["model"]["C"] == (
                 1.0 if row["variant"] == "strong" else 100.0
             )

@@ -13,17 +13,14 @@ from medcoder.data.sources.synthetic import SyntheticSource
 from medcoder.data.synthetic import code_title, generate_notes, surface_forms
 from medcoder.data.synthetic_lexicon import INVENTORY
 from medcoder.errors import ConfigError, MedcoderError
-from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_duplicate_batches
-from medcoder.retrieval.fusion import (
-    best_threshold,
-    fuse,
-    novel_suggestions,
-    open_set_metrics,
-    restrict_to_unseen,
-    suggestion_metrics,
-    tune_fusion,
-    tune_novel_threshold,
+from medcoder.evaluation.open_set import (
+    evaluate_open_set,
+    open_set_figures,
+    suggestion_figures,
+    tune_open_set_threshold,
 )
+from medcoder.retrieval.biencoder import BiEncoder, Pair, hard_triplets, no_duplicate_batches
+from medcoder.retrieval.fusion import fuse, novel_suggestions, tune_fusion, tune_novel_threshold
 from medcoder.retrieval.mentions import MentionExtractor
 
 
@@ -231,19 +228,19 @@ def test_fusion_adds_retrieval_above_the_floor_and_brings_in_unseen_codes() -> N
 def test_open_set_metrics_by_hand() -> None:
     scores = [{"A": 0.9, "B": 0.8, "C": 0.1}, {"D": 0.5}]
     gold = [["B", "X"], ["D"]]  # X: scored by nobody, a miss that adds 0 to AP
-    result = open_set_metrics(scores, gold, threshold=0.5, k=1)
+    result = open_set_figures(scores, gold, threshold=0.5, k=1)
     assert result["map"] == pytest.approx(((1 / 2) / 2 + 1.0) / 2)
     assert result["recall@1"] == pytest.approx(1 / 3)
     # predicted: A, B, D -> tp 2 (B, D), fp 1, fn 1 (X)
     assert result["micro_precision"] == pytest.approx(2 / 3) and result["micro_recall"] == pytest.approx(2 / 3)
-    unseen_scores, unseen_gold = restrict_to_unseen(scores, gold, seen={"B", "D"})
-    assert unseen_gold == [["X"], []] and unseen_scores[0] == {"A": 0.9, "C": 0.1}
-    assert open_set_metrics(unseen_scores, unseen_gold)["notes"] == 1
+    # unseen gold: B and D leave the gold sets and the rankings; only note 0 keeps a gold code (X, a miss)
+    unseen = evaluate_open_set(scores, gold, seen={"B", "D"})["unseen"]
+    assert unseen == {"notes": 1, "gold_assignments": 1, "map": 0.0, "recall@10": 0.0}
 
 
 def test_threshold_and_fusion_are_tuned_on_the_data_given() -> None:
     scores = [{"A": 0.9, "B": 0.4, "C": 0.3}, {"A": 0.2, "B": 0.6}]
-    assert best_threshold(scores, [["A", "B"], ["B"]]) == pytest.approx(0.4)
+    assert tune_open_set_threshold(scores, [["A", "B"], ["B"]]) == pytest.approx(0.4)
     classifier = [{"A": 0.3}, {"A": 0.3}]
     retrieval = [{"N": 0.9, "A": 0.2}, {"M": 0.1}]  # N is unseen and right in note 0
     params, grid = tune_fusion(
@@ -277,20 +274,19 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
     result = cli("retrieval", config, "-o", tmp_path / "run")
     assert result.code == 0, result.err
     run = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert (run["format"], run["kind"], run["classifier"], run["encoder"]) == (
+    assert (run["format"], run["kind"], run["classifier"], run["retrieval"]["encoder"]) == (
         "medcoder.bundle.v2",
         "retrieval",
         "classifier",
-        "biencoder",
+        "retrieval/encoder",  # the layout of the encoder + index part, as in a reranker
     )
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "biencoder",
         "classifier",
         "config.json",
-        "index",
         "results.md",
+        "retrieval",
     ]
-    assert (tmp_path / "run" / "biencoder" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "retrieval" / "encoder" / "model.safetensors").is_file()
     assert run["index"]["codes"] > 300 and not run["index"]["from_cache"]
     assert not (tmp_path / "run.checkpoints").exists()  # bi-encoder checkpoints go once the bundle is saved
     assert run["info"]["versions"]["sentence-transformers"] and run["info"]["versions"]["torch"]
@@ -316,18 +312,18 @@ def test_retrieval_run_fuses_with_a_classifier_and_codes_new_notes(
 
     note = "She was found to have atrial fibrillation. She denies chest pain."
     coder = medcoder.load(tmp_path / "run")
-    before = coder.predict([note], top_k=5)
+    before = coder.predict([note], top_k=5, explain=True)  # evidence only when asked, as for every system
     assert set(classifier_codes) <= set(coder.codes) and not any(c.startswith(left_out) for c in coder.index.codes)
     scores = coder.predict_proba([note])  # columns: the index's codes, then those only the classifier knows
     assert scores.shape == (1, len(coder.codes)) and scores[0, coder.codes.index(classifier_codes[0])] > 0
     shutil.move(tmp_path / "run", tmp_path / "moved" / "renamed")
-    result = cli("predict", tmp_path / "moved" / "renamed", "--top-k", "5", stdin=note.encode())
+    result = cli("predict", tmp_path / "moved" / "renamed", "--top-k", "5", "--explain", stdin=note.encode())
     assert result.code == 0, result.err
     assert json.loads(result.out)["codes"] == before[0].to_dict()["codes"]
     evaluated = cli("evaluate", tmp_path / "moved" / "renamed")  # any saved system evaluates on its own test split
     assert evaluated.code == 0, evaluated.err
-    assert "| MAP | micro-F1 | recall@10 |" in evaluated.out
-    table_map = float(evaluated.out.splitlines()[2].split("|")[1])
+    assert "| system | MAP | micro-F1 |" in evaluated.out  # the open-set table every sparse system prints
+    table_map = float(evaluated.out.splitlines()[2].split("|")[2])
     assert table_map == pytest.approx(metrics["fused"]["all"]["map"], abs=5e-4)  # the same figure as the run's
     labels = cli("labels", tmp_path / "moved" / "renamed")  # the label space is its classifier's
     assert labels.code == 0 and "label space: 20 labels" in labels.out
@@ -361,21 +357,21 @@ def test_retrieval_input_errors_are_one_line_and_early(cli, tmp_path) -> None:
         medcoder.load(tmp_path / "fake")
     header = {"format": "medcoder.bundle.v2", "kind": "retrieval", "config": {"k": 3}}
     (tmp_path / "fake" / "config.json").write_text(json.dumps(header))
-    with pytest.raises(ConfigError, match=r"config\.json: unknown key 'config\.k'; missing required key 'encoder'"):
+    with pytest.raises(ConfigError, match=r"config\.json: unknown key 'config\.k'; missing required key 'retrieval'"):
         medcoder.load(tmp_path / "fake")
     good = {
         **header,
         "config": {},
         "fusion": {"threshold": 0.5},
-        "encoder": "biencoder",
+        "encoder": "biencoder",  # the layout retrieval bundles had before the encoder + index part had one
         "index": {"folder": "index", "encoder_fingerprint": "abc"},
     }
     for broken, message in [
-        ({"index": "index"}, "index: Input should be a valid dictionary"),  # not a mapping: a named key, no traceback
+        ({"index": "index"}, "retrieval.index: Input should be a valid string"),  # a named key, no traceback
         ({"fusion": {"threshold": "high"}}, "fusion.threshold: Input should be a valid number"),
-        ({"encoder": "/abs/path"}, "its bi-encoder must be a folder inside the bundle, got '/abs/path'"),
-        ({"encoder": "../elsewhere"}, "its bi-encoder must be a folder inside the bundle"),
-        ({}, "its bi-encoder \\(biencoder/\\) is missing"),
+        ({"encoder": "/abs/path"}, "its sentence encoder must be a folder inside the bundle, got '/abs/path'"),
+        ({"encoder": "../elsewhere"}, "its sentence encoder must be a folder inside the bundle"),
+        ({}, "its sentence encoder \\(biencoder/\\) is missing"),
         (
             {"kind": "reranker"},
             "config.json: unknown saved system kind 'reranker' \\(known: model, rerank, retrieval\\)",
@@ -417,7 +413,7 @@ def test_new_codes_are_suggested_apart_above_a_dev_tuned_cosine() -> None:
     gold = [["A", "N1"], ["N4"]]
     threshold = tune_novel_threshold(retrieval, gold, known, top=3)
     assert threshold == pytest.approx(0.6)  # keeps N1, N3 and N4: 2 of 3 right, both new gold codes found
-    metrics = suggestion_metrics(novel_suggestions(retrieval, known, threshold=threshold, top=3), gold, known)
+    metrics = suggestion_figures(novel_suggestions(retrieval, known, threshold=threshold, top=3), gold, known)
     assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
     assert metrics["suggested_per_note"] == 1.5 and metrics["gold_new_assignments"] == 2
 

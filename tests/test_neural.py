@@ -208,7 +208,8 @@ def test_transfer_bundle_from_before_vocabularies_loads_as_source_vocabulary(sou
 
     from medcoder.config import DataConfig
     from medcoder.data.sources.jsonl import JsonlSource
-    from medcoder.models.bundle import load_bundle, saved_run_config
+    from medcoder.inference.model import ModelCoder
+    from medcoder.models.bundle import saved_run_config
     from medcoder.training.run import train_run
 
     rows = []
@@ -227,7 +228,7 @@ def test_transfer_bundle_from_before_vocabularies_loads_as_source_vocabulary(sou
     )
     bundle = train_run(config, tmp_path / "model").bundle_dir
     notes = ["patient seen exanthem today", "fever and oedema"]
-    expected = load_bundle(bundle).model.predict_scores(notes)
+    expected = ModelCoder.open(bundle).bundle.model.predict_scores(notes)
     # what an older medcoder wrote: no transfer.vocabulary in the config, nor in words.json
     header = json.loads((bundle / "config.json").read_text())
     del header["run"]["model"]["transfer"]["vocabulary"]
@@ -236,7 +237,7 @@ def test_transfer_bundle_from_before_vocabularies_loads_as_source_vocabulary(sou
     del words["source"]["vocabulary"], words["source"]["source_words"]
     (bundle / "words.json").write_text(json.dumps(words))
     assert saved_run_config(bundle)[0].model.transfer.vocabulary == "source"
-    np.testing.assert_array_equal(load_bundle(bundle).model.predict_scores(notes), expected)
+    np.testing.assert_array_equal(ModelCoder.open(bundle).bundle.model.predict_scores(notes), expected)
 
 
 def test_new_word_rows_are_aligned_to_the_source_space() -> None:
@@ -359,7 +360,7 @@ def test_experiment_seed_ensemble_row_and_reuse_of_finished_runs(tmp_path) -> No
 
     from medcoder.config import ExperimentConfig
     from medcoder.data.dataset import load_dataset
-    from medcoder.models.bundle import load_bundle
+    from medcoder.inference.model import ModelCoder
     from medcoder.training.experiment import run_experiment
 
     neural = {"type": "textcnn.v1", **SMALL, **ARCHITECTURES["textcnn.v1"], "train": {**SMALL["train"], "epochs": 3}}
@@ -378,7 +379,7 @@ def test_experiment_seed_ensemble_row_and_reuse_of_finished_runs(tmp_path) -> No
 
     # The ensemble ranks test notes by the mean of its two models' scores.
     test = load_dataset(config.runs()[0][2].data)["test"]
-    bundles = [load_bundle(tmp_path / "cnn" / f"seed{seed}") for seed in (0, 1)]
+    bundles = [ModelCoder.open(tmp_path / "cnn" / f"seed{seed}").bundle for seed in (0, 1)]
     member_scores = [b.model.predict_scores([note.text for note in test]) for b in bundles]
     y_test = bundles[0].labels.transform([note.labels for note in test])
     assert not np.allclose(member_scores[0], member_scores[1])  # two seeds, two different models

@@ -10,9 +10,10 @@ import zlib
 import numpy as np
 import pytest
 
+from medcoder.bundles import bundle_identity
 from medcoder.data.icd import catalog_entries, describe
 from medcoder.errors import InputError, MedcoderError
-from medcoder.retrieval.index import CodeIndex, cached_index, fingerprint_files
+from medcoder.retrieval.index import CodeIndex, cached_index
 
 
 @functools.cache
@@ -105,6 +106,6 @@ def test_whole_catalog_index_is_built_once_per_encoder_and_finds_the_described_c
 def test_fingerprint_changes_with_any_weight_byte(tmp_path) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.safetensors").write_bytes(b"abc")
-    first = fingerprint_files(tmp_path / "m")
+    first = bundle_identity(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"abd")
-    assert fingerprint_files(tmp_path / "m") != first
+    assert bundle_identity(tmp_path / "m") != first

@@ -335,22 +335,31 @@ class _Gated(Coder):
     def codes(self) -> list[str]:
         return self.inner.codes
 
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
     def description(self, code: str) -> str | None:
         return self.inner.description(code)
 
-    def can_explain(self) -> bool:
-        return self.inner.can_explain()
+    @property
+    def capabilities(self):
+        return self.inner.capabilities
+
+    @property
+    def decision(self):
+        return self.inner.decision
 
     def label_space(self):
         return self.inner.label_space()
 
-    def predict_proba(self, texts: Sequence[str], **kwargs):
-        return self.inner.predict_proba(texts, **kwargs)
-
-    def predict(self, texts, **kwargs):
+    def score_batch(self, texts: Sequence[str], pairs):
         self.started.set()
         assert self.gate.wait(30)
-        return self.inner.predict(texts, **kwargs)
+        return self.inner.score_batch(texts, pairs)
+
+    def evidence(self, texts, codes, top, context):
+        return self.inner.evidence(texts, codes, top, context)
 
     def data_config(self):
         return self.inner.data_config()
@@ -492,17 +501,28 @@ def test_report_command_feeds_the_model_tab(cli, synthetic_run: TrainedRun, tmp_
 class _Suggesting(_Gated):
     """A coder that also suggests a code never seen in training (as a retrieval system does)."""
 
-    def predict(self, texts, **kwargs):
+    @property
+    def capabilities(self):
         from dataclasses import replace
 
-        from medcoder.inference.base import CodeScore, Evidence
+        return replace(self.inner.capabilities, new_codes=True)
 
-        out = []
-        for text, prediction in zip(texts, self.inner.predict(texts, **kwargs), strict=True):
+    def description(self, code: str) -> str | None:
+        return "Secondary malignant neoplasm of brain" if code == "C79.31" else self.inner.description(code)
+
+    def score_batch(self, texts: Sequence[str], pairs):
+        scores = self.inner.score_batch(texts, pairs)
+        scores.new_codes = [[("C79.31", 0.42)] for _ in texts]
+        return scores
+
+    def evidence(self, texts, codes, top, context):
+        from medcoder.inference.base import Evidence
+
+        out = self.inner.evidence(texts, [[c for c in wanted if c != "C79.31"] for wanted in codes], top, context)
+        for text, wanted, found in zip(texts, codes, out, strict=True):
             start = text.find("brain")
-            evidence = [Evidence(start, start + 5, "brain", 0.91, "retrieval")] if start >= 0 else []
-            new = CodeScore("C79.31", "Secondary malignant neoplasm of brain", 0.42, False, 1, evidence)
-            out.append(replace(prediction, new_codes=[new]))
+            if "C79.31" in wanted:
+                found["C79.31"] = [Evidence(start, start + 5, "brain", 0.91, "retrieval")] if start >= 0 else []
         return out
 
 
@@ -577,18 +597,31 @@ def test_waiting_requests_are_coded_in_one_call_and_a_bad_one_fails_alone(coder,
 
 
 def test_a_batch_call_gives_each_request_what_it_asked(coder, notes, tmp_path) -> None:
-    from medcoder.serve.app import _CodeJob, _State
+    from medcoder.serve.state import CodeJob, ServiceState
 
-    state = _State(ServeSettings())
+    state = ServiceState(ServeSettings())
     state.start(coder)
     jobs = [
-        _CodeJob([notes[0].text], ["x"], 0, False),
-        _CodeJob([notes[1].text, notes[2].text], ["y", "z"], 5, True),
+        CodeJob([notes[0].text], ["x"], 0, False),
+        CodeJob([notes[1].text, notes[2].text], ["y", "z"], 5, True),
     ]
     batched = state.code_batch(jobs)
     alone = [coder.predict(j.texts, ids=j.ids, top_k=j.top_k, explain=j.explain) for j in jobs]
     assert batched == alone
-    state.pool.shutdown()
+
+
+def test_the_service_codes_while_any_of_its_lifespans_runs(coder, notes, tmp_path) -> None:
+    """A test client and schemathesis's ASGI transport each start the app: the end of one must not stop the other's
+    inference pool, and an app started anew codes again (its system loaded once)."""
+    app = create_app(coder, ServeSettings(request_timeout_s=5), audit=AuditStore(f"sqlite:///{tmp_path / 'a.sqlite'}"))
+    body = {"text": notes[0].text, "top_k": 1}
+    with TestClient(app) as first:
+        _wait_ready(first)
+        with TestClient(app) as second:
+            assert second.post("/v1/code", json=body).status_code == 200
+        assert first.post("/v1/code", json=body).status_code == 200
+    with TestClient(app) as again:
+        assert again.post("/v1/code", json=body).status_code == 200
 
 
 def test_evidence_spans_are_whole_words() -> None:
@@ -602,3 +635,34 @@ def test_evidence_spans_are_whole_words() -> None:
     shins = text.index("shins")
     assert whole_words(text, shins, shins + 5) == (shins, shins + 5)  # already whole: unchanged
     assert whole_words(text, 0, 1) == (0, 1)
+
+
+def test_the_coded_note_record_is_written_whole_and_is_the_api_schema() -> None:
+    """``to_dict`` is written by hand (for speed) and the API models are built from the records: neither may drop
+    a field of the record, and the service's JSON is the record's plus what the API adds (``note_hash``)."""
+    from dataclasses import asdict, fields
+
+    from medcoder.inference.records import CodeScore, Evidence, NotePrediction
+    from medcoder.serve.schemas import CodeOut, EvidenceOut, NoteOut
+
+    span = Evidence(3, 9, "asthma", 0.5, source="retrieval")
+    note = NotePrediction(
+        "n1", [CodeScore("J45", "Asthma", 0.9, True, 1, [span])], [CodeScore("J45.9", None, 0.2, False, 1, [span])]
+    )
+    assert json.dumps(note.to_dict()) == json.dumps(asdict(note))  # every field, in the record's order
+    bare = NotePrediction("n2", [CodeScore("I10", None, 0.4, False, 2)])
+    assert bare.to_dict() == {  # evidence only when explained, new_codes only when suggested
+        "id": "n2",
+        "codes": [{"code": "I10", "description": None, "probability": 0.4, "predicted": False, "rank": 2}],
+    }
+
+    def names(record: type) -> list[str]:
+        return [f.name for f in fields(record)]
+
+    assert list(EvidenceOut.model_fields) == names(Evidence)
+    assert list(CodeOut.model_fields) == names(CodeScore)
+    assert list(NoteOut.model_fields) == ["id", "note_hash", *names(NotePrediction)[1:]]
+    served = NoteOut.model_validate({**note.to_dict(), "note_hash": "ab"}).model_dump(mode="json")
+    assert json.dumps(served) == json.dumps({"id": "n1", "note_hash": "ab", **asdict(note)})
+    unexplained = NoteOut.model_validate({**bare.to_dict(), "note_hash": "cd"}).model_dump(mode="json")
+    assert unexplained["codes"][0]["evidence"] == [] and unexplained["new_codes"] is None  # what clients get today

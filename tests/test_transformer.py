@@ -368,7 +368,7 @@ def test_multitask_hierarchy_heads_and_span_tagging_through_train_run(tiny_bert,
     from safetensors.torch import load_file
 
     from medcoder.data.icd import code_at_level
-    from medcoder.models.bundle import load_bundle
+    from medcoder.inference.model import ModelCoder
     from medcoder.training.run import train_run
 
     model = coder_config(
@@ -385,7 +385,7 @@ def test_multitask_hierarchy_heads_and_span_tagging_through_train_run(tiny_bert,
         "model": {**model.model_dump(), "train": {**model.train.model_dump(), "epochs": 2}},
     }
     result = train_run(validate(RunConfig, raw, source="test"), tmp_path / "mt")
-    bundle = load_bundle(result.bundle_dir)
+    bundle = ModelCoder.open(result.bundle_dir).bundle
     codes = bundle.labels.codes
     expected = {
         level: len({code_at_level(c, "icd10cm", level) for c in codes} - {None}) for level in ("chapter", "category")

@@ -10,8 +10,11 @@ into a temporary sibling and swapped in whole (:func:`medcoder.io.atomic_directo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,16 @@ READABLE_FORMATS = ("medcoder.bundle.v1", BUNDLE_FORMAT)
 _ALWAYS = ("numpy", "pydantic", "safetensors")
 
 
+@dataclass(frozen=True)
+class TrainedSystem:
+    """What a saved system's trainer returns to ``medcoder train``."""
+
+    path: Path  # the bundle written
+    report: str  # Markdown shown at the end of the command (the test figures)
+    written: bool = True  # False: a rank other than 0 under torchrun (rank 0 writes the bundle and reports)
+    what: str = "model"  # how the command names it: "model written to ..."
+
+
 def library_versions(distributions: Iterable[str] = ()) -> dict[str, str]:
     """Versions of Python, medcoder and the distributions a bundle needs (always numpy, pydantic, safetensors)."""
     versions = {"python": platform.python_version(), "medcoder": __version__}
@@ -35,6 +48,31 @@ def library_versions(distributions: Iterable[str] = ()) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+# renderings of the bundle (they show its identity, so they cannot be part of it), written after it is complete
+RENDERINGS = frozenset({"README.md", "results.md", "report.html"})
+
+
+def bundle_identity(path: str | Path | None, *, header: dict[str, Any] | None = None) -> str:
+    """SHA-256 (hex) of a saved system: its config.json and every other file's relative path and bytes.
+
+    The renderings (:data:`RENDERINGS`: the model card, results.md, report.html) are left out: they
+    show the identity and may be written later. Paths are relative, so a moved or copied bundle keeps
+    its identity. ``path`` None: a system built in memory, identified by its ``header`` alone.
+    """
+    digest = hashlib.sha256()
+    if path is None:
+        digest.update(json.dumps(header or {}, sort_keys=True, default=str).encode())
+        return digest.hexdigest()
+    folder = Path(path)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in RENDERINGS)
+    for file in files:
+        digest.update(f"{file.relative_to(folder).as_posix()}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def bundle_header(kind: str) -> dict[str, Any]:

@@ -108,26 +108,20 @@ def train(
     config: Annotated[Path, typer.Argument(help="Run config (YAML).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Model directory to write.")],
 ) -> None:
-    """Train one model (or a reranked system), tune thresholds on dev, evaluate on test, save a bundle."""
+    """Train a saved system (a model, a reranked or retrieval system: the config's kind), tune it on dev,
+    evaluate it on test and save a bundle."""
     from medcoder.config import load_config
-    from medcoder.config.rerank import RerankConfig
-    from medcoder.evaluation.report import format_metrics_table
-    from medcoder.training.run import train_run
+    from medcoder.config.files import trained_kinds
+    from medcoder.registry import SYSTEMS
 
-    loaded = load_config(config, ("train", "rerank"))
-    if isinstance(loaded, RerankConfig):
-        from medcoder.evaluation.report import render_rerank_report
-        from medcoder.training.rerank import run_rerank
-
-        record = run_rerank(loaded, output, reporter=RichReporter())
-        sys.stdout.write(f"reranked system written to {output}\n\n")
-        sys.stdout.write(render_rerank_report(record))
-        return
-    result = train_run(loaded, output, reporter=RichReporter())
+    kinds = trained_kinds()  # a file without `kind` trains a model
+    loaded = load_config(config, tuple(sorted(kinds, key=lambda kind: kinds[kind] != "model")))
+    trainer = SYSTEMS.trainer(kinds[loaded.kind])
+    result = trainer(loaded, output, reporter=RichReporter(), source=str(config))
     if not result.written:  # a rank other than 0 under torchrun: rank 0 writes the bundle and reports
         return
-    sys.stdout.write(f"model written to {result.bundle_dir}\n\n")
-    sys.stdout.write(format_metrics_table(result.metrics["test"]))
+    sys.stdout.write(f"{result.what} written to {result.path}\n\n")
+    sys.stdout.write(result.report)
 
 
 @app.command()
@@ -373,12 +367,11 @@ def retrieval_command(
     notes with it, `medcoder.load` opens it.
     """
     from medcoder.config import load_config
-    from medcoder.evaluation.report import render_retrieval_report
-    from medcoder.training.retrieval import run_retrieval
+    from medcoder.training.retrieval import train_retrieval
 
-    result = run_retrieval(load_config(config, "retrieval"), output, reporter=RichReporter(), source=str(config))
-    sys.stdout.write(render_retrieval_report(result))
-    sys.stdout.write(f"\nretrieval system written to {output} (report: {output / 'results.md'})\n")
+    result = train_retrieval(load_config(config, "retrieval"), output, reporter=RichReporter(), source=str(config))
+    sys.stdout.write(result.report)
+    sys.stdout.write(f"\nretrieval system written to {output}\n")
 
 
 @app.command()

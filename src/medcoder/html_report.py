@@ -17,12 +17,15 @@ series per variant, then the model section of the variant with the best dev MAP.
 
 The page needs no network: CSS and the small sorting script are inline, plots are
 SVG written by matplotlib (no pyplot, so no GUI backend is touched). Every figure
-comes from :mod:`medcoder.evaluation.scoring`, :mod:`~medcoder.evaluation.metrics`
-and :mod:`~medcoder.evaluation.calibration`; nothing is computed twice differently.
+comes from :mod:`medcoder.evaluation.scoring` (the metrics dict, the gold and the decisions
+it counted), :mod:`~medcoder.evaluation.metrics` and :mod:`~medcoder.evaluation.calibration`;
+tables are built from those dicts (:mod:`~medcoder.evaluation.report`'s table data), never
+parsed back from Markdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import html
 import io
@@ -38,13 +41,14 @@ import numpy as np
 from medcoder.data.dataset import load_dataset, texts_of
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import MedcoderError
-from medcoder.evaluation import metrics as m
 from medcoder.evaluation.calibration import ece_at_k
-from medcoder.evaluation.report import format_frequency_table, format_metrics_table, render_experiment_table
-from medcoder.evaluation.scoring import evaluate_multiclass, evaluate_multilabel
+from medcoder.evaluation.metrics import precision_recall_curve
+from medcoder.evaluation.report import EXPERIMENT_CAPTION, Table, experiment_table, frequency_table, metrics_table
+from medcoder.evaluation.scoring import Graded, grade_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.base import Coder
 from medcoder.inference.load import load
+from medcoder.inference.parts import read_metrics
 from medcoder.io import atomic_write_text, read_json_file
 from medcoder.progress import LogReporter, Reporter
 
@@ -55,24 +59,24 @@ _TICK, _LABEL, _LEGEND = 9, 10, 9  # font sizes (pt) of the plots
 
 @dataclass(frozen=True)
 class ScoredBundle:
-    """A system's test split, scored once, laid out over the all-gold label space (METRICS.md).
+    """A system's test split, scored once, and its figures over the all-gold label space (METRICS.md).
 
-    ``space`` holds the system's codes first (the columns of ``scores``), then the
-    test gold codes it cannot score; those are never predicted.
+    ``graded.codes`` holds the system's codes first (the columns of ``scores``), then the
+    codes only train or test gold holds; those are never predicted.
     """
 
     path: Path
     coder: Coder
+    labels: LabelSpace  # the system's train label space: gold mapping, train frequencies, descriptions
     n_notes: int
     single_label: bool
-    metrics: dict[str, Any]
+    graded: Graded  # the metrics dict, and the gold and decisions it counted
     rule: str  # the decision rule, in words
-    space: list[str]
-    y: np.ndarray  # bool [n_notes, len(space)]
-    pred: np.ndarray  # bool [n_notes, len(space)]
     scores: np.ndarray  # float [n_notes, len(coder.codes)]
-    train_freq: np.ndarray  # int [len(space)]
-    descriptions: list[str | None]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.graded.metrics
 
 
 def write_html_report(source: Path, output: Path | None = None, *, progress: Reporter | None = None) -> Path:
@@ -115,17 +119,6 @@ def _label_space(coder: Coder, path: Path) -> LabelSpace:
     return labels
 
 
-def _decision(coder: Coder, path: Path) -> Thresholds | None:
-    """The system's dev-tuned thresholds; None for a single-label model (the argmax decides)."""
-    bundle = getattr(coder, "bundle", None)
-    if bundle is not None:
-        return bundle.thresholds
-    threshold = getattr(coder, "threshold", None)
-    if threshold is None:
-        raise MedcoderError(f"{path}: this {coder.kind} system has no decision threshold to report on")
-    return Thresholds("global", float(threshold))
-
-
 def _rule_text(thresholds: Thresholds | None) -> str:
     if thresholds is None:
         return "argmax class (single-label task)"
@@ -138,7 +131,7 @@ def score_bundle(path: Path, reporter: Reporter) -> ScoredBundle:
     """Load the system at ``path``, read the test split of its data config and score it once."""
     coder = load(path)
     labels = _label_space(coder, path)
-    thresholds = _decision(coder, path)
+    thresholds = coder.decision  # None: a single-label model, the argmax decides
     try:
         with reporter.task("reading data"):
             notes = load_dataset(coder.data_config())["test"]
@@ -147,77 +140,20 @@ def score_bundle(path: Path, reporter: Reporter) -> ScoredBundle:
     texts, pairs = texts_of(notes)
     with reporter.task("scoring notes", total=len(notes)) as update:
         scores = np.asarray(coder.predict_proba(texts, pairs=pairs, progress=update), dtype=np.float64)
-    codes = list(coder.codes)
-    gold = [labels.map_labels(note.labels) for note in notes]
-    if thresholds is None:
-        classes = [g[0] if g else "" for g in gold]
-        metrics = evaluate_multiclass(classes, scores, codes)
-        gold = [[c] for c in classes]
-        model_pred = np.zeros(scores.shape, dtype=bool)
-        model_pred[np.arange(len(notes)), scores.argmax(axis=1)] = True
-    else:
-        metrics = evaluate_multilabel(gold, scores, codes, thresholds, labels.train_freq)
-        model_pred = thresholds.apply(scores)
-    known = set(codes)
-    space = codes + sorted({c for doc in gold for c in doc} - known)
-    column = {c: j for j, c in enumerate(space)}
-    y = np.zeros((len(notes), len(space)), dtype=bool)
-    for i, doc in enumerate(gold):
-        y[i, [column[c] for c in doc]] = True
-    pred = np.zeros_like(y)
-    pred[:, : len(codes)] = model_pred
-    freq = np.array([max(int(labels.train_freq.get(c, 0)), 0) for c in space], dtype=np.int64)
-    descriptions = [coder.description(c) if c in known else labels.description(c) for c in space]
-    return ScoredBundle(
-        path, coder, len(notes), thresholds is None, metrics, _rule_text(thresholds), space, y, pred, scores, freq,
-        descriptions,
-    )  # fmt: skip
-
-
-def pr_curve(scores: np.ndarray, y: np.ndarray, n_gold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Micro precision-recall curve over every scored (note, code) pair.
-
-    Args:
-        scores: float ``[n_notes, n_codes]``, the system's columns.
-        y: bool, same shape: gold among those columns.
-        n_gold: all gold assignments of the label space (codes the system cannot score included: misses).
-
-    Returns:
-        ``(precision, recall, threshold)``, one point per distinct score, highest first; a point
-        predicts every pair scored at or above its threshold. Pairs scored exactly 0 are left out
-        (a rule that predicts every code is no operating point).
-    """
-    s, g = scores.ravel(), y.ravel()
-    keep = s > 0
-    s, g = s[keep], g[keep]
-    order = np.argsort(-s, kind="stable")
-    s, g = s[order], g[order]
-    if not s.size:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # the last pair of each tie group
-    tp = np.cumsum(g)[last]
-    return tp / (last + 1), tp / max(n_gold, 1), s[last]
+    graded = grade_notes(scores, notes, labels, thresholds, codes=coder.codes)
+    return ScoredBundle(path, coder, labels, len(notes), thresholds is None, graded, _rule_text(thresholds), scores)
 
 
 def per_code_rows(scored: ScoredBundle) -> list[dict[str, Any]]:
-    """One row per code with test support or predictions: counts and P/R/F1 at the tuned rule."""
-    shown = np.flatnonzero(scored.y.any(axis=0) | scored.pred.any(axis=0))
-    y, pred = scored.y[:, shown], scored.pred[:, shown]
-    precision, recall, f1 = m.per_label_prf(y, pred)
-    support, predicted = y.sum(axis=0), pred.sum(axis=0)
-    return [
-        {
-            "code": scored.space[j],
-            "description": scored.descriptions[j] or "",
-            "train": int(scored.train_freq[j]),
-            "support": int(support[i]),
-            "predicted": int(predicted[i]),
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-        }
-        for i, j in enumerate(shown)
-    ]
+    """One row per code with test support or predictions: counts and P/R/F1 at the tuned rule, and its description."""
+    known = set(scored.coder.codes)
+    rows = scored.graded.per_code()
+    for row in rows:
+        code = row["code"]
+        row["description"] = (
+            scored.coder.description(code) if code in known else scored.labels.description(code)
+        ) or ""
+    return rows
 
 
 # ------------------------------------------------------------------ plots
@@ -345,37 +281,14 @@ def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def markdown_html(markdown: str) -> str:
-    """The few Markdown shapes medcoder's renderers write (pipe tables, paragraphs) as escaped HTML.
-
-    A ``# heading`` line is dropped: the page gives its own headings.
-    """
-    out: list[str] = []
-    table: list[list[str]] = []
-
-    def flush() -> None:
-        if not table:
-            return
-        head, *rows = [r for r in table if not all(re.fullmatch(r"-+", c) for c in r)]
-        out.append(
-            '<div class="scroll"><table class="md"><thead><tr>'
-            + "".join(f"<th>{_e(c)}</th>" for c in head)
-            + "</tr></thead><tbody>"
-        )
-        out.extend("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-        out.append("</tbody></table></div>")
-        table.clear()
-
-    for line in markdown.splitlines():
-        line = line.strip()
-        if line.startswith("|"):
-            table.append([cell.strip() for cell in line.strip("|").split("|")])
-            continue
-        flush()
-        if line and not line.startswith("#"):
-            out.append(f"<p>{_e(line)}</p>")
-    flush()
-    return "\n".join(out)
+def _html_table(table: Table) -> str:
+    """A table of :mod:`medcoder.evaluation.report` (header, rows of cells) as escaped HTML."""
+    header, rows = table
+    head = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (
+        f'<div class="scroll"><table class="md"><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table></div>'
+    )
 
 
 def _number_cell(value: float, text: str) -> str:
@@ -422,11 +335,11 @@ def _source_text(coder: Coder) -> str:
 
 
 def _facts(scored: ScoredBundle, bundle: str) -> str:
-    header = scored.coder.header
-    model = (header.get("run") or {}).get("model") or {}
-    info = header.get("info") or {}
+    system = scored.coder.info
+    info = scored.coder.header.get("info") or {}
     facts = [
-        ("system", f"{header.get('kind', scored.coder.kind)}" + (f" / {model['type']}" if model.get("type") else "")),
+        ("system", system.kind + (f" / {system.model_type}" if system.model_type else "")),
+        ("identity", system.identity),
         ("bundle", bundle),
         ("dataset", _source_text(scored.coder)),
         ("test notes", f"{scored.n_notes:,}"),
@@ -453,14 +366,11 @@ def _model_section(scored: ScoredBundle, *, heading: str, note: str = "", bundle
     if note:
         parts.append(f'<p class="note">{_e(note)}</p>')
     parts.append(_facts(scored, bundle or scored.path.name))
+    by_frequency = scored.graded.f1_by_frequency
     if scored.single_label:
-        by_frequency = m.f1_by_frequency_bins(scored.y, scored.pred, scored.train_freq)
-        for row in by_frequency:
-            row["macro_f1"] = None if np.isnan(row["macro_f1"]) else row["macro_f1"]
         summary = "Single-label task: the argmax class is the prediction (METRICS.md: accuracy and macro F1)."
         k = 1
     else:
-        by_frequency = metrics["f1_by_frequency"]
         unseen = metrics["all_gold"]
         summary = (
             "Test split, thresholds tuned on dev; all gold = train codes ∪ test gold codes, "
@@ -471,9 +381,9 @@ def _model_section(scored: ScoredBundle, *, heading: str, note: str = "", bundle
         k = min(ECE_K, n_model)
     parts += [
         '<div class="cards"><div><h3>Headline figures</h3>',
-        markdown_html(format_metrics_table(metrics)),
+        _html_table(metrics_table(metrics)),
         f'<p class="note">{_e(summary)}</p></div><div><h3>Macro F1 by train frequency</h3>',
-        markdown_html(format_frequency_table({"f1_by_frequency": by_frequency})),
+        _html_table(frequency_table({"f1_by_frequency": by_frequency}) or (["train docs per code"], [])),
         "</div></div>",
         '<div class="plots">',
         _figure_html(
@@ -482,7 +392,7 @@ def _model_section(scored: ScoredBundle, *, heading: str, note: str = "", bundle
             "Macro F1 of the codes in each bin of train documents per code (all-gold label space).",
         ),
     ]
-    model_y = scored.y[:, :n_model]
+    model_y = scored.graded.gold[:, :n_model]
     in_range = bool(scored.scores.size) and scored.scores.min() >= 0.0 and scored.scores.max() <= 1.0
     if in_range:
         table = ece_at_k(scored.scores, model_y, k=k)
@@ -501,7 +411,7 @@ def _model_section(scored: ScoredBundle, *, heading: str, note: str = "", bundle
     else:
         parts.append('<p class="note">No reliability diagram: the scores are not probabilities in [0, 1].</p>')
     if not scored.single_label:
-        precision, recall, _ = pr_curve(scored.scores, model_y, int(scored.y.sum()))
+        precision, recall, _ = precision_recall_curve(scored.scores, model_y, int(scored.graded.gold.sum()))
         every = metrics["all_gold"]
         point = (every["micro_precision"] or 0.0, every["micro_recall"] or 0.0)
         label = f"tuned rule: P {point[0]:.3f}, R {point[1]:.3f}, F1 {_fmt(every['micro_f1'])}"
@@ -540,9 +450,8 @@ def _run_metrics(source: Path, record: Mapping[str, Any]) -> dict[str, Any]:
     """A run's metrics.json (the record's own copy in results.json if the file is gone)."""
     folder = _run_folder(source, record)
     if folder is not None and (folder / "metrics.json").is_file():
-        found = read_json_file(folder / "metrics.json")
-        if isinstance(found, dict):
-            return found
+        with contextlib.suppress(MedcoderError):
+            return read_metrics(folder)
     return dict(record.get("metrics") or {})
 
 
@@ -613,7 +522,9 @@ def _experiment_page(source: Path, reporter: Reporter) -> str:
     summary = [_columns_in_order(row) for row in results.get("summary") or []]
     parts = [
         '<section id="experiment"><h2>Variants</h2>',
-        markdown_html(render_experiment_table(name, summary)) if summary else "<p>No summary rows.</p>",
+        f"<p>{_e(EXPERIMENT_CAPTION)}</p>\n" + _html_table(experiment_table(summary))
+        if summary
+        else "<p>No summary rows.</p>",
     ]
     if series:
         parts.append(

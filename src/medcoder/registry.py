@@ -10,6 +10,16 @@ themselves with a decorator where they are defined::
 Nothing else keeps a list of names: config validation, ``medcoder.load``, the
 JSON schema and the conformance tests all ask the registry.
 
+A saved-system kind is registered with the config of the file that trains it
+and its trainer, so ``medcoder train`` dispatches through the registry::
+
+    @SYSTEMS.register("rerank", config=RerankConfig, trainer="medcoder.training.rerank:train_rerank")
+    class RerankCoder(Coder): ...
+
+The trainer is named by its module path when it lives in a higher layer than
+the class (training code imports the class, not the other way round); it is
+imported when a config asks for it.
+
 Built-in components are found lazily, so that coding notes with a TF-IDF
 model never imports torch: a registry knows the packages that hold its
 built-ins, and the name ``stem.vN`` lives in the module ``stem`` of one of
@@ -46,7 +56,10 @@ class Entry:
 
     name: str
     target: Any
-    config: type | None  # None: nothing in a config file selects it (saved systems name their kind in config.json)
+    config: type | None  # None: nothing in a config file selects it
+    # saved systems: what trains one from its config, ``(config, output, reporter=) -> TrainedSystem``;
+    # a callable or "package.module:function" (imported when used)
+    trainer: Callable[..., Any] | str | None = None
 
 
 class Registry(Generic[T]):
@@ -56,31 +69,40 @@ class Registry(Generic[T]):
     ``kind`` for data sources and saved systems); ``packages`` hold the built-ins.
     """
 
-    def __init__(self, kind: str, *, tag: str, packages: tuple[str, ...], group: str) -> None:
+    def __init__(
+        self, kind: str, *, tag: str, packages: tuple[str, ...], group: str, config_named: bool = True
+    ) -> None:
         self.kind = kind
         self.tag = tag
+        # whether a config class's tag field defaults to the registered name (a saved system's training config
+        # names the file's kind instead: ``kind: train`` trains a system of kind ``model``)
+        self.config_named = config_named
         self.packages = packages
         self.group = group  # the entry-point group of plugin packages
         self._entries: dict[str, Entry] = {}
         self._all_loaded = False
 
-    def register(self, name: str, *, config: type | None = None) -> Callable[[T], T]:
+    def register(
+        self, name: str, *, config: type | None = None, trainer: Callable[..., Any] | str | None = None
+    ) -> Callable[[T], T]:
         """Decorator registering its target under ``name``.
 
         ``config`` defaults to the target itself when the target is a config
         class. A config class must declare ``name`` as the default of its tag
-        field, so a config section and the component it builds cannot disagree.
+        field, so a config section and the component it builds cannot disagree
+        (a saved system's training config declares its file kind instead).
+        ``trainer``: for saved systems, what ``medcoder train`` calls with a config of class ``config``.
         """
 
         def decorate(target: T) -> T:
             config_class = config if config is not None else target if hasattr(target, "model_fields") else None
             if config_class is not None:
                 declared = config_class.model_fields.get(self.tag)  # type: ignore[attr-defined]
-                if declared is None or declared.default != name:
+                if declared is None or (self.config_named and declared.default != name):
                     raise TypeError(f"{self.kind} {name!r}: its config class must default {self.tag!r} to {name!r}")
             if name in self._entries and self._entries[name].target is not target:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, target, config_class)  # type: ignore[arg-type]
+            self._entries[name] = Entry(name, target, config_class, trainer)  # type: ignore[arg-type]
             return target
 
         return decorate
@@ -108,6 +130,16 @@ class Registry(Generic[T]):
         if config is None:
             raise ConfigError(f"{self.kind} {name!r} has no config section")
         return config
+
+    def trainer(self, name: str) -> Callable[..., Any]:
+        """The trainer of ``name`` (its module imported if it was named by path)."""
+        trainer = self.entry(name).trainer
+        if trainer is None:
+            raise ConfigError(f"{self.kind} {name!r} cannot be trained by a config")
+        if isinstance(trainer, str):
+            module, _, function = trainer.partition(":")
+            return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+        return trainer
 
     def names(self) -> list[str]:
         """Every registered name, built-ins included (this imports every built-in module)."""
@@ -168,6 +200,7 @@ SOURCES: Registry = Registry(
 """Data sources (``data.source.kind``): a config class whose ``read()`` returns notes."""
 
 SYSTEMS: Registry = Registry(
-    "saved system kind", tag="kind", packages=("medcoder.inference",), group="medcoder.systems"
+    "saved system kind", tag="kind", packages=("medcoder.inference",), group="medcoder.systems", config_named=False
 )
-"""Saved systems (the ``kind`` of a bundle's ``config.json``): a ``Coder`` class that loads itself."""
+"""Saved systems (the ``kind`` of a bundle's ``config.json``): a ``Coder`` class that loads and saves itself,
+with the config class that trains it and its trainer."""

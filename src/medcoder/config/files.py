@@ -1,9 +1,11 @@
 """One loader for every command's config file, chosen by the file's ``kind``.
 
-A config file may declare what it is for (``kind: train | experiment |
-adapt_domain | retrieval``); a file without ``kind`` is taken to be of the kind
+A config file may declare what it is for (``kind: train | rerank | retrieval |
+experiment | adapt_domain``); a file without ``kind`` is taken to be of the kind
 the command expects. Given to the wrong command, a file says which command
-reads it instead of failing on its keys.
+reads it instead of failing on its keys. The kinds that train a saved system
+come from the system registry (each kind registers its training config); the
+others are the configs of commands that write no saved system.
 """
 
 from __future__ import annotations
@@ -13,24 +15,33 @@ from typing import Any
 
 from medcoder.config.adapt_domain import AdaptDomainConfig
 from medcoder.config.base import Strict, read_config_file, validate
-from medcoder.config.rerank import RerankConfig
-from medcoder.config.retrieval import RetrievalConfig
-from medcoder.config.run import ExperimentConfig, RunConfig
+from medcoder.config.run import ExperimentConfig
 from medcoder.errors import ConfigError
+from medcoder.registry import SYSTEMS
 
-TOP_LEVEL: tuple[type[Strict], ...] = (RunConfig, ExperimentConfig, AdaptDomainConfig, RetrievalConfig, RerankConfig)
+# the commands whose configs write no saved system (a saved system's config comes with its registered kind)
+NOT_SYSTEMS: tuple[type[Strict], ...] = (ExperimentConfig, AdaptDomainConfig)
+
+
+def trained_kinds() -> dict[str, str]:
+    """``{config file kind: saved-system kind}`` of the configs ``medcoder train`` reads (``train`` -> ``model``)."""
+    return {entry.config.model_fields["kind"].default: entry.name for entry in SYSTEMS.entries() if entry.config}
 
 
 def config_kinds() -> dict[str, type[Strict]]:
     """``{kind: config class}`` of the config files the commands read."""
-    return {cls.model_fields["kind"].default: cls for cls in TOP_LEVEL}
+    kinds = {cls.model_fields["kind"].default: cls for cls in NOT_SYSTEMS}
+    for entry in SYSTEMS.entries():
+        if entry.config is not None:
+            kinds[entry.config.model_fields["kind"].default] = entry.config
+    return kinds
 
 
 def load_config(path: str | Path, kind: str | tuple[str, ...]) -> Any:
     """Read and validate the ``kind`` config at ``path`` (an experiment's runs are validated too).
 
-    ``kind`` may list several kinds a command reads (``medcoder train`` reads ``train`` and
-    ``rerank``): the file's declared kind picks one, a file without ``kind`` is the first.
+    ``kind`` may list several kinds a command reads (``medcoder train`` reads every kind of
+    :func:`trained_kinds`): the file's declared kind picks one, a file without ``kind`` is the first.
     """
     kinds = config_kinds()
     accepted = (kind,) if isinstance(kind, str) else kind

@@ -11,14 +11,13 @@ model produced on its own training notes.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from medcoder.config.base import PathText, Strict
-from medcoder.config.data import DataConfig, LabelConfig, TaskConfig
 from medcoder.config.retrieval import IndexConfig, MentionsConfig
-from medcoder.config.run import ModelConfig
+from medcoder.config.run import Calibration, CoderRunConfig, ModelConfig
 
 FEATURE_GROUPS = ("frequency", "hierarchy", "lexical", "mentions")
 
@@ -62,17 +61,11 @@ class RankerConfig(Strict):
     threads: int = Field(1, ge=1)
 
 
-class RerankConfig(Strict):
+class RerankConfig(CoderRunConfig):
     """What ``medcoder train`` reads for a reranked system; it writes a bundle of kind ``rerank``."""
-
-    command: ClassVar[str] = "medcoder train"
 
     kind: Literal["rerank"] = "rerank"
     name: str = "rerank"
-    seed: int = 0
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    labels: LabelConfig = Field(default_factory=LabelConfig)
     bases: list[BaseCoderConfig] = Field(min_length=1)
     retrieval: RetrievalSignalConfig | None = None  # None: candidates come from the classifiers only
     folds: int = Field(5, ge=2)  # K of the out-of-fold train scores
@@ -89,7 +82,7 @@ class RerankConfig(Strict):
     # (a product requirement: coders must see codes the classifier never saw); none reaching it, or
     # no target: the gain with the best dev MAP
     unseen_recall_target: float | None = Field(None, gt=0, le=1)
-    calibration: Literal["auto", "none", "temperature", "platt", "isotonic"] = "auto"
+    calibration: Calibration = "auto"
     # where base models, out-of-fold scores and retrieval evidence are kept while training; None: OUTPUT.work,
     # removed once the bundle is saved (a folder named here is kept: runs sharing it reuse its finished steps)
     work_dir: PathText | None = None

@@ -27,22 +27,33 @@ class ThresholdConfig(Strict):
     strategy: Literal["global", "per_label"] = "global"
 
 
-class RunConfig(Strict):
-    """One training run (``medcoder train``): data -> label space -> model -> thresholds -> metrics."""
+# Multi-label tasks: map the scores to calibrated probabilities, fitted on dev's top-20 codes per note before
+# the thresholds are tuned. "auto" picks the method with the lowest cross-validated ECE@20 on dev.
+Calibration = Literal["auto", "none", "temperature", "platt", "isotonic"]
+
+
+class CoderRunConfig(Strict):
+    """The sections every ``medcoder train`` config of a coder of labelled notes begins with (in this order);
+    each kind sets its own ``kind`` and ``name`` defaults and adds what it trains."""
 
     command: ClassVar[str] = "medcoder train"
 
-    kind: Literal["train"] = "train"
-    name: str = "run"
+    kind: str
+    name: str
     seed: int = 0
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
+
+
+class RunConfig(CoderRunConfig):
+    """One training run (``medcoder train``): data -> label space -> model -> thresholds -> metrics."""
+
+    kind: Literal["train"] = "train"
+    name: str = "run"
     model: ModelConfig = Field(default_factory=_default_model)
     thresholds: ThresholdConfig = Field(default_factory=ThresholdConfig)
-    # Multi-label tasks: map the model's scores to calibrated probabilities, fitted on dev's top-20 codes per note
-    # before the thresholds are tuned. "auto" picks the method with the lowest cross-validated ECE@20 on dev.
-    calibration: Literal["auto", "none", "temperature", "platt", "isotonic"] = "auto"
+    calibration: Calibration = "auto"
 
 
 class Variant(Strict):

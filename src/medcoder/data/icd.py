@@ -38,6 +38,7 @@ import logging
 import re
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from medcoder.errors import ConfigError, MedcoderError
@@ -126,6 +127,16 @@ def _is_range(code: str) -> bool:
     return "-" in code
 
 
+def _longest_known_prefix(code: str, shortest: int, known: Callable[[str], bool]) -> str | None:
+    """The nearest known ancestor: ``code`` cut one character at a time (a trailing dot dropped), down to
+    ``shortest`` characters (the category), until the catalog (``known``) holds it."""
+    for end in range(len(code), shortest - 1, -1):
+        candidate = code[:end].rstrip(".")
+        if known(candidate):
+            return candidate
+    return None
+
+
 # Imports of the catalogs change process-wide state (warnings filters, logging), so one at a time.
 _IMPORT_LOCK = threading.Lock()
 
@@ -151,11 +162,7 @@ def _icd10_nearest(code: str) -> str | None:
     cm = _cm()
     if _is_range(code) or _ICD10_CHAPTER.fullmatch(code):
         return code if cm.is_valid_item(code) else None
-    for end in range(len(code), 2, -1):
-        candidate = code[:end].rstrip(".")
-        if cm.is_valid_item(candidate):
-            return candidate
-    return None
+    return _longest_known_prefix(code, 3, cm.is_valid_item)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)
@@ -213,11 +220,7 @@ def _icd9_nearest(code: str) -> str | None:
     if not _ICD9_DX.fullmatch(code):
         return None
     category = code.partition(".")[0]
-    for end in range(len(code), len(category) - 1, -1):
-        candidate = code[:end].rstrip(".")
-        if _icd9_node(candidate) is not None:
-            return candidate
-    return None
+    return _longest_known_prefix(code, len(category), lambda candidate: _icd9_node(candidate) is not None)
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -75,6 +75,11 @@ def _score_logit(probs: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
+def _check_positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def reliability(probs: np.ndarray, gold: np.ndarray, *, bins: int = 10) -> dict[str, Any]:
     """ECE and the reliability table of probability/gold pairs.
 
@@ -92,8 +97,7 @@ def reliability(probs: np.ndarray, gold: np.ndarray, *, bins: int = 10) -> dict[
     g = np.asarray(gold).astype(bool, copy=False)
     if p.ndim != 1 or g.shape != p.shape:
         raise ValueError(f"probs and gold must be 1-d of the same length, got shapes {p.shape} and {g.shape}")
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    _check_positive_int(bins, "bins")
     if p.size and not (np.all(np.isfinite(p)) and p.min() >= 0.0 and p.max() <= 1.0):
         raise ValueError("probs must be finite probabilities in [0, 1]")
     index = np.minimum(np.floor(p * bins), bins - 1).astype(np.int64)
@@ -138,8 +142,7 @@ def top_k_pairs(scores: np.ndarray, y: np.ndarray, *, k: int = 20) -> tuple[np.n
     gold = np.asarray(y).astype(bool, copy=False)
     if s.ndim != 2 or gold.shape != s.shape:
         raise ValueError(f"scores and y must both be [n_notes, n_codes], got {s.shape} and {gold.shape}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    _check_positive_int(k, "k")
     top = np.argsort(-s, axis=1, kind="stable")[:, : min(k, s.shape[1])]
     notes = np.repeat(np.arange(s.shape[0], dtype=np.int64), top.shape[1])
     return (

@@ -49,6 +49,14 @@ def _check_same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
         raise ValueError(f"{names} must have the same shape, got {a.shape} and {b.shape}")
 
 
+def _gold_and_scores(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``y_true`` as bool and ``scores`` as finite float64, both ``[n_docs, n_labels]``."""
+    y = _as_bool_matrix(y_true, "y_true")
+    s = _as_score_matrix(scores, "scores")
+    _check_same_shape(y, s, "y_true and scores")
+    return y, s
+
+
 def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """Elementwise ``num / den`` with 0 where ``den == 0``."""
     num = np.asarray(num, dtype=np.float64)
@@ -162,9 +170,7 @@ def micro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
         y_true: bool ``[n_docs, n_labels]``.
         scores: float ``[n_docs, n_labels]``.
     """
-    y = _as_bool_matrix(y_true, "y_true")
-    s = _as_score_matrix(scores, "scores")
-    _check_same_shape(y, s, "y_true and scores")
+    y, s = _gold_and_scores(y_true, scores)
     return float(_rank_auc(y.reshape(-1, 1), s.reshape(-1, 1))[0])
 
 
@@ -175,33 +181,46 @@ def macro_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
         y_true: bool ``[n_docs, n_labels]``.
         scores: float ``[n_docs, n_labels]``.
     """
-    y = _as_bool_matrix(y_true, "y_true")
-    s = _as_score_matrix(scores, "scores")
-    _check_same_shape(y, s, "y_true and scores")
+    y, s = _gold_and_scores(y_true, scores)
     auc = _rank_auc(y, s)
     defined = ~np.isnan(auc)
     return float(auc[defined].mean()) if defined.any() else float("nan")
 
 
-def rank_order(scores: np.ndarray) -> np.ndarray:
-    """Column indices of each row by descending score, ties by ascending column.
+def rank_order(scores: np.ndarray, *, tie_order: np.ndarray | None = None) -> np.ndarray:
+    """Column indices of each row by descending score, ties by ascending column (or ``tie_order``).
 
     Args:
         scores: float ``[n_docs, n_labels]``.
+        tie_order: int ``[n_docs, n_labels]``; among equal scores the lower value ranks first.
+            Sparse per-note scores pass each code's place in its note's listing, so ties
+            rank as the system listed them.
 
     Returns:
         int ``[n_docs, n_labels]``; row ``i`` lists doc ``i``'s codes best first.
     """
     s = _as_score_matrix(scores, "scores")
+    if tie_order is not None:
+        tie = np.asarray(tie_order)
+        _check_same_shape(s, tie, "scores and tie_order")
+        return np.lexsort((tie, -s), axis=1)
     # A stable sort of -s keeps equal scores in column order: deterministic ties.
     return np.argsort(-s, axis=1, kind="stable")
 
 
-def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int, *, skip_empty: bool = False) -> float:
+def precision_at_k(
+    y_true: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    *,
+    skip_empty: bool = False,
+    tie_order: np.ndarray | None = None,
+) -> float:
     """Mean over documents of ``|gold ∩ top-k| / k``.
 
-    Ties are broken by column index (see :func:`rank_order`). The divisor is
-    always ``k``, even when a document has fewer than ``k`` codes or gold codes.
+    Ties are broken by column index, or by ``tie_order`` (see :func:`rank_order`).
+    The divisor is always ``k``, even when a document has fewer than ``k`` codes
+    or gold codes.
 
     Args:
         y_true: bool ``[n_docs, n_labels]``.
@@ -209,18 +228,20 @@ def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int, *, skip_empty
         k: cut-off, >= 1.
         skip_empty: leave out documents with no gold code (the train-seen
             convention); otherwise they count with precision 0.
+        tie_order: int ``[n_docs, n_labels]``, the order among equal scores.
 
     Returns:
         The mean; NaN when no document is left.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    y = _as_bool_matrix(y_true, "y_true")
-    s = _as_score_matrix(scores, "scores")
-    _check_same_shape(y, s, "y_true and scores")
+    y, s = _gold_and_scores(y_true, scores)
     n_labels = s.shape[1]
     if k >= n_labels:
         top = np.ones(s.shape, dtype=bool)
+    elif tie_order is not None:
+        top = np.zeros(s.shape, dtype=bool)
+        np.put_along_axis(top, rank_order(s, tie_order=tie_order)[:, :k], True, axis=1)
     else:
         # Same top-k as rank_order()[:, :k] without a full sort: everything
         # above the k-th largest score, then the lowest-index columns among
@@ -234,6 +255,31 @@ def precision_at_k(y_true: np.ndarray, scores: np.ndarray, k: int, *, skip_empty
     if skip_empty:
         hits = hits[y.any(axis=1)]
     return float(hits.mean()) if hits.size else float("nan")
+
+
+def recall_at_k(y_true: np.ndarray, scores: np.ndarray, k: int, *, n_gold: np.ndarray | None = None) -> float:
+    """Gold codes among each document's ``k`` top-ranked columns over all gold codes, pooled over documents.
+
+    Ties are broken by column index (see :func:`rank_order`).
+
+    Args:
+        y_true: bool ``[n_docs, n_labels]`` gold among the ranked columns.
+        scores: float ``[n_docs, n_labels]``.
+        k: cut-off, >= 1.
+        n_gold: int ``[n_docs]``, each doc's true number of gold codes, including
+            ones outside the columns (they are misses); defaults to ``y_true.sum(axis=1)``.
+
+    Returns:
+        The pooled recall; NaN when there is no gold code.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    y, s = _gold_and_scores(y_true, scores)
+    top = rank_order(s)[:, :k]
+    total = np.count_nonzero(y, axis=1) if n_gold is None else np.asarray(n_gold)
+    if total.sum() == 0:
+        return float("nan")
+    return float(np.take_along_axis(y, top, axis=1).sum() / total.sum())
 
 
 def mean_average_precision(y_true: np.ndarray, scores: np.ndarray, *, n_gold: np.ndarray | None = None) -> float:
@@ -274,6 +320,33 @@ def mean_average_precision(y_true: np.ndarray, scores: np.ndarray, *, n_gold: np
     ranks = np.arange(1, y.shape[1] + 1, dtype=np.float64)
     prec_at_hits = np.where(hit, np.cumsum(hit, axis=1) / ranks, 0.0)
     return float((prec_at_hits.sum(axis=1) / denom[keep]).mean())
+
+
+def precision_recall_curve(
+    scores: np.ndarray, y_true: np.ndarray, n_gold: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Micro precision-recall curve over every scored (document, label) pair.
+
+    Args:
+        scores: float ``[n_docs, n_labels]``.
+        y_true: bool, same shape: gold among those columns.
+        n_gold: all gold assignments (gold codes outside the columns included: misses).
+
+    Returns:
+        ``(precision, recall, threshold)``, one point per distinct score, highest first; a point
+        predicts every pair scored at or above its threshold. Pairs scored exactly 0 are left out
+        (a rule that predicts every code is no operating point).
+    """
+    s, g = np.asarray(scores).ravel(), _as_bool_matrix(y_true, "y_true").ravel()
+    keep = s > 0
+    s, g = s[keep], g[keep]
+    order = np.argsort(-s, kind="stable")
+    s, g = s[order], g[order]
+    if not s.size:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # the last pair of each tie group
+    tp = np.cumsum(g)[last]
+    return tp / (last + 1), tp / max(n_gold, 1), s[last]
 
 
 def exact_match(y_true: np.ndarray, y_pred: np.ndarray) -> float:

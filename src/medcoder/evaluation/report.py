@@ -25,46 +25,54 @@ _HEADLINE_ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: a table as data: (header cells, body rows of cells); Markdown and HTML render the same one
+Table = tuple[list[str], list[list[str]]]
+
+
 def _fmt(value: Any) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
-def format_metrics_table(metrics: Mapping[str, Any]) -> str:
-    """A Markdown table of the headline figures.
+def markdown_table(table: Table) -> str:
+    """``table`` as a Markdown pipe table, one line a row, ending in a newline."""
+    header, rows = table
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
-    Args:
-        metrics: the dict returned by :func:`evaluate_multilabel` (one column
-            per convention) or :func:`evaluate_multiclass`.
-    """
+
+def metrics_table(metrics: Mapping[str, Any]) -> Table:
+    """The headline figures of :func:`~medcoder.evaluation.scoring.evaluate_multilabel` (one column per
+    convention) or :func:`~medcoder.evaluation.scoring.evaluate_multiclass`, formatted to 3 decimals."""
     if "all_gold" in metrics:
         sections = [("all gold", metrics["all_gold"]), ("train-seen", metrics["train_seen"])]
         rows = list(_HEADLINE_ROWS)
         rows += [(f"p_at_{k}", f"P@{k}") for k in metrics.get("ks", (5, 8, 15))]
-        lines = [
-            "| metric | " + " | ".join(name for name, _ in sections) + " |",
-            "|---|" + "---|" * len(sections),
-        ]
-        for key, label in rows:
-            cells = " | ".join(_fmt(section.get(key)) for _, section in sections)
-            lines.append(f"| {label} | {cells} |")
-        return "\n".join(lines) + "\n"
+        body = [[label, *(_fmt(section.get(key)) for _, section in sections)] for key, label in rows]
+        return ["metric", *(name for name, _ in sections)], body
     if "accuracy" in metrics:
-        return (
-            "| metric | value |\n|---|---|\n"
-            f"| accuracy | {_fmt(metrics['accuracy'])} |\n"
-            f"| macro-F1 | {_fmt(metrics['macro_f1'])} |\n"
-        )
+        return ["metric", "value"], [["accuracy", _fmt(metrics["accuracy"])], ["macro-F1", _fmt(metrics["macro_f1"])]]
     raise ValueError("metrics must come from evaluate_multilabel or evaluate_multiclass")
+
+
+def format_metrics_table(metrics: Mapping[str, Any]) -> str:
+    """A Markdown table of the headline figures (:func:`metrics_table`)."""
+    return markdown_table(metrics_table(metrics))
+
+
+def frequency_table(metrics: Mapping[str, Any]) -> Table | None:
+    """Macro F1 by train-frequency bin (multi-label metrics only; else None)."""
+    bins = metrics.get("f1_by_frequency")
+    if not bins:
+        return None
+    header = ["train docs per code", "codes", "macro-F1"]
+    return header, [[str(row["bin"]), str(row["n_labels"]), _fmt(row["macro_f1"])] for row in bins]
 
 
 def format_frequency_table(metrics: Mapping[str, Any]) -> str:
     """Markdown table of macro F1 by train-frequency bin (multi-label metrics only; else "")."""
-    bins = metrics.get("f1_by_frequency")
-    if not bins:
-        return ""
-    lines = ["| train docs per code | codes | macro-F1 |", "|---|---|---|"]
-    lines += [f"| {row['bin']} | {row['n_labels']} | {_fmt(row['macro_f1'])} |" for row in bins]
-    return "\n".join(lines) + "\n"
+    table = frequency_table(metrics)
+    return "" if table is None else markdown_table(table)
 
 
 def _share(value: Any) -> str:
@@ -130,12 +138,15 @@ def _source_line(config: RunConfig) -> str:
     return f"`{kind}` ({details})" if details else f"`{kind}`"
 
 
-def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, Any], info: dict[str, Any]) -> str:
-    """Markdown describing data, label space, metrics, timings and versions."""
+def render_model_card(
+    config: RunConfig, labels: LabelSpace, metrics: dict[str, Any], info: dict[str, Any], *, identity: str = ""
+) -> str:
+    """Markdown describing data, label space, metrics, timings and versions (``identity``: the bundle's)."""
     calibration = metrics.get("calibration")
     lines = [
         f"# medcoder model: {config.name}",
         "",
+        *([f"- identity: `{identity}`"] if identity else []),
         f"- model: `{config.model.type}`",
         f"- task: `{config.task.type}`",
         f"- data: {_source_line(config)}",
@@ -196,20 +207,17 @@ def render_model_card(config: RunConfig, labels: LabelSpace, metrics: dict[str, 
     return "\n".join(lines)
 
 
-def render_experiment_table(name: str, rows: list[dict[str, Any]]) -> str:
-    """The results table: ``mean ± sd`` over seeds (sd 0 with one seed)."""
-    if not rows:
-        return f"# {name}\n\nNo runs.\n"
+EXPERIMENT_CAPTION = (
+    "Test split (dev MAP: the dev split), thresholds tuned on dev; all-gold label space (METRICS.md); unseen: the "
+    "test gold codes no train note carries, ranked against wrong codes only. mean ± sd over seeds; "
+    "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum)."
+)
+
+
+def experiment_table(rows: list[dict[str, Any]]) -> Table:
+    """The results table of an experiment's summary rows: ``mean ± sd`` over seeds (sd 0 with one seed)."""
     titles = [k for k in rows[0] if k not in ("variant", "n_seeds", "seeds", "ensemble")]
-    lines = [
-        f"# {name}",
-        "",
-        "Test split (dev MAP: the dev split), thresholds tuned on dev; all-gold label space (METRICS.md); unseen: the test gold codes no train note carries, ranked against wrong codes only. mean ± sd over seeds; "
-        "an ensemble row is one model averaging the scores of its seeds' models (train s: their sum).",
-        "",
-        "| variant | seeds | " + " | ".join(titles) + " |",
-        "|---|---|" + "---|" * len(titles),
-    ]
+    body = []
     for row in rows:
         cells = []
         for title in titles:
@@ -225,8 +233,15 @@ def render_experiment_table(name: str, rows: list[dict[str, Any]]) -> str:
             else:
                 cells.append(f"{cell['mean']:.3f} ± {cell['sd']:.3f}")
         seeds = f"ens. of {row['n_seeds']}" if row.get("ensemble") else str(row["n_seeds"])
-        lines.append(f"| {row['variant']} | {seeds} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append([str(row["variant"]), seeds, *cells])
+    return ["variant", "seeds", *titles], body
+
+
+def render_experiment_table(name: str, rows: list[dict[str, Any]]) -> str:
+    """The results table (:func:`experiment_table`) under the experiment's name and :data:`EXPERIMENT_CAPTION`."""
+    if not rows:
+        return f"# {name}\n\nNo runs.\n"
+    return f"# {name}\n\n{EXPERIMENT_CAPTION}\n\n" + markdown_table(experiment_table(rows))
 
 
 def render_retrieval_report(result: dict[str, Any]) -> str:
@@ -297,7 +312,7 @@ def _cell(value: Any) -> str:
 
 
 def format_systems_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
-    """Systems side by side on the open-set figures of :func:`medcoder.rerank.evaluate.evaluate_scores`."""
+    """Systems side by side on the open-set figures of :func:`medcoder.evaluation.open_set.evaluate_open_set`."""
     lines = [
         "| system | MAP | micro-F1 | macro-F1 | P@8 | recall@10 | MAP (unseen gold) | recall@10 (unseen gold) |",
         "|---|---|---|---|---|---|---|---|",

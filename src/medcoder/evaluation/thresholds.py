@@ -11,6 +11,11 @@ dev scores are treated as neither side more than the other. When the best
 cut-off is the lowest score (predict everything), that score itself is
 returned. Among cut-offs with equal F1 the highest one wins (fewest
 predictions), which makes the choice deterministic.
+
+Systems that score sparse per-note codes (retrieval, fusion, the reranker) tune
+with the same search but the ``"cut"`` rule (:func:`tune_global_threshold`): the
+best cut-off score itself, and with no gold pair the highest score. Their saved
+thresholds were tuned so, and the figures written with them depend on it.
 """
 
 from __future__ import annotations
@@ -24,19 +29,25 @@ import numpy as np
 from medcoder.errors import InputError
 
 Strategy = Literal["global", "per_label"]
+Rule = Literal["midpoint", "cut"]
 
 
-def _best_cutoffs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _best_cutoffs(
+    y_true: np.ndarray, scores: np.ndarray, *, n_pos: np.ndarray | None = None, rule: Rule = "midpoint"
+) -> tuple[np.ndarray, np.ndarray]:
     """Best F1 threshold of each column.
 
     Args:
         y_true: bool ``[n_rows, n_cols]``.
         scores: float ``[n_rows, n_cols]``, finite, ``n_rows >= 1``.
+        n_pos: int ``[n_cols]``, each column's gold count when some of its gold
+            has no row (a miss at every cut-off); default: the gold rows.
+        rule: ``"midpoint"`` (the module docstring) or ``"cut"``: the cut-off score itself.
 
     Returns:
         ``(thresholds, best_f1)``, each float ``[n_cols]``. A column with no
-        positive row gets the threshold just above its maximum (predict nothing)
-        and F1 0.
+        positive row gets F1 0 and, by the midpoint rule, the threshold just
+        above its maximum (predict nothing); by the cut rule, its maximum.
     """
     n_rows = scores.shape[0]
     # Unstable sort is enough: within a run of equal scores only the run's
@@ -44,7 +55,7 @@ def _best_cutoffs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     order = np.argsort(-scores, axis=0)
     s = np.take_along_axis(scores, order, axis=0)
     tp = np.cumsum(np.take_along_axis(y_true, order, axis=0), axis=0)
-    n_pos = tp[-1]
+    n_pos = tp[-1] if n_pos is None else np.asarray(n_pos)
     n_pred = np.arange(1, n_rows + 1)[:, None]
     # Only the last row of a run of equal scores is a cut-off the rule
     # "score >= t" can realise; the others would split a tie.
@@ -56,6 +67,8 @@ def _best_cutoffs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     cols = np.arange(scores.shape[1])
     best_f1 = f1[best, cols]
     at = s[best, cols]
+    if rule == "cut":
+        return at, best_f1
     below = s[np.minimum(best + 1, n_rows - 1), cols]
     mid = at / 2 + below / 2  # halves first: no overflow near the float maximum
     # Adjacent floats can round the midpoint down onto ``below``, which would
@@ -79,20 +92,28 @@ def _check_inputs(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, n
     return y, s
 
 
-def tune_global_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+def tune_global_threshold(
+    y_true: np.ndarray, scores: np.ndarray, *, n_gold: int | None = None, rule: Rule = "midpoint"
+) -> float:
     """One threshold for all labels maximising micro-F1 on dev.
 
     Args:
         y_true: bool ``[n_docs, n_labels]`` dev gold.
         scores: float ``[n_docs, n_labels]`` dev scores.
+        n_gold: all dev gold assignments, when some have no cell (codes a system did
+            not score: misses at every threshold); default ``y_true.sum()``.
+        rule: ``"midpoint"`` or ``"cut"`` (see the module docstring).
 
     Returns:
-        The threshold (see the module docstring for the midpoint rule). With no
-        positive pair at all, the smallest float above the maximum score.
+        The threshold. With no positive pair at all, the smallest float above the
+        maximum score (midpoint rule) or the maximum score (cut rule).
     """
     y, s = _check_inputs(y_true, scores)
+    if n_gold is not None and n_gold < np.count_nonzero(y):
+        raise ValueError(f"n_gold ({n_gold}) is smaller than the gold pairs in y_true ({np.count_nonzero(y)})")
+    n_pos = None if n_gold is None else np.array([n_gold])
     # Micro-F1 pools all pairs, so it is the F1 of one flattened column.
-    thresholds, _ = _best_cutoffs(y.reshape(-1, 1), s.reshape(-1, 1))
+    thresholds, _ = _best_cutoffs(y.reshape(-1, 1), s.reshape(-1, 1), n_pos=n_pos, rule=rule)
     return float(thresholds[0])
 
 

@@ -82,6 +82,7 @@ class Summary:
 
     shard: str = "0/1"
     output: str | None = None
+    model: str | None = None  # the identity of the system that coded them (Coder.identity)
     notes_read: int = 0
     coded: int = 0
     errors_by_kind: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ class Summary:
             "format": SUMMARY_FORMAT,
             "shard": self.shard,
             "output": self.output,
+            "model": self.model,
             "notes_read": self.notes_read,
             "coded": self.coded,
             "errors": self.errors,
@@ -125,6 +127,7 @@ class Summary:
         return cls(
             shard=str(data.get("shard", "0/1")),
             output=data.get("output"),
+            model=data.get("model"),
             notes_read=int(data.get("notes_read", 0)),
             coded=int(data.get("coded", 0)),
             errors_by_kind={str(k): int(v) for k, v in dict(data.get("errors_by_kind", {})).items()},
@@ -140,9 +143,10 @@ class Summary:
         if self.errors:
             errors += " (" + ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors_by_kind.items())) + ")"
         resumed = "" if self.resumed_at is None else f"; resumed after {self.resumed_at:,}"
+        model = "" if self.model is None else f"; model {self.model}"
         return (
             f"{self.notes_read:,} notes read{shard}: {self.coded:,} coded, {errors}; "
-            f"{self.seconds:.1f} s, {self.notes_per_second:,.0f} notes/s{resumed}"
+            f"{self.seconds:.1f} s, {self.notes_per_second:,.0f} notes/s{resumed}{model}"
         )
 
 
@@ -159,19 +163,6 @@ class BatchProgress:
     @property
     def notes_per_second(self) -> float:
         return self.session_notes / self.seconds if self.seconds > 0 else 0.0
-
-
-def model_fingerprint(coder: Coder) -> str | None:
-    """A SHA-256 of the bundle's config.json and the name and size of every file in it (None: not from a folder)."""
-    if coder.path is None:
-        return None
-    folder = Path(coder.path)
-    digest = hashlib.sha256()
-    with contextlib.suppress(OSError):
-        digest.update((folder / "config.json").read_bytes())
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ sinks
@@ -226,7 +217,7 @@ class _OutputFile:
         self._mark = {
             "records": 0,
             "input_sha256": hashlib.sha256().hexdigest(),
-            "summary": Summary(shard=self.run["shard"]).to_dict(),
+            "summary": Summary(shard=self.run["shard"], model=self.run["model"]).to_dict(),
         }
         self.checkpoint()
         return None
@@ -489,20 +480,19 @@ def run_batch(
     if resume and output is None:
         raise MedcoderError("--resume needs --output: a run written to stdout cannot be resumed")
     inputs.check()
-    if explain and not coder.can_explain():
-        coder.predict(["a note"], explain=True)  # raises the system's own reason, before any work (the contract)
-        raise MedcoderError(f"this {coder.kind} system cannot explain its codes")
+    if explain and not coder.capabilities.explain:
+        raise MedcoderError(coder.capabilities.why_not_explain)
     shard_name = f"{index}/{count}"
     run = {
         **inputs.options(),
         "shard": shard_name,
-        "model": model_fingerprint(coder),
+        "model": coder.identity,
         "top_k": top_k,
         "explain": explain,
         "batch_size": batch_size,  # a batch's padding can move a neural model's scores in the last digits
     }
     sink: _OutputFile | _Stdout
-    summary = Summary(shard=shard_name, output=None if output is None else str(output))
+    summary = Summary(shard=shard_name, output=None if output is None else str(output), model=coder.identity)
     skip, skip_digest = 0, None
     if output is None:
         sink = _Stdout(stdout or sys.stdout)

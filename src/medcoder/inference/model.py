@@ -1,4 +1,20 @@
-"""The saved system of kind ``model``: one trained model (a seed ensemble included) and its dev-tuned thresholds."""
+"""The saved system of kind ``model``: one trained model (a seed ensemble included) and its dev-tuned thresholds.
+
+Layout (``medcoder.bundle.v2``, kind ``model``; v1 bundles load too), written and read by :class:`ModelCoder`
+from the shared parts of :mod:`medcoder.inference.parts`::
+
+    config.json        format, kind, the run config, versions, training info
+    labels.json        the label space (codes, train frequencies, descriptions)
+    thresholds.json    decision rule tuned on dev (threshold(s) or argmax)
+    calibration.json   multi-label models: the calibrator fitted on dev (absent in older bundles: none)
+    metrics.json       dev/test metrics of the run (and the calibration's ECE@20 before/after)
+    README.md          the model card (it names the bundle's identity)
+    model.safetensors  weights (+ model-specific JSON such as vocab.json)
+
+A bundle is written into a temporary sibling directory and renamed into place, so a crash never leaves a
+half-written bundle and an old one survives until the new one is complete. Loading reads only JSON and
+safetensors.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +22,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medcoder.config import DataConfig
-from medcoder.data.dataset import texts_of
+from medcoder.bundles import bundle_identity, check_bundle_target, read_header
+from medcoder.config import DataConfig, RunConfig
+from medcoder.data.icd import CATALOG_PACKAGES
 from medcoder.data.labels import LabelSpace
-from medcoder.data.records import Note
-from medcoder.errors import MedcoderError
+from medcoder.errors import BundleError
 from medcoder.evaluation.calibration import calibrate_probabilities
-from medcoder.evaluation.report import format_frequency_table, format_metrics_table
-from medcoder.evaluation.scoring import score_notes
-from medcoder.inference.base import (
-    Coder,
-    CodeScore,
-    Evidence,
-    NotePrediction,
-    check_note_texts,
-    check_per_note,
-    ranked,
+from medcoder.evaluation.report import render_model_card
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
+from medcoder.inference.parts import (
+    read_calibration,
+    read_metrics,
+    read_thresholds,
+    write_calibration,
+    write_header,
+    write_metrics,
+    write_thresholds,
 )
-from medcoder.models.bundle import Bundle, load_bundle
-from medcoder.progress import Update
+from medcoder.io import atomic_directory, atomic_write_text
+from medcoder.models.bundle import Bundle, read_model
 from medcoder.registry import SYSTEMS
-
-_BATCH = 256  # notes scored at once: bounds memory of the sparse/dense features
 
 
 def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
@@ -44,11 +57,12 @@ def whole_words(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-@SYSTEMS.register("model")
+@SYSTEMS.register("model", config=RunConfig, trainer="medcoder.training.run:train_model")
 class ModelCoder(Coder):
     """Loads a model bundle once, then codes any number of notes."""
 
     kind = "model"
+    batch_size = 256  # notes scored at once: bounds memory of the sparse/dense features
 
     def __init__(self, bundle: Bundle, path: Path | None = None, header: dict[str, Any] | None = None) -> None:
         super().__init__(path, header or {"kind": "model", "run": bundle.config.model_dump(mode="json")})
@@ -59,7 +73,49 @@ class ModelCoder(Coder):
 
     @classmethod
     def load(cls, path: Path, header: dict[str, Any]) -> ModelCoder:
-        return cls(load_bundle(path, header=header), path, header)
+        config, labels, model = read_model(path, header=header)
+        thresholds = read_thresholds(path, n_labels=len(labels))
+        if (thresholds is None) != (config.task.type in ("multiclass", "pair")):
+            raise BundleError(f"{path / 'thresholds.json'}: decision rule does not match task {config.task.type!r}")
+        calibrator = read_calibration(path, single=thresholds is None)
+        metrics = read_metrics(path)
+        bundle = Bundle(config, labels, model, thresholds, metrics, header.get("info", {}), calibrator)
+        return cls(bundle, path, header)
+
+    @classmethod
+    def open(cls, path: str | Path) -> ModelCoder:
+        """The model bundle at ``path`` (a ``BundleError`` if it is a saved system of another kind)."""
+        path = Path(path)
+        header = read_header(path)
+        if header["kind"] != cls.kind:
+            raise BundleError(
+                f"{path}: a saved {header['kind']} system, not a single model (open it with medcoder.load)"
+            )
+        return cls.load(path, header)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the bundle to the folder ``path`` atomically (an older bundle there is replaced once this one is
+        complete); the model card, written last, names its identity."""
+        path, bundle = Path(path), self.bundle
+        check_bundle_target(path)
+        catalog = CATALOG_PACKAGES.get(bundle.labels.system)  # it named the codes and gave their descriptions
+        requires = [*bundle.model.requires, *([catalog] if catalog else [])]
+        with atomic_directory(path) as tmp:
+            body = {"run": bundle.config.model_dump(mode="json"), "info": bundle.info}
+            header = write_header(tmp, self.kind, body, requires=requires)
+            bundle.labels.to_json(tmp / "labels.json")
+            write_thresholds(tmp, bundle.thresholds)
+            if bundle.calibrator is not None:
+                write_calibration(tmp, bundle.calibrator)
+            write_metrics(tmp, bundle.metrics)
+            bundle.model.save(tmp)
+            identity = f"{bundle.config.name}@{bundle_identity(tmp)[:12]}"
+            card = render_model_card(bundle.config, bundle.labels, bundle.metrics, header["info"], identity=identity)
+            atomic_write_text(tmp / "README.md", card)
+        bundle.info = header["info"]
+        self.path, self.header = path, header
+        self.__dict__.pop("identity", None)  # computed again from the files saved
+        return path
 
     @classmethod
     def labels_file(cls, path: Path, header: dict[str, Any]) -> Path | None:
@@ -67,6 +123,18 @@ class ModelCoder(Coder):
 
     def label_space(self) -> LabelSpace:
         return self.bundle.labels
+
+    @property
+    def name(self) -> str:
+        return self.bundle.config.name
+
+    @property
+    def model_type(self) -> str:
+        return self.bundle.config.model.type
+
+    def test_metrics(self) -> dict[str, Any]:
+        test = self.bundle.metrics.get("test")
+        return test if isinstance(test, dict) else {}
 
     @property
     def codes(self) -> list[str]:
@@ -81,114 +149,40 @@ class ModelCoder(Coder):
         return self.bundle.thresholds is None
 
     @property
-    def needs_pairs(self) -> bool:
-        return self.bundle.task == "pair"
+    def decision(self) -> Thresholds | None:
+        return self.bundle.thresholds
 
-    def predict_proba(
-        self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
-    ) -> np.ndarray:
-        """Probabilities float32 ``[n_notes, n_labels]`` (columns in ``self.codes`` order).
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            explain=self.bundle.model.can_explain(),
+            why_not_explain=f"model {self.bundle.model.name} cannot explain its codes: it gives no evidence spans "
+            "(tfidf_lr.v1 and the models with label-wise attention do)",
+            pairs=self.bundle.task == "pair",
+        )
 
-        Calibrated as the bundle's calibration.json says (fitted on dev; the thresholds apply to these).
-        """
-        check_note_texts(texts, "predict_proba")
-        if self.needs_pairs and (pairs is None or len(pairs) != len(texts)):
-            raise MedcoderError("this model codes text pairs: give one second text per note")
-        out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
-        for start in range(0, len(texts), _BATCH):
-            stop = min(start + _BATCH, len(texts))
-            batch_pairs = None if pairs is None else pairs[start:stop]
-            scores = self.bundle.model.predict_scores(texts[start:stop], pairs=batch_pairs)
-            out[start:stop] = calibrate_probabilities(self.bundle.calibrator, scores)
-            if progress:
-                progress(stop, len(texts))
-        return out
+    def score_batch(self, texts: Sequence[str], pairs: Sequence[str] | None) -> Scores:
+        """Probabilities float32 ``[notes, labels]``, calibrated as the bundle's calibration.json says (fitted on
+        dev; the thresholds apply to these)."""
+        scores = self.bundle.model.predict_scores(texts, pairs=pairs)
+        return Scores(dense=calibrate_probabilities(self.bundle.calibrator, scores))
 
-    def decide(self, probabilities: np.ndarray) -> np.ndarray:
-        """bool ``[n_notes, n_labels]``: tuned thresholds, or the argmax for single-label tasks."""
-        if self.bundle.thresholds is None:
-            decided = np.zeros(probabilities.shape, dtype=bool)
-            decided[np.arange(len(probabilities)), probabilities.argmax(axis=1)] = True
-            return decided
-        return self.bundle.thresholds.apply(probabilities)
-
-    def can_explain(self) -> bool:
-        return self.bundle.model.can_explain()
-
-    def _evidence(
-        self, texts: Sequence[str], columns: Sequence[Sequence[int]], top: int
-    ) -> list[dict[int, list[Evidence]]]:
+    def evidence(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], top: int, context: Any
+    ) -> list[dict[str, list[Evidence]]]:
+        """The spans the model weighed most for each code, widened to whole words (strongest first)."""
+        columns = [[self._index[c] for c in note] for note in codes]
         spans = self.bundle.model.explain(texts, columns, top=top)
         out = []
         for text, note in zip(texts, spans, strict=True):
-            evidence: dict[int, list[Evidence]] = {}
+            evidence: dict[str, list[Evidence]] = {}
             for j, found in note.items():
                 words: dict[tuple[int, int], float] = {}  # strongest first: two pieces of one word keep the first
                 for s, e, w in found:
                     words.setdefault(whole_words(text, s, e), w)
-                evidence[j] = [Evidence(s, e, text[s:e], round(w, 4)) for (s, e), w in words.items()]
+                evidence[self._codes[j]] = [Evidence(s, e, text[s:e], round(w, 4)) for (s, e), w in words.items()]
             out.append(evidence)
         return out
 
-    def explain(
-        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
-    ) -> list[dict[str, list[Evidence]]]:
-        check_note_texts(texts, "explain")
-        check_per_note(codes, texts, "code lists")
-        unknown = sorted({c for note in codes for c in note} - self._index.keys())
-        if unknown:
-            raise MedcoderError(f"codes the model does not know: {', '.join(unknown[:10])}")
-        columns = [[self._index[c] for c in note] for note in codes]
-        evidence = self._evidence(texts, columns, top)
-        return [{self._codes[j]: spans for j, spans in note.items()} for note in evidence]
-
-    def predict(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        pairs: Sequence[str] | None = None,
-        top_k: int = 0,
-        explain: bool = False,
-        progress: Update | None = None,
-    ) -> list[NotePrediction]:
-        check_per_note(ids, texts, "ids")
-        if explain and not self.can_explain():
-            raise MedcoderError(
-                f"model {self.bundle.model.name} cannot explain its codes: it gives no evidence spans "
-                "(tfidf_lr.v1 and the models with label-wise attention do)"
-            )
-        probabilities = self.predict_proba(texts, pairs=pairs, progress=progress)
-        decided = self.decide(probabilities)
-        shown_per_note = [ranked(p, chosen, top_k) for p, chosen in zip(probabilities, decided, strict=True)]
-        evidence = self._evidence(texts, [shown.tolist() for shown, _ in shown_per_note], 3) if explain else None
-        results = []
-        for row, (shown, rank) in enumerate(shown_per_note):
-            codes = [
-                CodeScore(
-                    code=self._codes[j],
-                    description=self.descriptions[j],
-                    probability=round(float(probabilities[row, j]), 6),
-                    predicted=bool(decided[row, j]),
-                    rank=int(rank[j]),
-                    evidence=None if evidence is None else evidence[row].get(int(j), []),
-                )
-                for j in shown
-            ]
-            results.append(NotePrediction(id=None if ids is None else ids[row], codes=codes))
-        return results
-
     def data_config(self) -> DataConfig:
         return self.bundle.config.data
-
-    def evaluate(self, notes: Sequence[Note], *, progress: Update | None = None) -> dict[str, Any]:
-        texts, pairs = texts_of(list(notes))
-        scores = self.predict_proba(texts, pairs=pairs, progress=progress)
-        return score_notes(scores, notes, self.bundle.labels, self.bundle.thresholds)
-
-    def metrics_table(self, metrics: dict[str, Any]) -> str:
-        table = format_metrics_table(metrics)
-        by_frequency = format_frequency_table(metrics)
-        if by_frequency:
-            table += "\nF1 by train frequency of the code:\n\n" + by_frequency
-        return table

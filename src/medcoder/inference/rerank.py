@@ -23,7 +23,7 @@ Layout (paths relative to the folder)::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,25 +34,24 @@ from medcoder.bundles import inside
 from medcoder.config import DataConfig
 from medcoder.config.base import validate
 from medcoder.config.rerank import RerankConfig
-from medcoder.data.records import Note
+from medcoder.data.labels import LabelSpace
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.calibration import Calibrator
-from medcoder.evaluation.report import format_systems_table
-from medcoder.inference.base import (
-    Coder,
-    CodeScore,
-    Evidence,
-    NotePrediction,
-    check_note_texts,
-    check_per_note,
-    refuse_pairs,
-)
-from medcoder.inference.load import load
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
 from medcoder.inference.model import ModelCoder
-from medcoder.io import read_json_file
+from medcoder.inference.parts import (
+    RetrievalPart,
+    RetrievalRecord,
+    nest_bundle,
+    read_calibration,
+    required_file,
+    write_calibration,
+    write_header,
+)
+from medcoder.io import atomic_directory, atomic_write_text
 from medcoder.progress import Update
 from medcoder.registry import SYSTEMS
-from medcoder.rerank.evaluate import evaluate_scores
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
 from medcoder.rerank.lexical import CodeTexts, note_stems
 from medcoder.rerank.ranker import Ranker
@@ -60,18 +59,11 @@ from medcoder.rerank.signals import NoteEvidence
 
 # what the saved system needs besides numpy/pydantic/safetensors
 RERANK_REQUIRES = ("lightgbm", "scikit-learn", "torch", "transformers", "sentence-transformers", "spacy", "negspacy")
-_BATCH = 64
 
 
 class _Base(BaseModel):
     model_config = ConfigDict(extra="allow")
     folder: str
-
-
-class _Retrieval(BaseModel):
-    encoder: str
-    index: str
-    encoder_fingerprint: str | None = None
 
 
 class _Candidates(BaseModel):
@@ -86,17 +78,10 @@ class RerankHeader(BaseModel):
 
     config: RerankConfig
     bases: dict[str, _Base]
-    retrieval: _Retrieval | None = None
+    retrieval: RetrievalRecord | None = None
     features: list[str]
     candidates: _Candidates
     threshold: float
-
-
-def _file(bundle: Path, name: str, what: str) -> Path:
-    path = bundle / name
-    if not path.is_file():
-        raise BundleError(f"{bundle}: {what} ({name}) is missing")
-    return path
 
 
 def top_pairs(candidates: Candidates, scores: np.ndarray, *, k: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,7 +95,7 @@ def top_pairs(candidates: Candidates, scores: np.ndarray, *, k: int = 20) -> tup
     return np.asarray(scores)[keep], candidates.y[keep], candidates.note[keep]
 
 
-@SYSTEMS.register("rerank")
+@SYSTEMS.register("rerank", config=RerankConfig, trainer="medcoder.training.rerank:train_rerank")
 class RerankCoder(Coder):
     """Base coders + retrieval -> candidates -> features -> LightGBM ranker -> calibrated probabilities."""
 
@@ -166,39 +151,59 @@ class RerankCoder(Coder):
         for name in (b.name for b in parts.config.bases):  # config.json's keys are sorted: the config's order counts
             if name not in parts.bases:
                 raise BundleError(f"{source}: base {name!r} of the config has no folder in 'bases'")
-            coder = load(inside(path, parts.bases[name].folder, f"its base {name!r}"))
-            if not isinstance(coder, ModelCoder):
-                raise BundleError(f"{source}: base {name!r} must be a model bundle, found a {coder.kind} system")
-            bases[name] = coder
+            bases[name] = ModelCoder.open(inside(path, parts.bases[name].folder, f"its base {name!r}"))
         codes = {tuple(c.codes) for c in bases.values()}
         if len(codes) != 1:
             raise BundleError(f"{source}: the base models' label spaces differ")
         retrieval = None
         if parts.retrieval is not None:
-            from medcoder.retrieval.biencoder import BiEncoder
-            from medcoder.retrieval.index import CodeIndex
-
-            encoder = BiEncoder.load(
-                str(inside(path, parts.retrieval.encoder, "its sentence encoder")),
-                max_seq_length=parts.config.retrieval.max_seq_length if parts.config.retrieval else 64,
-            )
-            index_dir = inside(path, parts.retrieval.index, "its catalog index")
-            index = CodeIndex.load(index_dir)
-            if index.meta.get("encoder_fingerprint") != parts.retrieval.encoder_fingerprint:
-                raise BundleError(
-                    f"{index_dir}: this index was not built by the bundle's encoder; copy the whole folder again"
-                )
-            retrieval = (encoder, index)
-        ranker_file = _file(path, "ranker.txt", "its ranker")
+            max_seq_length = parts.config.retrieval.max_seq_length if parts.config.retrieval else 64
+            part = RetrievalPart.read(path, parts.retrieval, max_seq_length=max_seq_length)
+            retrieval = (part.encoder, part.index)
+        ranker_file = required_file(path, "ranker.txt", "its ranker")
         ranker = Ranker.from_text(
             ranker_file.read_text(encoding="utf-8"),
             parts.features,
             objective=parts.config.ranker.objective,
             source=str(ranker_file),
         )
-        calibration_file = _file(path, "calibration.json", "its calibration")
-        calibrator = Calibrator.from_dict(read_json_file(calibration_file), source=str(calibration_file))
+        calibrator = read_calibration(path, required=True)
+        assert calibrator is not None
         return cls(parts, bases, ranker, calibrator, retrieval=retrieval, path=path, header=header)
+
+    @classmethod
+    def save(
+        cls,
+        path: Path,
+        *,
+        config: RerankConfig,
+        record: dict[str, Any],
+        bases: dict[str, Path],
+        ranker: Ranker,
+        calibrator: Calibrator,
+        retrieval: tuple[Any, Any] | None,
+        report: Callable[[dict[str, Any]], str],
+    ) -> None:
+        """Write a rerank bundle at ``path`` atomically: the base model bundles (``{name: folder}``) and the
+        retrieval part copied in (hard links where possible), the ranker, the calibrator, the run's ``record``
+        and ``report(header)`` as results.md. ``retrieval``: (encoder, (index, its cache folder)) or None."""
+        with atomic_directory(path) as tmp:
+            body = {
+                "config": config.model_dump(mode="json"),
+                **record,
+                "bases": {
+                    name: {**record["bases"][name], "folder": nest_bundle(folder, tmp, f"bases/{name}")}
+                    for name, folder in bases.items()
+                },  # fmt: skip
+                "retrieval": None,
+            }
+            if retrieval is not None:
+                encoder, (index, index_dir) = retrieval
+                body["retrieval"] = RetrievalPart.write(tmp, encoder, index, index_dir)
+            atomic_write_text(tmp / "ranker.txt", ranker.to_text())
+            write_calibration(tmp, calibrator)
+            header = write_header(tmp, cls.kind, body, requires=RERANK_REQUIRES)
+            atomic_write_text(tmp / "results.md", report(header))
 
     # ------------------------------------------------------------ scoring
     @classmethod
@@ -206,6 +211,9 @@ class RerankCoder(Coder):
         bases = header.get("bases") or {}
         first = next(iter(bases.values()), None)
         return path / str(first["folder"]) / "labels.json" if isinstance(first, dict) and "folder" in first else None
+
+    def label_space(self) -> LabelSpace:
+        return self.labels
 
     @property
     def codes(self) -> list[str]:
@@ -231,7 +239,7 @@ class RerankCoder(Coder):
             self.encoder, self.index, self.extractor, texts, k=self.config.retrieval.k, extracted=extracted
         )
 
-    def _score_batch(self, texts: Sequence[str]) -> tuple[list[dict[str, float]], list[NoteEvidence] | None]:
+    def _score(self, texts: Sequence[str]) -> tuple[list[dict[str, float]], list[NoteEvidence] | None]:
         """Per note ``{candidate code: calibrated probability}`` and the retrieval evidence."""
         scores = {name: coder.bundle.model.predict_scores(list(texts)) for name, coder in self.bases.items()}
         # each note's mentions are extracted once, for retrieval and for the mention features both
@@ -251,44 +259,38 @@ class RerankCoder(Coder):
         probs = self.calibrator(self.ranker.score(candidates))
         return candidates.per_note(probs), evidence
 
-    def _batches(self, texts: Sequence[str], progress: Update | None) -> Any:
-        for start in range(0, len(texts), _BATCH):
-            yield start, *self._score_batch(list(texts[start : start + _BATCH]))
-            if progress is not None:
-                progress(min(start + _BATCH, len(texts)), len(texts))
+    def score_batch(self, texts: Sequence[str], pairs: Sequence[str] | None) -> Scores:
+        """Calibrated probabilities of each note's candidates (a code no signal proposed is not ranked)."""
+        rows, evidence = self._score(texts)
+        column = self._column
+        return Scores(sparse=[{column[c]: p for c, p in row.items()} for row in rows], context=evidence)
 
     def scores(self, texts: Sequence[str], *, progress: Update | None = None) -> list[dict[str, float]]:
         """Per note ``{code: probability}`` over its candidates (the codes no signal proposed are not scored)."""
-        check_note_texts(texts, "scores")
-        return [row for _, rows, _ in self._batches(texts, progress) for row in rows]
+        codes = self._codes
+        return [
+            {codes[j]: p for j, p in row.items()}
+            for _, batch in self.batches(texts, progress=progress)
+            for row in batch.sparse or []
+        ]
 
-    def predict_proba(
-        self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
-    ) -> np.ndarray:
-        """Probabilities float32 ``[n_notes, len(codes)]``; 0 for codes that were not candidates.
-
-        With retrieval, ``codes`` spans the whole catalog (about 98k columns for ICD-10-CM):
-        :meth:`scores` gives the same figures sparsely.
-        """
-        check_note_texts(texts, "predict_proba")
-        refuse_pairs(pairs, "reranked")
-        out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
-        for i, row in enumerate(self.scores(texts, progress=progress)):
-            for code, p in row.items():
-                out[i, self._column[code]] = p
-        return out
+    @property
+    def decision(self) -> Thresholds:
+        return Thresholds("global", float(self.threshold))
 
     # ------------------------------------------------------------ evidence
-    def can_explain(self) -> bool:
-        return self.encoder is not None or any(c.can_explain() for c in self.bases.values())
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            explain=self.encoder is not None or any(c.can_explain() for c in self.bases.values()),
+            why_not_explain="none of this system's signals gives evidence spans",
+        )
 
-    def _explain(
-        self,
-        texts: Sequence[str],
-        codes: Sequence[Sequence[str]],
-        evidence: list[NoteEvidence] | None,
-        top: int,
+    def evidence(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], top: int, context: Any
     ) -> list[dict[str, list[Evidence]]]:
+        """Per code, the spans behind it from every signal that has some (each names its ``source``)."""
+        evidence = context if context is not None else self._evidence_of(texts)
         out: list[dict[str, list[Evidence]]] = [{c: [] for c in wanted} for wanted in codes]
         for name, coder in self.bases.items():
             if not coder.can_explain():
@@ -307,74 +309,11 @@ class RerankCoder(Coder):
                         note[code].append(span)
         return out
 
-    def explain(
-        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
-    ) -> list[dict[str, list[Evidence]]]:
-        """Per code, the spans behind it from every signal that has some (each names its ``source``)."""
-        check_note_texts(texts, "explain")
-        check_per_note(codes, texts, "code lists")
-        return self._explain(texts, codes, self._evidence_of(texts), top)
-
-    def predict(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        pairs: Sequence[str] | None = None,
-        top_k: int = 0,
-        explain: bool = False,
-        progress: Update | None = None,
-    ) -> list[NotePrediction]:
-        check_note_texts(texts, "predict")
-        refuse_pairs(pairs, "reranked")
-        check_per_note(ids, texts, "ids")
-        if explain and not self.can_explain():
-            raise MedcoderError("none of this system's signals gives evidence spans")
-        results = []
-        for start, rows, evidence in self._batches(texts, progress):
-            shown = []
-            for row in rows:
-                ranked = sorted(row.items(), key=lambda cs: (-cs[1], cs[0]))
-                shown.append(
-                    [
-                        (rank, c, p)
-                        for rank, (c, p) in enumerate(ranked, start=1)
-                        if p >= self.threshold or rank <= top_k
-                    ]
-                )
-            batch_texts = list(texts[start : start + len(rows)])
-            spans = self._explain(batch_texts, [[c for _, c, _ in s] for s in shown], evidence, 3) if explain else None
-            for i, note_shown in enumerate(shown):
-                results.append(
-                    NotePrediction(
-                        id=None if ids is None else ids[start + i],
-                        codes=[
-                            CodeScore(
-                                code=c,
-                                description=self.description(c),
-                                probability=round(float(p), 6),
-                                predicted=p >= self.threshold,
-                                rank=rank,
-                                evidence=None if spans is None else spans[i][c],
-                            )
-                            for rank, c, p in note_shown
-                        ],
-                    )
-                )
-        return results
-
     # ------------------------------------------------------------ evaluation
     def data_config(self) -> DataConfig:
         return self.config.data
 
-    def evaluate(self, notes: Sequence[Note], *, progress: Update | None = None) -> dict[str, Any]:
-        """MAP, micro/macro-F1, P@8, recall@10 over all gold codes, MAP / recall@10 over gold codes unseen in train."""
-        gold = [self.labels.map_labels(note.labels) for note in notes]
-        scores = self.scores([n.text for n in notes], progress=progress)
-        seen = {c for c, n in self.labels.train_freq.items() if n > 0}
-        return evaluate_scores(
-            scores, gold, threshold=self.threshold, seen=seen, train_codes=list(self.labels.train_freq)
-        )
-
-    def metrics_table(self, metrics: dict[str, Any]) -> str:
-        return format_systems_table({"reranker": metrics})
+    def test_metrics(self) -> dict[str, Any]:
+        """The reranker's test figures (its row of the run's table; ``dev_map`` is the ranker's own dev figure)."""
+        row = (self.header.get("metrics") or {}).get("reranker") or {}
+        return {key: value for key, value in row.items() if key != "dev_map"}

@@ -1,6 +1,6 @@
 """The saved system of kind ``retrieval``: a bi-encoder over the catalog, fused with a classifier (optional).
 
-``medcoder retrieval`` writes it (:func:`save_retrieval_bundle`); ``medcoder.load``
+``medcoder retrieval`` writes it (:meth:`RetrievalCoder.save`); ``medcoder.load``
 opens it as a :class:`RetrievalCoder`, which codes notes like any other system:
 codes ranked by fused score, ``predicted`` above the threshold tuned on dev, and
 as evidence the note's mentions that matched the code's description (``weight``
@@ -9,46 +9,39 @@ as evidence the note's mentions that matched the code's description (``weight``
 listed apart as ``new_codes`` when their cosine reaches the dev-tuned threshold
 (``probability`` there is the cosine).
 
-Layout (every path relative to the folder, so it can be moved)::
+Layout (every path relative to the folder, so it can be moved; the parts of :mod:`medcoder.inference.parts`)::
 
-    config.json    format, kind "retrieval", the retrieval config, fusion tuned on dev, metrics, timings, versions
-    biencoder/     the sentence-transformers model (safetensors)
-    index/         the catalog's description vectors for that encoder (medcoder.code_index.v1)
-    classifier/    the classifier bundle it fuses with (absent: retrieval alone)
-    results.md     the report of the run
+    config.json        format, kind "retrieval", the retrieval config, fusion tuned on dev, metrics, timings, versions
+    retrieval/encoder/ the sentence-transformers model (safetensors)
+    retrieval/index/   the catalog's description vectors for that encoder (medcoder.code_index.v1)
+    classifier/        the classifier bundle it fuses with (absent: retrieval alone)
+    results.md         the report of the run
+
+Bundles written before the parts had one layout (``biencoder/`` and ``index/`` at the top) still load.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from medcoder.bundles import bundle_header, check_bundle_target, inside, library_versions
+from medcoder.bundles import check_bundle_target, inside
 from medcoder.config import DataConfig
 from medcoder.config.base import validate
 from medcoder.config.retrieval import RetrievalConfig
 from medcoder.data.icd import CATALOG_PACKAGES, catalog_entries, normalize_code
 from medcoder.data.records import Note
 from medcoder.errors import BundleError
-from medcoder.inference.base import (
-    Coder,
-    CodeScore,
-    Evidence,
-    NotePrediction,
-    check_note_texts,
-    check_per_note,
-    refuse_pairs,
-)
+from medcoder.evaluation.thresholds import Thresholds
+from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
-from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
-from medcoder.progress import Update
+from medcoder.inference.parts import RetrievalPart, RetrievalRecord, nest_bundle, write_header
+from medcoder.io import atomic_directory, atomic_write_text
 from medcoder.registry import SYSTEMS
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.fusion import (
@@ -57,7 +50,6 @@ from medcoder.retrieval.fusion import (
     dense_to_sparse,
     fuse,
     novel_suggestions,
-    open_set_report,
     retrieve,
     similarities,
 )
@@ -66,16 +58,8 @@ from medcoder.retrieval.mentions import MentionExtractor
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 64
 # what the saved system needs besides numpy/pydantic/safetensors
 _REQUIRES = ("torch", "transformers", "tokenizers", "sentence-transformers", "spacy", "negspacy")
-
-
-class _IndexRecord(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    folder: str
-    encoder_fingerprint: str  # of the bi-encoder the vectors were made with
 
 
 class _FusionRecord(BaseModel):
@@ -95,13 +79,26 @@ class RetrievalHeader(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     config: RetrievalConfig
-    encoder: str
-    index: _IndexRecord
+    retrieval: RetrievalRecord
     classifier: str | None = None
     fusion: _FusionRecord
 
+    @model_validator(mode="before")
+    @classmethod
+    def _older_layout(cls, data: Any) -> Any:
+        """Before the parts had one layout: ``"encoder": "biencoder"``, ``"index": {"folder": "index", ...}``."""
+        if isinstance(data, dict) and "retrieval" not in data and isinstance(data.get("encoder"), str):
+            index = data.get("index") if isinstance(data.get("index"), dict) else {}
+            record = {
+                "encoder": data["encoder"],
+                "index": index.get("folder"),
+                "encoder_fingerprint": index.get("encoder_fingerprint"),
+            }
+            return {**data, "retrieval": record}
+        return data
 
-@SYSTEMS.register("retrieval")
+
+@SYSTEMS.register("retrieval", config=RetrievalConfig, trainer="medcoder.training.retrieval:train_retrieval")
 class RetrievalCoder(Coder):
     """A fine-tuned bi-encoder, the catalog index, an optional classifier and the fusion tuned on dev."""
 
@@ -139,15 +136,7 @@ class RetrievalCoder(Coder):
     def load(cls, path: Path, header: dict[str, Any]) -> RetrievalCoder:
         source = path / "config.json"
         parts = validate(RetrievalHeader, header, source=str(source))
-        encoder_dir = inside(path, parts.encoder, "its bi-encoder")
-        encoder = BiEncoder.load(str(encoder_dir), max_seq_length=parts.config.max_seq_length)
-        index_dir = inside(path, parts.index.folder, "its catalog index")
-        index = CodeIndex.load(index_dir)
-        if index.meta.get("encoder_fingerprint") != parts.index.encoder_fingerprint:
-            raise BundleError(
-                f"{index_dir}: this index was not built by the bundle's bi-encoder; "
-                "copy the whole folder again, or run `medcoder retrieval` again"
-            )
+        retrieval = RetrievalPart.read(path, parts.retrieval, max_seq_length=parts.config.max_seq_length)
         classifier = None
         if parts.classifier is not None:
             loaded = load(inside(path, parts.classifier, "its classifier"))
@@ -155,8 +144,45 @@ class RetrievalCoder(Coder):
                 raise BundleError(f"{source}: 'classifier' must be a model bundle, found a {loaded.kind} system")
             classifier = loaded
         return cls(
-            encoder, index, parts.config, parts.fusion.model_dump(), classifier=classifier, path=path, header=header
+            retrieval.encoder,
+            retrieval.index,
+            parts.config,
+            parts.fusion.model_dump(),
+            classifier=classifier,
+            path=path,
+            header=header,
         )
+
+    @classmethod
+    def save(
+        cls,
+        path: str | Path,
+        *,
+        config: RetrievalConfig,
+        encoder: BiEncoder,
+        index: CodeIndex,
+        index_dir: Path | None,
+        classifier_dir: Path | None,
+        fusion: dict[str, Any],
+        record: dict[str, Any],
+        report: str,
+    ) -> None:
+        """Write a retrieval bundle at ``path`` atomically, its parts copied (hard-linked where possible) inside it.
+
+        ``index_dir``: the index's folder (a cache) when on disk; ``classifier_dir`` the classifier bundle;
+        ``record`` holds the run's metrics, training, timing and the like, ``report`` the results.md text.
+        """
+        check_bundle_target(path)
+        with atomic_directory(path) as tmp:
+            body = {
+                "config": config.model_dump(mode="json"),
+                "retrieval": RetrievalPart.write(tmp, encoder, index, index_dir),
+                "classifier": nest_bundle(classifier_dir, tmp, "classifier") if classifier_dir is not None else None,
+                "fusion": fusion,
+                **record,
+            }
+            write_header(tmp, cls.kind, body, requires=[*_REQUIRES, CATALOG_PACKAGES[config.index.system]])
+            atomic_write_text(tmp / "results.md", report)
 
     # ------------------------------------------------------------ contract
     @classmethod
@@ -171,6 +197,22 @@ class RetrievalCoder(Coder):
     def description(self, code: str) -> str | None:
         found = self._descriptions.get(code)
         return found if found is not None or self.classifier is None else self.classifier.description(code)
+
+    @property
+    def label_system(self) -> str:
+        return str(self.index.meta.get("system", "icd10cm"))
+
+    @property
+    def decision(self) -> Thresholds:
+        return Thresholds("global", float(self.threshold))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(explain=True, new_codes=self.classifier is not None)
+
+    def test_metrics(self) -> dict[str, Any]:
+        metrics = self.header.get("metrics") or {}
+        return metrics.get("fused" if self.classifier is not None else "retrieval") or {}
 
     def scores(self, texts: Sequence[str]) -> tuple[list[SparseScores], list[SparseScores], list[dict[str, Hit]]]:
         """Per note: fused ``{code: score}``, new-code suggestions ``{code: cosine}``, each code's (cosine, mention)."""
@@ -191,114 +233,39 @@ class RetrievalCoder(Coder):
         """Per note, ``{code: (best cosine, its mention)}`` of the codes its codable mentions retrieve."""
         return retrieve(self.encoder, self.index, [self.extractor.codable(t) for t in texts], k=self.config.search.k)
 
-    def predict_proba(
-        self, texts: Sequence[str], *, pairs: Sequence[str] | None = None, progress: Update | None = None
-    ) -> np.ndarray:
-        """Fused scores float32 ``[n_notes, len(codes)]`` (0 where nothing scored a code).
+    def score_batch(self, texts: Sequence[str], pairs: Sequence[str] | None) -> Scores:
+        """Fused scores of the codes the classifier or the note's mentions reach; the hits are the evidence."""
+        fused, new, hits = self.scores(texts)
+        column = self._column
+        return Scores(
+            sparse=[{column[code]: score for code, score in note.items()} for note in fused],
+            new_codes=[list(note.items()) for note in new],
+            context=hits,
+        )
 
-        ``codes`` is the whole index (about 98k columns for ICD-10-CM: 0.4 MB a note) and the classifier's codes.
-        """
-        check_note_texts(texts, "predict_proba")
-        refuse_pairs(pairs, "retrieval")
-        out = np.zeros((len(texts), len(self._codes)), dtype=np.float32)
-        for start, fused, _, _ in self._scored_batches(texts, progress):
-            for row, note in enumerate(fused, start=start):
-                for code, score in note.items():
-                    out[row, self._column[code]] = score
-        return out
-
-    def _scored_batches(
-        self, texts: Sequence[str], progress: Update | None
-    ) -> Iterator[tuple[int, list[SparseScores], list[SparseScores], list[dict[str, Hit]]]]:
-        """:meth:`scores` of ``texts`` a batch at a time: (first note's position, fused, new codes, hits)."""
-        for start in range(0, len(texts), _BATCH):
-            yield start, *self.scores(list(texts[start : start + _BATCH]))
-            if progress is not None:
-                progress(min(start + _BATCH, len(texts)), len(texts))
-
-    def can_explain(self) -> bool:
-        return True
-
-    def explain(
-        self, texts: Sequence[str], codes: Sequence[Sequence[str]], *, top: int = 3
+    def evidence(
+        self, texts: Sequence[str], codes: Sequence[Sequence[str]], top: int, context: Any
     ) -> list[dict[str, list[Evidence]]]:
         """The mention whose embedding matched each code's description best (none: no mention retrieved it)."""
-        check_note_texts(texts, "explain")
-        check_per_note(codes, texts, "code lists")
-        hits = self._hits(texts)  # the evidence needs no classifier scores
+        hits = context if context is not None else self._hits(texts)  # the evidence needs no classifier scores
         return [
             {code: _evidence(note_hits.get(code)) for code in wanted}
             for wanted, note_hits in zip(codes, hits, strict=True)
         ]
 
-    def _code(self, code: str, score: float, rank: int, predicted: bool, hit: Hit | None) -> CodeScore:
-        return CodeScore(
-            code=code,
-            description=self.description(code),
-            probability=round(float(score), 6),
-            predicted=predicted,
-            rank=rank,
-            evidence=_evidence(hit),
-        )
-
-    def predict(
-        self,
-        texts: Sequence[str],
-        *,
-        ids: Sequence[str] | None = None,
-        pairs: Sequence[str] | None = None,
-        top_k: int = 0,
-        explain: bool = False,
-        progress: Update | None = None,
-    ) -> list[NotePrediction]:
-        """Per note: the codes above the threshold plus the ``top_k`` best-ranked, each with its matching mention.
-
-        The evidence comes with every code whether ``explain`` is asked or not: finding it is how codes are scored.
-        """
-        del explain
-        check_note_texts(texts, "predict")
-        refuse_pairs(pairs, "retrieval")
-        check_per_note(ids, texts, "ids")
-        results = []
-        for start, fused, new, evidence in self._scored_batches(texts, progress):
-            for row, (scores, new_codes, hits) in enumerate(zip(fused, new, evidence, strict=True)):
-                ranked = sorted(scores.items(), key=lambda item: -item[1])
-                codes = []
-                for rank, (code, score) in enumerate(ranked, start=1):
-                    if score < self.threshold and rank > top_k:
-                        break
-                    codes.append(self._code(code, score, rank, score >= self.threshold, hits.get(code)))
-                suggested = [
-                    self._code(code, cosine, rank, True, hits.get(code))
-                    for rank, (code, cosine) in enumerate(new_codes.items(), start=1)
-                ]
-                note_id = None if ids is None else ids[start + row]
-                results.append(
-                    NotePrediction(
-                        id=note_id, codes=codes, new_codes=suggested if self.classifier is not None else None
-                    )
-                )
-        return results
-
     def data_config(self) -> DataConfig:
         return self.config.data
 
-    def evaluate(self, notes: Sequence[Note], *, progress: Update | None = None) -> dict[str, Any]:
-        """Open-set figures (any catalog code can be ranked) over all gold codes and those the classifier never saw."""
-        system = self.index.meta.get("system", "icd10cm")
-        gold = [list(dict.fromkeys(normalize_code(c, system) for c in note.labels)) for note in notes]
-        fused = [note for _, batch, _, _ in self._scored_batches([n.text for n in notes], progress) for note in batch]
-        return open_set_report(fused, gold, self._known, threshold=self.threshold)
+    def gold(self, notes: Sequence[Note]) -> list[list[str]]:
+        """Gold codes in the catalog's own spelling (any catalog code can be ranked, not only the classifier's)."""
+        return [list(dict.fromkeys(normalize_code(c, self.label_system) for c in note.labels)) for note in notes]
 
-    def metrics_table(self, metrics: dict[str, Any]) -> str:
-        every, unseen = metrics["all"], metrics["unseen"]
-        f1 = f"{every['micro_f1']:.3f}" if "micro_f1" in every else "—"
-        return (
-            "| MAP | micro-F1 | recall@10 | MAP (gold unseen by the classifier) | recall@10 (unseen) |\n"
-            "|---|---|---|---|---|\n"
-            f"| {every['map']:.3f} | {f1} | {every['recall@10']:.3f} | {unseen['map']:.3f} | "
-            f"{unseen['recall@10']:.3f} |\n"
-        )
+    def seen_codes(self) -> set[str]:
+        """Unseen gold codes are the ones the classifier never saw (none without a classifier)."""
+        return self._known
+
+    def train_codes(self) -> list[str] | None:
+        return None  # the open-set figures of retrieval: no macro-F1 over a train label space
 
 
 def _evidence(hit: Hit | None) -> list[Evidence]:
@@ -306,43 +273,3 @@ def _evidence(hit: Hit | None) -> list[Evidence]:
         return []
     cosine, mention = hit
     return [Evidence(mention.start, mention.end, mention.text, round(cosine, 4))]
-
-
-def save_retrieval_bundle(
-    path: str | Path,
-    *,
-    config: RetrievalConfig,
-    encoder_dir: Path,
-    index_dir: Path,
-    classifier_dir: Path | None,
-    fusion: dict[str, Any],
-    record: dict[str, Any],
-    report: str,
-) -> None:
-    """Write a retrieval bundle at ``path`` atomically, its parts copied (hard-linked where possible) inside it.
-
-    ``encoder_dir`` is the saved bi-encoder, ``index_dir`` its catalog index,
-    ``classifier_dir`` the classifier bundle; ``record`` holds the run's
-    metrics, training, timing and the like, ``report`` the results.md text.
-    """
-    check_bundle_target(path)
-    header = {
-        **bundle_header("retrieval"),
-        "config": config.model_dump(mode="json"),
-        "encoder": "biencoder",
-        "index": {"folder": "index", **record.pop("index", {})},
-        "classifier": "classifier" if classifier_dir is not None else None,
-        "fusion": fusion,
-        **record,
-        "info": {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": library_versions([*_REQUIRES, CATALOG_PACKAGES[config.index.system]]),
-        },
-    }
-    with atomic_directory(path) as tmp:
-        link_or_copy_tree(encoder_dir, tmp / "biencoder")
-        link_or_copy_tree(index_dir, tmp / "index")
-        if classifier_dir is not None:
-            link_or_copy_tree(classifier_dir, tmp / "classifier")
-        atomic_write_json(tmp / "config.json", header)
-        atomic_write_text(tmp / "results.md", report)

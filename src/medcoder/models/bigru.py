@@ -33,14 +33,4 @@ class BiGruCoder(WordCoder):
 
     def network(self, pretrained: np.ndarray | None) -> torch.nn.Module:
         cfg = self.config
-        return BiGRU(
-            len(self.vocab_),
-            cfg.embedding.dim,
-            self.n_labels,
-            hidden_size=cfg.hidden,
-            num_layers=cfg.layers,
-            output=cfg.output,
-            dropout=cfg.dropout,
-            pretrained=pretrained,
-            freeze_embedding=cfg.embedding.freeze,
-        )
+        return self.word_network(BiGRU, pretrained, hidden_size=cfg.hidden, num_layers=cfg.layers, output=cfg.output)

@@ -32,13 +32,4 @@ class CamlCoder(WordCoder):
 
     def network(self, pretrained: np.ndarray | None) -> torch.nn.Module:
         cfg = self.config
-        return CAML(
-            len(self.vocab_),
-            cfg.embedding.dim,
-            self.n_labels,
-            kernel_size=cfg.kernel_size,
-            num_filters=cfg.num_filters,
-            dropout=cfg.dropout,
-            pretrained=pretrained,
-            freeze_embedding=cfg.embedding.freeze,
-        )
+        return self.word_network(CAML, pretrained, kernel_size=cfg.kernel_size, num_filters=cfg.num_filters)

@@ -50,17 +50,13 @@ class DrCamlCoder(CamlCoder):
 
     def network(self, pretrained: np.ndarray | None) -> torch.nn.Module:
         cfg = self.config
-        return DRCAML(
-            len(self.vocab_),
-            cfg.embedding.dim,
-            self.n_labels,
+        return self.word_network(
+            DRCAML,
+            pretrained,
             description_ids=self.description_ids_,
             lambda_=cfg.description_weight,
             kernel_size=cfg.kernel_size,
             num_filters=cfg.num_filters,
-            dropout=cfg.dropout,
-            pretrained=pretrained,
-            freeze_embedding=cfg.embedding.freeze,
         )
 
     def loss(self, network: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

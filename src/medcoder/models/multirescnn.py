@@ -32,13 +32,4 @@ class MultiResCnnCoder(WordCoder):
 
     def network(self, pretrained: np.ndarray | None) -> torch.nn.Module:
         cfg = self.config
-        return MultiResCNN(
-            len(self.vocab_),
-            cfg.embedding.dim,
-            self.n_labels,
-            kernel_sizes=cfg.filter_sizes,
-            num_filters=cfg.num_filters,
-            dropout=cfg.dropout,
-            pretrained=pretrained,
-            freeze_embedding=cfg.embedding.freeze,
-        )
+        return self.word_network(MultiResCNN, pretrained, kernel_sizes=cfg.filter_sizes, num_filters=cfg.num_filters)

@@ -132,16 +132,7 @@ class TextCnnCoder(WordCoder):
                 dropout=cfg.dropout,
                 new_rows=new_rows,
             )
-        return TextCNN(
-            len(self.vocab_),
-            cfg.embedding.dim,
-            self.n_labels,
-            kernel_sizes=cfg.filter_sizes,
-            num_filters=cfg.num_filters,
-            dropout=cfg.dropout,
-            pretrained=pretrained,
-            freeze_embedding=cfg.embedding.freeze,
-        )
+        return self.word_network(TextCNN, pretrained, kernel_sizes=cfg.filter_sizes, num_filters=cfg.num_filters)
 
     def words_extra(self) -> dict[str, Any]:
         return {"source": self.source_info_} if self.config.transfer is not None else {}
@@ -234,10 +225,9 @@ def source_skeleton(info: dict[str, Any], vocab_size: int) -> TextCNN:
 
 def load_source_textcnn(path: str | Path) -> tuple[TextCNN, Vocab, dict[str, Any]]:
     """The first member of a TextCNN bundle trained on a source task, its vocabulary and shape facts."""
-    from medcoder.models.bundle import load_bundle
+    from medcoder.models.bundle import read_model
 
-    bundle = load_bundle(path)
-    model = bundle.model
+    config, labels, model = read_model(path)
     if not isinstance(model, TextCnnCoder) or model.config.transfer is not None:
         raise ConfigError(
             f"transfer.source {path}: expected a textcnn.v1 model trained from scratch, found {model.name}"
@@ -245,8 +235,8 @@ def load_source_textcnn(path: str | Path) -> tuple[TextCNN, Vocab, dict[str, Any
     source = model.members_[0]
     info = {
         "path": str(path),
-        "task": bundle.config.task.type,
-        "n_labels": len(bundle.labels),
+        "task": config.task.type,
+        "n_labels": len(labels),
         "embedding_dim": source.embedding.dim,
         "kernel_sizes": [conv.kernel_size[0] for conv in source.convs],
         "num_filters": source.convs[0].out_channels,

@@ -215,20 +215,11 @@ class TfidfLogisticRegression(CodingModel):
             return self
         cfg = self.config
         total = self.n_labels
+        # every binary LIBLINEAR model, a tree node's or a label's, is trained with these
+        binary = {"loss": cfg.loss, "C": cfg.C, "tol": cfg.tol, "prune": cfg.prune, "n_jobs": cfg.n_jobs}
         if cfg.method == "tree":
             self.tree_ = fit_tree(
-                x,
-                y,
-                loss=cfg.loss,
-                C=cfg.C,
-                tol=cfg.tol,
-                prune=cfg.prune,
-                K=cfg.tree_k,
-                max_depth=cfg.tree_depth,
-                beam=cfg.beam,
-                seed=self.seed,
-                n_jobs=cfg.n_jobs,
-                progress=progress,
+                x, y, **binary, K=cfg.tree_k, max_depth=cfg.tree_depth, beam=cfg.beam, seed=self.seed, progress=progress
             )
             self.coef_t_, self.intercept_ = self.tree_.weights, self.tree_.bias
             return self
@@ -239,17 +230,7 @@ class TfidfLogisticRegression(CodingModel):
             if progress:
                 progress(done[0], total)
 
-        columns = fit_columns(
-            x,
-            y,
-            loss=cfg.loss,
-            C=cfg.C,
-            tol=cfg.tol,
-            prune=cfg.prune,
-            class_weight=cfg.class_weight,
-            n_jobs=cfg.n_jobs,
-            progress=advance,
-        )
+        columns = fit_columns(x, y, **binary, class_weight=cfg.class_weight, progress=advance)
         self.coef_t_, self.intercept_ = _compact(columns.weights.tocsr()), columns.bias
         return self
 

@@ -4,7 +4,8 @@
 training vocabulary, word embeddings (random, in-domain word2vec, or a user's
 vector file), tokenisation and truncation, word dropout, and character offsets
 for attention evidence. A word-level model is a subclass that builds its
-network (:meth:`WordCoder.network`), registered with its config class, which
+network (:meth:`WordCoder.network`, the shared arguments passed by
+:meth:`WordCoder.word_network`), registered with its config class, which
 extends :class:`WordModelConfig`.
 
 Bundle files: ``model.safetensors`` (the members' weights) and ``words.json``
@@ -14,7 +15,7 @@ Bundle files: ``model.safetensors`` (the members' weights) and ``words.json``
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -104,6 +105,22 @@ class WordCoder(TorchCoder):
         """An untrained network over ``self.vocab_``; ``pretrained`` ``[vocab, dim]`` initial embeddings (or None)."""
         raise NotImplementedError
 
+    def word_network(
+        self, network_class: Callable[..., torch.nn.Module], pretrained: np.ndarray | None, **own: Any
+    ) -> torch.nn.Module:
+        """``network_class`` built from the :class:`WordModelConfig` fields every word network takes (vocabulary,
+        embedding, labels, dropout), plus the model's ``own`` arguments; for :meth:`network`."""
+        cfg = self.config
+        return network_class(
+            len(self.vocab_),
+            cfg.embedding.dim,
+            self.n_labels,
+            dropout=cfg.dropout,
+            pretrained=pretrained,
+            freeze_embedding=cfg.embedding.freeze,
+            **own,
+        )
+
     def words_extra(self) -> dict[str, Any]:
         """What else ``words.json`` holds (and :meth:`read_words_extra` reads back)."""
         return {}
@@ -142,15 +159,8 @@ class WordCoder(TorchCoder):
             if w2v.corpus is not None:
                 lowercase = self.config.encoding.lowercase
                 corpus = corpus + [tokenize(t, lowercase=lowercase) for t in read_unlabeled_texts(w2v.corpus)]
-            vectors = train_word2vec(
-                corpus,
-                dim=emb.dim,
-                algorithm=w2v.algorithm,
-                window=w2v.window,
-                min_count=w2v.min_count,
-                epochs=w2v.epochs,
-                seed=self.seed,
-            )
+            # every other word2vec option is an argument of train_word2vec
+            vectors = train_word2vec(corpus, dim=emb.dim, seed=self.seed, **w2v.model_dump(exclude={"corpus"}))
         if vectors.vectors.shape[1] != emb.dim:
             raise ConfigError(f"embedding.dim is {emb.dim} but the word vectors have {vectors.vectors.shape[1]}")
         return vectors

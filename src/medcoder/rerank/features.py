@@ -130,8 +130,7 @@ class FeatureBuilder:
         self.groups = set(groups)
         self.code_texts = code_texts
         self.sources = [*self.bases, *([RETRIEVAL] if retrieval else [])]
-        self._category: dict[str, str | None] = {}
-        self._chapter: dict[str, str | None] = {}
+        self._ancestors: dict[str, dict[str, str | None]] = {"category": {}, "chapter": {}}
         categories = [self.category(c) for c in self.codes]
         chapters = [self.chapter(c) for c in self.codes]
         self._cat_names = sorted({c for c in categories if c is not None})
@@ -146,22 +145,21 @@ class FeatureBuilder:
 
     # ------------------------------------------------------------ hierarchy
     def category(self, code: str) -> str | None:
-        if self.system == "none":
-            return None
-        if code not in self._category:
-            from medcoder.data.icd import code_at_level
-
-            self._category[code] = code_at_level(code, self.system, "category")
-        return self._category[code]
+        return self._ancestor(code, "category")
 
     def chapter(self, code: str) -> str | None:
+        return self._ancestor(code, "chapter")
+
+    def _ancestor(self, code: str, level: str) -> str | None:
+        """``code``'s ancestor at ``level`` (None without a code system), looked up once per code."""
         if self.system == "none":
             return None
-        if code not in self._chapter:
+        known = self._ancestors[level]
+        if code not in known:
             from medcoder.data.icd import code_at_level
 
-            self._chapter[code] = code_at_level(code, self.system, "chapter")
-        return self._chapter[code]
+            known[code] = code_at_level(code, self.system, level)
+        return known[code]
 
     def _names(self) -> list[str]:
         names = []

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from medcoder.bundles import bundle_identity
 from medcoder.config import TrainConfig
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_directory
@@ -78,10 +79,8 @@ class BiEncoder:
         return cls(model, source)
 
     def fingerprint(self) -> str:
-        """What identifies the weights: a hash of the folder it was loaded from or saved to, or its hub id."""
-        from medcoder.retrieval.index import fingerprint_files
-
-        return fingerprint_files(self.source) if Path(self.source).is_dir() else self.source
+        """What identifies the weights: the identity of the folder it was loaded from or saved to, or its hub id."""
+        return bundle_identity(self.source) if Path(self.source).is_dir() else self.source
 
     @property
     def dim(self) -> int:

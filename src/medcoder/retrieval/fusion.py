@@ -13,21 +13,20 @@
   classifier never saw, whose cosine reaches a threshold tuned on dev
   (:func:`tune_novel_threshold`): the ranking stays as precise as dev MAP wants,
   and new codes are still shown, apart.
-- :class:`ScoreTable` lays sparse per-note scores out as a dense matrix over the
-  codes anything scored; :func:`open_set_metrics` computes MAP / micro-F1 /
-  recall@k on it, counting gold codes no column holds as misses (they add 0 to AP).
+
+The figures of all these scores (MAP, micro-F1, recall@10, over all gold codes and the
+unseen ones) and the decision threshold come from :mod:`medcoder.evaluation.open_set`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.metrics import mean_average_precision, rank_order
+from medcoder.evaluation.open_set import open_set_figures, tune_open_set_threshold
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.index import CodeIndex
 from medcoder.retrieval.mentions import Mention
@@ -60,21 +59,6 @@ def retrieve(
 def similarities(hits: Sequence[dict[str, Hit]]) -> list[SparseScores]:
     """``{code: cosine}`` per note from :func:`retrieve`'s hits."""
     return [{code: sim for code, (sim, _) in note.items()} for note in hits]
-
-
-def open_set_report(
-    scores: Sequence[Mapping[str, float]],
-    gold: Sequence[Sequence[str]],
-    seen: Set[str],
-    *,
-    threshold: float | None = None,
-) -> dict[str, Any]:
-    """:func:`open_set_metrics` over all gold codes and over the gold codes not in ``seen`` (unseen in train)."""
-    unseen_scores, unseen_gold = restrict_to_unseen(scores, gold, seen)
-    return {
-        "all": open_set_metrics(scores, gold, threshold=threshold),
-        "unseen": open_set_metrics(unseen_scores, unseen_gold),
-    }
 
 
 @dataclass(frozen=True)
@@ -123,101 +107,6 @@ def dense_to_sparse(scores: np.ndarray, codes: Sequence[str], *, top: int | None
     return rows
 
 
-class ScoreTable:
-    """Sparse note scores as a dense ``[notes, columns]`` matrix; columns: every code any note scored."""
-
-    def __init__(self, scores: Sequence[Mapping[str, float]]) -> None:
-        self.codes = sorted({code for row in scores for code in row})
-        column = {code: i for i, code in enumerate(self.codes)}
-        self.scored = np.zeros((len(scores), len(self.codes)), dtype=bool)
-        values = [score for row in scores for score in row.values()]
-        # an empty cell sits below any real score (a ranker's raw scores can be any real number)
-        floor = min(values) - 1.0 if values else -1.0
-        self.matrix = np.full((len(scores), len(self.codes)), floor, dtype=np.float64)
-        for i, row in enumerate(scores):
-            for code, score in row.items():
-                self.matrix[i, column[code]] = score
-                self.scored[i, column[code]] = True
-        self._column = column
-
-    def gold_matrix(self, gold: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
-        """(bool ``[notes, columns]`` of gold codes the columns hold, each note's full gold count)."""
-        y = np.zeros(self.matrix.shape, dtype=bool)
-        for i, codes in enumerate(gold):
-            for code in codes:
-                if code in self._column:
-                    y[i, self._column[code]] = True
-        return y, np.array([len(set(codes)) for codes in gold])
-
-
-def open_set_metrics(
-    scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], *, threshold: float | None = None, k: int = 10
-) -> dict[str, float]:
-    """MAP and recall@k (and micro P/R/F1 when ``threshold`` is given) of sparse scores against ``gold``.
-
-    Codes a note did not score rank below every scored one; gold codes nobody
-    scored count in each note's gold total, so they add 0 to AP and are misses.
-    """
-    if len(scores) != len(gold):
-        raise MedcoderError(f"{len(scores)} notes of scores but {len(gold)} gold code lists")
-    table = ScoreTable(scores)
-    y, n_gold = table.gold_matrix(gold)
-    keep = n_gold > 0
-    result = {"notes": int(keep.sum()), "gold_assignments": int(n_gold.sum())}
-    if not keep.any():
-        return result | {"map": float("nan"), f"recall@{k}": float("nan")}
-    scored = table.scored[keep]
-    result["map"] = mean_average_precision(y[keep] & scored, table.matrix[keep], n_gold=n_gold[keep])
-    order = rank_order(table.matrix[keep])[:, :k]
-    top_hits = np.take_along_axis(y[keep] & scored, order, axis=1).sum()
-    result[f"recall@{k}"] = float(top_hits / n_gold[keep].sum())
-    if threshold is not None:
-        predicted = table.scored & (table.matrix >= threshold)
-        precision, recall, f1 = _prf(int((predicted & y).sum()), int(predicted.sum()), int(n_gold.sum()))
-        result |= {"micro_precision": precision, "micro_recall": recall, "micro_f1": f1}
-    return result
-
-
-def _prf(tp: int, n_predicted: int, n_gold: int) -> tuple[float, float, float]:
-    """Precision, recall (NaN without gold) and F1 from pooled counts."""
-    precision = tp / n_predicted if n_predicted else 0.0
-    recall = tp / n_gold if n_gold else float("nan")
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1
-
-
-def restrict_to_unseen(
-    scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], seen: set[str]
-) -> tuple[list[SparseScores], list[list[str]]]:
-    """Gold codes never seen in train only: a note's seen gold codes leave its ranking and its gold set.
-
-    So an unseen gold code competes only with wrong codes, and notes without an
-    unseen gold code drop out of MAP and recall.
-    """
-    kept_scores, kept_gold = [], []
-    for row, codes in zip(scores, gold, strict=True):
-        seen_gold = {c for c in codes if c in seen}
-        kept_scores.append({c: s for c, s in row.items() if c not in seen_gold})
-        kept_gold.append([c for c in dict.fromkeys(codes) if c not in seen])
-    return kept_scores, kept_gold
-
-
-def best_threshold(scores: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]]) -> float:
-    """The global threshold maximising micro-F1 (candidates: every score)."""
-    gold_sets = [set(g) for g in gold]
-    pairs = sorted(
-        ((s, c in g) for row, g in zip(scores, gold_sets, strict=True) for c, s in row.items()), key=lambda p: -p[0]
-    )
-    total_gold = sum(len(g) for g in gold_sets)
-    best, best_f1, tp = 1.0, -1.0, 0
-    for rank, (score, is_gold) in enumerate(pairs, start=1):
-        tp += is_gold
-        f1 = 2 * tp / (rank + total_gold)
-        if f1 > best_f1 and (rank == len(pairs) or pairs[rank][0] < score):
-            best, best_f1 = score, f1
-    return float(best)
-
-
 def tune_fusion(
     classifier: Sequence[Mapping[str, float]],
     retrieval: Sequence[Mapping[str, float]],
@@ -239,7 +128,7 @@ def tune_fusion(
                         "weight": weight,
                         "novel_weight": novel_weight,
                         "floor": floor,
-                        "map": open_set_metrics(fused, gold)["map"],
+                        "map": open_set_figures(fused, gold)["map"],
                     }
                 )
     best = max(grid, key=lambda row: row["map"])
@@ -251,7 +140,8 @@ def tune_fusion(
         novel_weight=best["novel_weight"],
         known=known,
     )
-    return FusionParams(best["weight"], best["novel_weight"], best["floor"], best_threshold(fused, gold)), grid
+    threshold = tune_open_set_threshold(fused, gold)
+    return FusionParams(best["weight"], best["novel_weight"], best["floor"], threshold), grid
 
 
 def novel_suggestions(
@@ -283,22 +173,7 @@ def tune_novel_threshold(
     wanted = [[c for c in codes if c not in known] for codes in gold]
     if not any(c in row for row, codes in zip(candidates, wanted, strict=True) for c in codes):
         return NO_SUGGESTIONS
-    return best_threshold(candidates, wanted)
+    return tune_open_set_threshold(candidates, wanted)
 
 
-def suggestion_metrics(
-    suggested: Sequence[Mapping[str, float]], gold: Sequence[Sequence[str]], known: Set[str]
-) -> dict[str, float]:
-    """Precision / recall / F1 of suggested new codes against the gold codes outside ``known``."""
-    wanted = [{c for c in codes if c not in known} for codes in gold]
-    tp = sum(len(set(row) & want) for row, want in zip(suggested, wanted, strict=True))
-    n_suggested = sum(len(row) for row in suggested)
-    n_gold = sum(len(want) for want in wanted)
-    precision, recall, f1 = _prf(tp, n_suggested, n_gold)
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "suggested_per_note": n_suggested / max(1, len(gold)),
-        "gold_new_assignments": n_gold,
-    }
+# the name medcoder.inference.retrieval imports; the figures live in medcoder.evaluation.open_set

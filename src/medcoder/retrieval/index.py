@@ -38,18 +38,6 @@ Encode = Callable[[list[str]], np.ndarray]
 Progress = Callable[[int, int], None]
 
 
-def fingerprint_files(folder: str | Path) -> str:
-    """sha256 over the names and bytes of the files in ``folder`` (recursively): what identifies an encoder."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

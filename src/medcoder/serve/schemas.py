@@ -1,11 +1,22 @@
-"""The JSON the service reads and writes (its OpenAPI schema is generated from these)."""
+"""The JSON the service reads and writes (its OpenAPI schema is generated from these).
+
+A coded note's models (``EvidenceOut``, ``CodeOut``, ``NoteOut``) are built from the records
+``Coder.predict`` returns (``inference/records.py``): a field added there is in the API with no edit here.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import dataclasses
+import functools
+import operator
+from collections.abc import Mapping
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from annotated_types import Ge, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+
+from medcoder.inference.records import CodeScore, Evidence, NotePrediction
 
 
 def _integral(value: Any) -> Any:
@@ -48,28 +59,66 @@ class CodeBatchRequest(_Options):
     notes: list[NoteIn] = Field(min_length=1)
 
 
-class EvidenceOut(BaseModel):
-    start: int = Field(description="Offset of the span's first character in the note, in Unicode code points.")
-    end: int
-    text: str
-    weight: float
-    source: str | None = Field(None, description="The signal that found it, in a system of several.")
+def _swapped(annotation: Any, nested: Mapping[type, type[BaseModel]]) -> Any:
+    """``annotation`` with each record of ``nested`` replaced by its model: ``list[CodeScore] | None`` ->
+    ``list[CodeOut] | None`` (``Annotated`` metadata, the field's description, kept)."""
+    if annotation in nested:
+        return nested[annotation]
+    args = get_args(annotation)
+    origin = get_origin(annotation)
+    if not args:
+        return annotation
+    if origin is Annotated:
+        return Annotated[(_swapped(args[0], nested), *annotation.__metadata__)]
+    inner = tuple(_swapped(arg, nested) for arg in args)
+    if origin in (Union, UnionType):
+        return functools.reduce(operator.or_, inner)
+    return origin[inner]
 
 
-class CodeOut(BaseModel):
-    code: str
-    description: str | None
-    probability: float
-    predicted: bool = Field(description="Above the threshold tuned on dev.")
-    rank: int
-    evidence: list[EvidenceOut] = []
+def _response_model(
+    name: str,
+    record: type,
+    nested: Mapping[type, type[BaseModel]] | None = None,
+    *,
+    changed: Mapping[str, tuple[Any, Any]] | None = None,
+    added_after: Mapping[str, Mapping[str, tuple[Any, Any]]] | None = None,
+) -> type[BaseModel]:
+    """A response model of the dataclass ``record``: its fields in their order, with their types, defaults and
+    descriptions; ``nested`` maps the records it holds to their models.
+
+    The API's own differences are named: ``changed`` gives a field another ``(type, default)``, in its place;
+    ``added_after[field]`` adds fields the record lacks, right after ``field``.
+    """
+    changed, added_after = changed or {}, added_after or {}
+    names = [f.name for f in dataclasses.fields(record)]
+    if unknown := (set(changed) | set(added_after)) - set(names):
+        raise TypeError(f"{record.__name__} has no field {sorted(unknown)[0]!r}")  # a record field was renamed
+    hints = get_type_hints(record, include_extras=True)
+    fields: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        default = ... if field.default is dataclasses.MISSING else field.default
+        fields[field.name] = changed.get(field.name) or (_swapped(hints[field.name], nested or {}), default)
+        fields.update(added_after.get(field.name, {}))
+    return create_model(name, __module__=__name__, **fields)
 
 
-class NoteOut(BaseModel):
-    id: str | None
-    note_hash: str = Field(description="SHA-256 of the note's text: how the audit names the note.")
-    codes: list[CodeOut]
-    new_codes: list[CodeOut] | None = Field(None, description="Codes never seen in training, suggested apart.")
+EvidenceOut = _response_model("EvidenceOut", Evidence)
+CodeOut = _response_model(
+    "CodeOut",
+    CodeScore,
+    {Evidence: EvidenceOut},
+    # clients always get the key: an empty list when the evidence was not asked for or cannot be given
+    changed={"evidence": (list[EvidenceOut], Field([], description="The text spans behind the code."))},
+)
+NoteOut = _response_model(
+    "NoteOut",
+    NotePrediction,
+    {CodeScore: CodeOut},
+    added_after={
+        "id": {"note_hash": (str, Field(description="SHA-256 of the note's text: how the audit names the note."))}
+    },
+)
 
 
 class CodeResponse(BaseModel):

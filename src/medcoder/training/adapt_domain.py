@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from medcoder.config.adapt_domain import AdaptDomainConfig
+from medcoder.config.train import TrainConfig
 from medcoder.data.dataset import read_unlabeled_texts
 from medcoder.data.encoding import LengthBucketPlan, dropout_seed
 from medcoder.data.subwords import SubwordEncoder, collate_truncated
-from medcoder.engine.loop import train_loop
+from medcoder.engine.loop import Evaluate, LoopResult, MakeBatch, train_loop
 from medcoder.errors import MedcoderError
 from medcoder.io import atomic_directory, atomic_write_json, recover_directory
 from medcoder.models.hf_encoders import load_config_and_tokenizer, quiet_transformers, resolve_encoder
@@ -181,7 +182,7 @@ def _train_head_first(
     model: torch.nn.Module,
     base: torch.nn.Module,
     blocks: list[np.ndarray],
-    make_batch: Any,
+    make_batch: MakeBatch,
     config: AdaptDomainConfig,
     checkpoint_dir: Path,
     reporter: Reporter,
@@ -190,27 +191,56 @@ def _train_head_first(
     base.requires_grad_(False)
     head = [p for p in model.parameters() if p.requires_grad]
     n_blocks = min(len(blocks), config.head_first_steps * config.train.batch_size)
-    plan = LengthBucketPlan(
-        [len(b) for b in blocks[:n_blocks]], batch_size=config.train.batch_size, seed=config.seed, bucketing=True
-    )
     head_config = config.train.model_copy(
         update={"epochs": 1, "lr": config.head_lr, "warmup_ratio": 0.0, "early_stopping_metric": "loss"}
     )
+    result = _train_masked_lm(
+        model,
+        blocks[:n_blocks],
+        make_batch,
+        head_config,
+        config,
+        reporter,
+        title="masked-LM head alone (encoder frozen)",
+        checkpoint_dir=checkpoint_dir,
+        head=head,
+    )
+    base.requires_grad_(True)
+    return float(result.history[-1]["train_loss"])
+
+
+def _train_masked_lm(
+    model: torch.nn.Module,
+    blocks: list[np.ndarray],
+    make_batch: MakeBatch,
+    train_config: TrainConfig,
+    config: AdaptDomainConfig,
+    reporter: Reporter,
+    *,
+    title: str,
+    checkpoint_dir: Path,
+    evaluate: Evaluate | None = None,
+    head: list[torch.nn.Parameter] | None = None,
+) -> LoopResult:
+    """One masked-LM phase on length-bucketed batches of ``blocks`` (``make_batch`` reads them by index);
+    ``head``: the only parameters trained (default: all that require a gradient)."""
+    plan = LengthBucketPlan(
+        [len(b) for b in blocks], batch_size=config.train.batch_size, seed=config.seed, bucketing=True
+    )
     model.train()
-    with reporter.task("masked-LM head alone (encoder frozen)", total=None) as update:
-        result = train_loop(
+    with reporter.task(title, total=None) as update:
+        return train_loop(
             model,
             plan,
             make_batch,
             masked_lm_loss,
-            head_config,
+            train_config,
+            evaluate=evaluate,
             checkpoint_dir=checkpoint_dir,
             seed=config.seed,
             progress=update,
-            param_groups=[{"params": head}],
+            param_groups=None if head is None else [{"params": head}],
         )
-    base.requires_grad_(True)
-    return float(result.history[-1]["train_loss"])
 
 
 def adapt_domain(
@@ -287,9 +317,6 @@ def adapt_domain(
         return {"loss": total / max(count, 1)}
 
     train_config = config.train.model_copy(update={"early_stopping_metric": "loss"})
-    plan = LengthBucketPlan(
-        [len(b) for b in train_blocks], batch_size=config.train.batch_size, seed=config.seed, bucketing=True
-    )
     started = time.perf_counter()
     with torch.no_grad():
         before = evaluate(model.eval())["loss"]
@@ -303,19 +330,17 @@ def adapt_domain(
             after_head = evaluate(model.eval())["loss"]
     if config.freeze_embeddings:
         base.get_input_embeddings().requires_grad_(False)
-    model.train()
-    with reporter.task("masked-LM training", total=None) as update:
-        result = train_loop(
-            model,
-            plan,
-            make_batch,
-            masked_lm_loss,
-            train_config,
-            evaluate=evaluate,
-            checkpoint_dir=work_dir / "all",
-            seed=config.seed,
-            progress=update,
-        )
+    result = _train_masked_lm(
+        model,
+        train_blocks,
+        make_batch,
+        train_config,
+        config,
+        reporter,
+        title="masked-LM training",
+        checkpoint_dir=work_dir / "all",
+        evaluate=evaluate,
+    )
     model.eval()
     after = float(result.best_score) if result.best_score is not None else evaluate(model)["loss"]
     report = {

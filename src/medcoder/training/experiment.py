@@ -22,12 +22,14 @@ from medcoder.config import ExperimentConfig, RunConfig
 from medcoder.data.dataset import load_dataset
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.report import render_experiment_table
-from medcoder.evaluation.scoring import score_notes
+from medcoder.evaluation.scoring import calibrate_splits, score_notes
 from medcoder.evaluation.thresholds import Thresholds
-from medcoder.io import atomic_write_json, atomic_write_text, read_json_file
-from medcoder.models.bundle import load_bundle, saved_run_config
+from medcoder.inference.model import ModelCoder
+from medcoder.inference.parts import read_metrics
+from medcoder.io import atomic_write_json, atomic_write_text
+from medcoder.models.bundle import saved_run_config
 from medcoder.progress import LogReporter, Reporter
-from medcoder.training.run import calibrate_splits, score_split, train_run
+from medcoder.training.run import score_split, train_run
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +112,7 @@ def finished_run(variant: str, bundle_dir: Path, run_config: RunConfig) -> RunRe
     """
     try:
         saved, header = saved_run_config(bundle_dir)
-        metrics = read_json_file(bundle_dir / "metrics.json")
+        metrics = read_metrics(bundle_dir)
     except (MedcoderError, OSError):
         return None
     if saved != run_config or not isinstance(metrics, dict):
@@ -127,7 +129,7 @@ def seed_ensemble(variant: str, records: list[RunRecord], run_config: RunConfig,
     bundle's own calibration); calibration and thresholds fitted on dev again."""
     with reporter.task(f"{variant}: ensemble of {len(records)} seed models"):
         splits = load_dataset(run_config.data)
-        bundles = [load_bundle(r.bundle_dir) for r in records]
+        bundles = [ModelCoder.open(r.bundle_dir).bundle for r in records]
         labels = bundles[0].labels
         if any(b.labels.codes != labels.codes for b in bundles[1:]):
             raise MedcoderError(f"variant {variant!r}: the seed models have different label spaces; cannot ensemble")

@@ -33,22 +33,22 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from medcoder.bundles import bundle_header, check_bundle_target, library_versions, read_header
+from medcoder.bundles import TrainedSystem, check_bundle_target, read_header
 from medcoder.config.rerank import RerankConfig
 from medcoder.config.run import RunConfig
 from medcoder.data.dataset import fit_label_space, load_dataset
 from medcoder.data.labels import LabelSpace
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.calibration import CALIBRATION_METHODS, Calibrator, choose_calibrator, reliability
+from medcoder.evaluation.calibration import CALIBRATION_METHODS, choose_calibrator, reliability
+from medcoder.evaluation.open_set import evaluate_open_set, tune_open_set_threshold
 from medcoder.evaluation.report import render_rerank_report
-from medcoder.inference.load import load
+from medcoder.evaluation.scoring import ECE_TOP_K
 from medcoder.inference.model import ModelCoder
-from medcoder.inference.rerank import RERANK_REQUIRES, top_pairs
-from medcoder.io import atomic_directory, atomic_write_json, atomic_write_text, link_or_copy_tree
+from medcoder.inference.rerank import RerankCoder, top_pairs
+from medcoder.io import atomic_write_json
 from medcoder.models.base import DevSet
 from medcoder.progress import LogReporter, Reporter, Update
-from medcoder.rerank.evaluate import evaluate_scores
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
 from medcoder.rerank.folds import assign_folds, fingerprint, fold_frequencies, out_of_fold_scores
 from medcoder.rerank.lexical import CodeTexts, note_stems
@@ -61,8 +61,8 @@ from medcoder.rerank.signals import (
     note_evidence,
     note_mentions,
 )
-from medcoder.retrieval.fusion import best_threshold, dense_to_sparse, fuse, tune_fusion
-from medcoder.training.run import ECE_TOP_K, train_run
+from medcoder.retrieval.fusion import dense_to_sparse, fuse, tune_fusion
+from medcoder.training.run import train_run
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def _base_bundle(config: RerankConfig, index: int, folder: Path, reporter: Repor
         if stored is not None:
             logger.info("base %s: the saved model was made from another config; training it again", base.name)
         train_run(run, folder, reporter=reporter)
-    coder = load(folder)
-    assert isinstance(coder, ModelCoder)
-    return coder
+    return ModelCoder.open(folder)
 
 
 def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> Any:
@@ -324,7 +322,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
                 with reporter.task(f"training the ranker with unseen gold codes counting {gain}x (k = {k})"):
                     fits[gain] = Ranker.fit(train_k, dev_k, config.ranker, seed=config.seed, unseen_gain=gain)
             rows = dev_k.per_note(fits[gain][0].score(dev_k))
-            on_dev = evaluate_scores(rows, gold["dev"], threshold=float("inf"), seen=seen, train_codes=list(seen))
+            on_dev = evaluate_open_set(rows, gold["dev"], seen, threshold=float("inf"), train_codes=list(seen))
             per_gain.append(
                 {"gain": gain, "dev_map": on_dev["all"]["map"], "dev_unseen_recall@10": on_dev["unseen"]["recall@10"]}
             )
@@ -345,7 +343,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     methods = CALIBRATION_METHODS if config.calibration == "auto" else (config.calibration,)
     calibrator, choice = choose_calibrator(pair_scores, pair_gold, pair_note, methods=methods, seed=config.seed)
     dev_scores = final["dev"].per_note(calibrator(dev_raw))
-    threshold = best_threshold(dev_scores, gold["dev"])
+    threshold = tune_open_set_threshold(dev_scores, gold["dev"])
     timing["calibration_s"] = time.perf_counter() - clock
 
     # 6. test, once; the comparison rows
@@ -354,13 +352,12 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
     test_scores = final["test"].per_note(calibrator(test_raw))
 
     def figures(rows_dev: list[dict[str, float]], rows_test: list[dict[str, float]]) -> dict[str, Any]:
-        return evaluate_scores(
-            rows_test, gold["test"], threshold=best_threshold(rows_dev, gold["dev"]), seen=seen, train_codes=train_codes
-        )
+        threshold = tune_open_set_threshold(rows_dev, gold["dev"])
+        return evaluate_open_set(rows_test, gold["test"], seen, threshold=threshold, train_codes=train_codes)
 
     train_codes = list(labels.train_freq)
     metrics: dict[str, Any] = {
-        "reranker": evaluate_scores(test_scores, gold["test"], threshold=threshold, seen=seen, train_codes=train_codes)
+        "reranker": evaluate_open_set(test_scores, gold["test"], seen, threshold=threshold, train_codes=train_codes)
     }
     metrics["reranker"]["dev_map"] = ranker_record["dev_map"]
     for base in config.bases:
@@ -439,48 +436,22 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         "leave_one_out": leave_one_out,
         "timing": timing,
     }
-    _save(output, config, record, ranker, calibrator, work, encoder, index)
+    RerankCoder.save(
+        output,
+        config=config,
+        record=record,
+        bases={base.name: work / "bases" / base.name for base in config.bases},
+        ranker=ranker,
+        calibrator=calibrator,
+        retrieval=(encoder, index) if encoder is not None else None,
+        report=render_rerank_report,
+    )
     if config.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return record
 
 
-def _save(
-    output: Path,
-    config: RerankConfig,
-    record: dict[str, Any],
-    ranker: Ranker,
-    calibrator: Calibrator,
-    work: Path,
-    encoder: Any,
-    index: Any,
-) -> None:
-    header = {
-        **bundle_header("rerank"),
-        "config": config.model_dump(mode="json"),
-        **record,
-        "retrieval": None,
-        "info": {"versions": library_versions(list(RERANK_REQUIRES))},
-    }
-    with atomic_directory(output) as tmp:
-        for base in config.bases:
-            link_or_copy_tree(work / "bases" / base.name, tmp / "bases" / base.name)
-        if encoder is not None:
-            if Path(encoder.source).is_dir():
-                link_or_copy_tree(encoder.source, tmp / "retrieval" / "encoder")
-            else:  # a hub id: save a copy
-                encoder.save(tmp / "retrieval" / "encoder")
-            vectors, cached_folder = index
-            if (cached_folder / "index.json").is_file():  # hard-linked from the cache where the disk allows
-                link_or_copy_tree(cached_folder, tmp / "retrieval" / "index")
-            else:
-                vectors.save(tmp / "retrieval" / "index")
-            header["retrieval"] = {
-                "encoder": "retrieval/encoder",
-                "index": "retrieval/index",
-                "encoder_fingerprint": vectors.meta.get("encoder_fingerprint"),
-            }
-        atomic_write_text(tmp / "ranker.txt", ranker.to_text())
-        atomic_write_json(tmp / "calibration.json", calibrator.to_dict())
-        atomic_write_json(tmp / "config.json", header)
-        atomic_write_text(tmp / "results.md", render_rerank_report(header))
+def train_rerank(config: RerankConfig, output: Path, *, reporter: Reporter, source: str = "") -> TrainedSystem:
+    """``medcoder train`` on a ``kind: rerank`` config, with the run's report."""
+    record = run_rerank(config, output, reporter=reporter)
+    return TrainedSystem(Path(output), render_rerank_report(record), what="reranked system")

@@ -32,27 +32,24 @@ from typing import Any
 
 import numpy as np
 
-from medcoder.bundles import check_bundle_target
+from medcoder.bundles import TrainedSystem, check_bundle_target
 from medcoder.config.retrieval import RetrievalConfig
 from medcoder.data.dataset import load_dataset
 from medcoder.data.icd import catalog_entries, normalize_code
 from medcoder.data.records import Note
-from medcoder.errors import MedcoderError
+from medcoder.errors import BundleError, MedcoderError
+from medcoder.evaluation.open_set import evaluate_open_set, suggestion_figures, tune_open_set_threshold
 from medcoder.evaluation.report import render_retrieval_report
-from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
-from medcoder.inference.retrieval import save_retrieval_bundle
+from medcoder.inference.retrieval import RetrievalCoder
 from medcoder.progress import LogReporter, Reporter
 from medcoder.retrieval.biencoder import BiEncoder, align_pairs, hard_triplets, mine_hard_negatives
 from medcoder.retrieval.fusion import (
-    best_threshold,
     dense_to_sparse,
     fuse,
     novel_suggestions,
-    open_set_report,
     retrieve,
     similarities,
-    suggestion_metrics,
     tune_fusion,
     tune_novel_threshold,
 )
@@ -73,9 +70,10 @@ def _codable(extractor: MentionExtractor, notes: list[Note], reporter: Reporter,
 
 def _open_classifier(path: str) -> ModelCoder:
     """The classifier to fuse with: a single multi-label model bundle (opened first: a wrong path fails at once)."""
-    coder = load(path)
-    if not isinstance(coder, ModelCoder):
-        raise MedcoderError(f"classifier {path}: a saved {coder.kind} system; fusion needs a single model bundle")
+    try:
+        coder = ModelCoder.open(path)
+    except BundleError as exc:
+        raise MedcoderError(f"classifier {path}: fusion needs a single model bundle ({exc})") from None
     if coder.bundle.thresholds is None:
         raise MedcoderError(
             f"classifier {path}: fusion needs a multi-label classifier; this one is a {coder.bundle.task} model"
@@ -120,19 +118,15 @@ def run_retrieval(
     if config.train.epochs > 0:
         clock = time.perf_counter()
         with reporter.task("aligning gold codes to mentions"):
-            train_pairs = align_pairs(
-                encoder,
-                [[m.text for m in ms] for ms in mentions["train"]],
-                gold["train"],
-                catalog,
-                min_similarity=config.pairs.min_similarity,
-            )
-            dev_pairs = align_pairs(
-                encoder,
-                [[m.text for m in ms] for ms in mentions["dev"]],
-                gold["dev"],
-                catalog,
-                min_similarity=config.pairs.min_similarity,
+            train_pairs, dev_pairs = (
+                align_pairs(
+                    encoder,
+                    [[m.text for m in ms] for ms in mentions[split]],
+                    gold[split],
+                    catalog,
+                    min_similarity=config.pairs.min_similarity,
+                )
+                for split in ("train", "dev")
             )
             pool = [c for split in ("train", "dev") for codes in gold[split] for c in codes]
             dev_triplets = hard_triplets(encoder, dev_pairs, catalog, pool)
@@ -181,9 +175,9 @@ def run_retrieval(
     timing["retrieve_s"] = time.perf_counter() - clock
 
     seen = {c for codes in gold["train"] for c in codes}
-    retrieval_threshold = best_threshold(retrieved["dev"], gold["dev"])
+    retrieval_threshold = tune_open_set_threshold(retrieved["dev"], gold["dev"])
     metrics: dict[str, Any] = {
-        "retrieval": open_set_report(retrieved["test"], gold["test"], seen, threshold=retrieval_threshold)
+        "retrieval": evaluate_open_set(retrieved["test"], gold["test"], seen, threshold=retrieval_threshold)
     }
     fusion: dict[str, Any] = {"threshold": retrieval_threshold}
     if classifier is not None:
@@ -199,10 +193,11 @@ def run_retrieval(
         "timing": timing,
     }
     result = {**record, "config": config.model_dump(mode="json"), "fusion": fusion if classifier else None}
-    save_retrieval_bundle(
+    RetrievalCoder.save(
         output,
         config=config,
-        encoder_dir=Path(encoder.source),
+        encoder=encoder,
+        index=index,
         index_dir=index_folder(cache_dir, fingerprint, **index_options),
         classifier_dir=Path(config.classifier) if config.classifier else None,
         fusion=fusion,
@@ -251,8 +246,8 @@ def _fuse_with_classifier(
     )
     metrics = {
         **metrics,
-        "classifier": open_set_report(probs["test"], gold["test"], seen, threshold=classifier_threshold),
-        "fused": open_set_report(fused_test, gold["test"], seen, threshold=params.threshold),
+        "classifier": evaluate_open_set(probs["test"], gold["test"], seen, threshold=classifier_threshold),
+        "fused": evaluate_open_set(fused_test, gold["test"], seen, threshold=params.threshold),
     }
     sweep = []  # what a larger weight on never-seen codes buys (unseen recall) and costs (MAP); chosen on dev
     for novel_weight in config.fusion.novel_weights:
@@ -266,7 +261,7 @@ def _fuse_with_classifier(
                 novel_weight=novel_weight,
                 known=known,
             )
-            report = open_set_report(fused, gold[split], seen)
+            report = evaluate_open_set(fused, gold[split], seen)
             row[split] = {
                 "map": report["all"]["map"],
                 "unseen_map": report["unseen"]["map"],
@@ -275,7 +270,7 @@ def _fuse_with_classifier(
         sweep.append(row)
     novel_threshold = tune_novel_threshold(retrieved["dev"], gold["dev"], known, top=config.fusion.novel_top)
     suggested = novel_suggestions(retrieved["test"], known, threshold=novel_threshold, top=config.fusion.novel_top)
-    metrics["new_code_suggestions"] = suggestion_metrics(suggested, gold["test"], known)
+    metrics["new_code_suggestions"] = suggestion_figures(suggested, gold["test"], known)
     fusion = {
         "weight": params.weight,
         "novel_weight": params.novel_weight,
@@ -288,3 +283,10 @@ def _fuse_with_classifier(
         "dev_grid": grid,
     }
     return fusion, metrics
+
+
+def train_retrieval(config: RetrievalConfig, output: Path, *, reporter: Reporter, source: str = "") -> TrainedSystem:
+    """``medcoder train`` (or ``medcoder retrieval``) on a ``kind: retrieval`` config, with the run's report."""
+    result = run_retrieval(config, output, reporter=reporter, source=source)
+    report = render_retrieval_report(result) + f"\nreport: {Path(output) / 'results.md'}\n"
+    return TrainedSystem(Path(output), report, what="retrieval system")

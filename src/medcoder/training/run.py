@@ -16,17 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from medcoder.bundles import check_bundle_target
+from medcoder.bundles import TrainedSystem, check_bundle_target
 from medcoder.config import RunConfig
 from medcoder.data.dataset import fit_label_space, load_dataset, texts_of
 from medcoder.data.records import Note
 from medcoder.errors import MedcoderError
-from medcoder.evaluation.calibration import Calibrator, calibrate_probabilities, ece_at_k, fit_on_probabilities
-from medcoder.evaluation.scoring import score_notes
+from medcoder.evaluation.report import format_metrics_table
+from medcoder.evaluation.scoring import calibrate_splits, score_notes
 from medcoder.evaluation.thresholds import Thresholds
+from medcoder.inference.model import ModelCoder
 from medcoder.models import build_model
 from medcoder.models.base import CodingModel, DevSet
-from medcoder.models.bundle import Bundle, save_bundle
+from medcoder.models.bundle import Bundle
 from medcoder.progress import LogReporter, Reporter
 
 logger = logging.getLogger(__name__)
@@ -49,52 +50,6 @@ def _join_launch() -> tuple[int, int]:
 
     world = init_from_env()
     return world.rank, world.size
-
-
-ECE_TOP_K = 20  # ECE@20 of METRICS.md: calibration is fitted and measured on each note's 20 top-ranked codes
-
-
-def calibrate_splits(
-    method: str, dev_scores: np.ndarray, dev_y: np.ndarray, test_scores: np.ndarray, test_y: np.ndarray, *, seed: int
-) -> tuple[Calibrator, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Fit a calibrator (``method``, or "auto") on dev's top-20 codes per note and apply it to dev and test.
-
-    Args:
-        dev_scores, test_scores: the model's probabilities ``[n_notes, n_labels]``.
-        dev_y, test_y: bool gold among the model's columns (what ECE@20 looks at).
-
-    Returns:
-        ``(calibrator, calibrated dev scores, calibrated test scores, record)``: the scores float32, the
-        record ``{"method", "requested", "choice", "k", "dev": {"before", "after"}, "test": {...}}`` with
-        :func:`~medcoder.evaluation.calibration.reliability` dicts (a strictly increasing map: rankings,
-        hence MAP and P@k, are unchanged).
-    """
-    calibrator, choice = fit_on_probabilities(dev_scores, dev_y, method, k=ECE_TOP_K, seed=seed)
-    dev_calibrated = calibrate_probabilities(calibrator, dev_scores)
-    test_calibrated = calibrate_probabilities(calibrator, test_scores)
-    record = {
-        "method": calibrator.method,
-        "requested": method,
-        "choice": choice,
-        "k": ECE_TOP_K,
-        "dev": {
-            "before": ece_at_k(dev_scores, dev_y, k=ECE_TOP_K),
-            "after": ece_at_k(dev_calibrated, dev_y, k=ECE_TOP_K),
-        },
-        "test": {
-            "before": ece_at_k(test_scores, test_y, k=ECE_TOP_K),
-            "after": ece_at_k(test_calibrated, test_y, k=ECE_TOP_K),
-        },
-    }
-    logger.info(
-        "calibration: %s (asked %s); test ECE@%d %s -> %s",
-        calibrator.method,
-        method,
-        ECE_TOP_K,
-        record["test"]["before"]["ece"],
-        record["test"]["after"]["ece"],
-    )
-    return calibrator, dev_calibrated, test_calibrated, record
 
 
 @dataclass
@@ -185,7 +140,14 @@ def train_run(config: RunConfig, output_dir: str | Path, *, reporter: Reporter |
         "training": model.training_report(),
         "world_size": world_size,  # processes that trained the model together (torchrun / accelerate launch)
     }
-    bundle_dir = save_bundle(Bundle(config, labels, model, thresholds, metrics, info, calibrator), output_dir)
+    bundle_dir = ModelCoder(Bundle(config, labels, model, thresholds, metrics, info, calibrator)).save(output_dir)
     if work_dir.exists():
         shutil.rmtree(work_dir, ignore_errors=True)
     return RunResult(Path(bundle_dir), metrics, timing, labels.report, info["training"])
+
+
+def train_model(config: RunConfig, output: Path, *, reporter: Reporter, source: str = "") -> TrainedSystem:
+    """``medcoder train`` on a ``kind: train`` config: :func:`train_run`, then its test figures as Markdown."""
+    result = train_run(config, output, reporter=reporter)
+    report = format_metrics_table(result.metrics["test"]) if result.written else ""
+    return TrainedSystem(result.bundle_dir, report, written=result.written)

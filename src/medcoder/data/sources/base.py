@@ -32,13 +32,16 @@ class SourceConfig(Strict):
 
 
 class NoteCollector:
-    """Collects the notes of one file, checking each one where it was read."""
+    """Collects the notes of one file, checking each one where it was read.
 
-    def __init__(self, path: Path, *, id_field: str, text_field: str, labels_field: str, allow_empty_labels: bool):
+    ``fields`` is the source's :meth:`SourceConfig.record_fields`: its errors name the source's own field names.
+    """
+
+    def __init__(self, path: Path, fields: dict[str, str | None], *, allow_empty_labels: bool):
         self.path = path
-        self.id_field = id_field
-        self.text_field = text_field
-        self.labels_field = labels_field
+        self.id_field = fields["id_field"]
+        self.text_field = fields["text_field"]
+        self.labels_field = fields["labels_field"]
         self.allow_empty_labels = allow_empty_labels
         self.notes: list[Note] = []
         self._first_line: dict[str, int] = {}

@@ -61,13 +61,7 @@ class CsvSource(SourceConfig):
                 raise InputError(f"missing column; columns found: {', '.join(header)}", path=path, line=1, field=column)
             if header.count(column) > 1:
                 raise InputError("column appears more than once in the header", path=path, line=1, field=column)
-        collector = NoteCollector(
-            path,
-            id_field=self.id_column,
-            text_field=self.text_column,
-            labels_field=self.labels_column,
-            allow_empty_labels=self.allow_empty_labels,
-        )
+        collector = NoteCollector(path, self.record_fields(), allow_empty_labels=self.allow_empty_labels)
         for number, row in rows:
             if not any(cell.strip() for cell in row):
                 continue

@@ -37,13 +37,7 @@ class JsonlSource(SourceConfig):
 
     def read(self) -> list[Note]:
         path = Path(self.path)
-        collector = NoteCollector(
-            path,
-            id_field=self.id_field,
-            text_field=self.text_field,
-            labels_field=self.labels_field,
-            allow_empty_labels=self.allow_empty_labels,
-        )
+        collector = NoteCollector(path, self.record_fields(), allow_empty_labels=self.allow_empty_labels)
         used = {self.id_field, self.text_field, self.labels_field, self.split_field, self.text_pair_field}
         for number, record in iter_json_objects(iter_text_lines(path), path):
             where: dict[str, Any] = {"path": path, "line": number}

@@ -68,14 +68,7 @@ class JsonlUnionSource(SourceConfig):
     def read(self) -> list[Note]:
         notes: list[Note] = []
         for dataset in self.datasets:
-            source = JsonlSource(
-                path=dataset.path,
-                id_field=dataset.id_field,
-                text_field=dataset.text_field,
-                labels_field=dataset.labels_field,
-                split_field=dataset.split_field,
-                allow_empty_labels=dataset.allow_empty_labels,
-            )
+            source = JsonlSource(**dataset.model_dump(exclude={"name"}))  # every other field is a JsonlSource option
             prefix = dataset.name + self.separator
             for note in source.read():
                 notes.append(
