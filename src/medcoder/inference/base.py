@@ -108,8 +108,13 @@ def check_per_note(values: Sequence[Any] | None, texts: Sequence[str], what: str
         raise MedcoderError(f"{len(values)} {what} for {len(texts)} texts")
 
 
-def ranked(columns: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Positions of ``columns`` in ranking order: score highest first, ties by column (the tie order)."""
+def ranked(columns: np.ndarray | None, scores: np.ndarray) -> np.ndarray:
+    """Positions of ``columns`` in ranking order: score highest first, ties by column (the tie order).
+
+    ``columns`` None: the scores of every column in order (a dense row), where a stable sort is the tie order.
+    """
+    if columns is None:
+        return np.argsort(-scores, kind="stable")
     return np.lexsort((columns, -scores.astype(np.float64)))
 
 
@@ -329,9 +334,12 @@ class Coder(ABC):
             listed = []
             for i in range(len(scores)):
                 columns, values = scores.row(i)
-                order = ranked(columns, values)
+                order = ranked(None if scores.dense is not None else columns, values)
                 chosen = self._decide(columns, values, order, cut)
-                shown = [(rank, j) for rank, j in enumerate(order.tolist(), start=1) if chosen[j] or rank <= top_k]
+                keep = chosen[order]  # by ranking position: the predicted ones and the top_k best
+                keep[:top_k] = True
+                positions = np.flatnonzero(keep)
+                shown = list(zip((positions + 1).tolist(), order[positions].tolist(), strict=True))
                 suggested = scores.new_codes[i] if new and scores.new_codes is not None else []
                 listed.append((columns, values, chosen, shown, suggested))
             spans: list[dict[str, list[Evidence]]] | None = None
