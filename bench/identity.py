@@ -20,9 +20,9 @@ from pathlib import Path
 
 
 def identities(bundle: Path, work: Path) -> dict[str, str]:
-    import medcoder
     from fastapi.testclient import TestClient
 
+    import medcoder
     from medcoder.data.dataset import load_dataset
     from medcoder.serve.app import create_app
     from medcoder.serve.audit import AuditStore
