@@ -292,6 +292,44 @@ def test_adapt_domain_trains_a_new_mlm_head_and_writes_an_encoder(tiny_bert, tmp
     )
 
 
+def test_simcse_adapts_a_sentence_encoder_without_an_mlm_head(cli, tiny_bert, tmp_path) -> None:
+    """objective simcse: the held-out contrastive loss falls, no MLM head is made, the folder is an encoder."""
+    import json
+
+    from conftest import write_yaml
+
+    from medcoder.models.hf_encoders import load_encoder
+    from medcoder.retrieval.biencoder import BiEncoder
+
+    texts, _ = corpus(160, seed=4, min_words=8, max_words=16)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = {
+        "kind": "adapt_domain",
+        "encoder": tiny_bert,
+        "corpus": [str(notes)],
+        "objective": "simcse",
+        "max_tokens": 24,
+        "dev_fraction": 0.2,
+        "attention_dropout": None,
+        "train": {"epochs": 3, "batch_size": 16, "lr": 0.003, "num_threads": 1, "early_stopping_patience": 3},
+    }
+    result = cli("adapt-domain", write_yaml(tmp_path / "simcse.yaml", config), "-o", tmp_path / "adapted")
+    assert result.code == 0, result.err
+    assert "held-out contrastive (SimCSE) loss" in result.out
+    report = json.loads((tmp_path / "adapted" / "stage.json").read_text())
+    # a random encoder maps every block near every other: telling a block's two views from the rest is learned
+    assert report["dev_contrastive_loss_after"] < 0.7 * report["dev_contrastive_loss_before"]
+    assert report["objective"] == "simcse" and "created_mlm_head" not in report
+    assert report["weight_drift"]["word_embeddings"] == 0.0 and report["weight_drift"]["layer 1"] > 0.0
+    assert report["format"] == "medcoder.encoder.v1" and report["history"]
+    assert not (tmp_path / "adapted.checkpoints").exists()
+    encoder, _ = load_encoder(str(tmp_path / "adapted"), attention_dropout=0.0)  # the next stage starts from it
+    assert not any("cls." in name or "lm_head" in name for name, _ in encoder.named_parameters())
+    vectors = BiEncoder.load(str(tmp_path / "adapted"), max_seq_length=24).encode(texts[:4])
+    assert vectors.shape[0] == 4  # retrieval reads it as a sentence encoder
+
+
 def test_adapt_domain_tied_head_moves_the_input_embeddings(tiny_bert, tmp_path) -> None:
     """The recipe before issue 13 (new head tied to the embeddings, trained with everything at once)."""
     import json

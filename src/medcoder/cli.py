@@ -338,7 +338,7 @@ def adapt_domain_command(
     config: Annotated[Path, typer.Argument(help="Stage config (YAML): encoder, corpus, max_tokens, train.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the adapted encoder.")],
 ) -> None:
-    """Stage 1: continue masked-LM training of an encoder on unlabeled in-domain notes.
+    """Stage 1: train an encoder on unlabeled in-domain notes (masked-LM, or SimCSE for a sentence encoder).
 
     The output folder is a Hugging Face encoder: use it as `encoder:` of a transformer.v1 model.
     """
@@ -346,14 +346,7 @@ def adapt_domain_command(
     from medcoder.training.adapt_domain import adapt_domain
 
     report = adapt_domain(load_config(config, "adapt_domain"), output, reporter=RichReporter())
-    sys.stdout.write(
-        f"encoder written to {output}\n"
-        f"held-out MLM loss {report['dev_mlm_loss_before']:.3f} -> {report['dev_mlm_loss_after']:.3f} "
-        f"(perplexity {report['dev_perplexity_before']:.1f} -> {report['dev_perplexity_after']:.1f}); "
-        f"{report['train_blocks']} training blocks of <= {report['block_tokens']} tokens"
-        + ("; new MLM head" if report["created_mlm_head"] else "")
-        + "\n"
-    )
+    sys.stdout.write(f"encoder written to {output}\n{report['summary']}\n")
 
 
 @app.command("retrieval")

@@ -24,12 +24,20 @@ def _mlm_train() -> TrainConfig:
 
 
 class AdaptDomainConfig(Strict):
-    """Stage 1 (``medcoder adapt-domain``): continue masked-LM training of an encoder on unlabeled in-domain text."""
+    """Stage 1 (``medcoder adapt-domain``): train an encoder further on unlabeled in-domain text.
+
+    ``objective``: ``mlm`` continues masked-LM training (an encoder pretrained that way: BERT, RoBERTa...);
+    ``simcse`` trains a sentence encoder (MiniLM as shipped, any sentence-transformers model) the way it was
+    made: unsupervised SimCSE (Gao et al. 2021), each block against itself under another dropout mask, the
+    other blocks of the batch the negatives. Masked-LM pulls a contrastive encoder away from what it learned.
+    """
 
     command: ClassVar[str] = "medcoder adapt-domain"
 
     kind: Literal["adapt_domain"] = "adapt_domain"
     encoder: str = "minilm"  # hub id, local folder (e.g. another stage's output) or the packaged MiniLM
+    objective: Literal["mlm", "simcse"] = "mlm"
+    temperature: float = Field(0.05, gt=0.0)  # simcse: of the cosine similarities (the paper's 0.05)
     corpus: list[str] = Field(min_length=1)  # JSON-lines files, one note per line
     text_field: str = "text"
     max_tokens: int = Field(256, ge=8)  # block length incl. [CLS]/[SEP]; notes are cut into blocks
@@ -46,6 +54,7 @@ class AdaptDomainConfig(Strict):
     freeze_embeddings: bool = True  # the input embeddings stay as pretrained (the encoder layers adapt)
     max_blocks: int | None = Field(None, ge=2)  # cap on training blocks (quick runs); None: all
     dev_fraction: float = Field(0.05, gt=0.0, lt=0.5)  # held-out blocks for the early-stopping MLM loss
+    # masked-LM: 0 saves time; simcse: dropout is the augmentation (None keeps the checkpoint's, as the paper does)
     attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     train: TrainConfig = Field(default_factory=_mlm_train)

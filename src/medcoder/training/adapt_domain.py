@@ -1,8 +1,10 @@
 """Transfer-learning stages that produce encoders for later stages.
 
 Stage 1, :func:`adapt_domain`: continue masked-LM training of an encoder on
-unlabeled in-domain text. A checkpoint without an MLM head (MiniLM as shipped,
-most sentence encoders) gets a new one, tied to the word embeddings. The
+unlabeled in-domain text (``objective: mlm``), or train a sentence encoder
+contrastively on it (``objective: simcse``: :mod:`medcoder.training.contrastive`).
+A checkpoint without an MLM head (MiniLM as shipped, most sentence encoders)
+gets a new one for masked-LM, untied from the word embeddings by default. The
 output folder is a plain Hugging Face model folder (``config.json``,
 ``model.safetensors``, tokenizer files) plus ``stage.json`` saying how it was
 made, so ``encoder: <folder>`` in a ``transformer.v1`` config, or another
@@ -23,24 +25,25 @@ import torch
 
 from medcoder.config.adapt_domain import AdaptDomainConfig
 from medcoder.config.train import TrainConfig
-from medcoder.data.dataset import read_unlabeled_texts
 from medcoder.data.encoding import LengthBucketPlan, dropout_seed
 from medcoder.data.subwords import SubwordEncoder, collate_truncated
 from medcoder.engine.loop import Evaluate, LoopResult, MakeBatch, train_loop
 from medcoder.errors import MedcoderError
-from medcoder.io import atomic_directory, atomic_write_json, recover_directory
 from medcoder.models.hf_encoders import load_config_and_tokenizer, quiet_transformers, resolve_encoder
 from medcoder.progress import LogReporter, Reporter
+from medcoder.training.contrastive import adapt_contrastive
+from medcoder.training.encoder_stage import (
+    ENCODER_FORMAT,
+    check_stage_target,
+    corpus_blocks,
+    read_corpus,
+    weight_drift,
+    write_encoder,
+)
 
 logger = logging.getLogger(__name__)
 
-ENCODER_FORMAT = "medcoder.encoder.v1"
 _DEV_EPOCH = 2**31 - 1  # the masking stream of the held-out blocks: an "epoch" training never reaches
-
-
-def cut_into_blocks(ids: list[np.ndarray], content_length: int) -> list[np.ndarray]:
-    """Consecutive pieces of at most ``content_length`` tokens of each note (no piece spans two notes)."""
-    return [note[i : i + content_length] for note in ids for i in range(0, len(note), content_length)]
 
 
 def continuation_pieces(tokenizer: Any) -> np.ndarray:
@@ -156,28 +159,6 @@ def _load_masked_lm(
     return model, tokenizer, created
 
 
-def weight_drift(start: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, float]:
-    """How far training moved the encoder: ||W - W0|| / ||W0|| per part (word embeddings, each layer)."""
-    base = getattr(model, model.base_model_prefix)
-    parts: dict[str, list[float]] = {}
-    for name, tensor in base.state_dict().items():
-        if name not in start or not tensor.is_floating_point():
-            continue
-        if "word_embeddings" in name:
-            part = "word_embeddings"
-        elif ".layer." in f".{name}":
-            pieces = name.split(".")
-            part = f"layer {pieces[pieces.index('layer') + 1]}"
-        else:
-            continue
-        before = start[name].float()
-        delta = float((tensor.float() - before).pow(2).sum())
-        parts.setdefault(part, [0.0, 0.0])
-        parts[part][0] += delta
-        parts[part][1] += float(before.pow(2).sum())
-    return {part: math.sqrt(d / max(n, 1e-12)) for part, (d, n) in parts.items()}
-
-
 def _train_head_first(
     model: torch.nn.Module,
     base: torch.nn.Module,
@@ -246,15 +227,13 @@ def _train_masked_lm(
 def adapt_domain(
     config: AdaptDomainConfig, output_dir: str | Path, *, reporter: Reporter | None = None
 ) -> dict[str, Any]:
-    """Masked-LM training of ``config.encoder`` on ``config.corpus``; writes an encoder folder to ``output_dir``."""
+    """Train ``config.encoder`` on ``config.corpus`` by ``config.objective``; writes an encoder folder to ``output_dir``."""
     reporter = reporter or LogReporter()
     output_dir = Path(output_dir)
-    recover_directory(output_dir, marker="stage.json")
-    if output_dir.exists() and not (output_dir / "stage.json").is_file():
-        if not output_dir.is_dir() or any(output_dir.iterdir()):
-            raise MedcoderError(f"{output_dir}: exists and is not an encoder written by medcoder; choose a new folder")
-    with reporter.task("reading the corpus"):  # before the encoder: a bad file fails fast
-        texts = [text for path in config.corpus for text in read_unlabeled_texts(path, config.text_field)]
+    check_stage_target(output_dir)
+    if config.objective == "simcse":  # a sentence encoder: contrastive, not masked-LM (training/contrastive.py)
+        return adapt_contrastive(config, output_dir, reporter)
+    texts = read_corpus(config, reporter)  # before the encoder: a bad file fails fast
     model, tokenizer, created_head = _load_masked_lm(
         config.encoder, config.attention_dropout, tie_new_head=config.tie_new_head
     )
@@ -265,24 +244,8 @@ def adapt_domain(
             "tied to the word embeddings" if config.tie_new_head else "untied",
         )
     subwords = SubwordEncoder(tokenizer)
-    with reporter.task("tokenizing"):
-        encoded = subwords.encode(texts, max_tokens=10**9)
-        blocks = [b for b in cut_into_blocks(encoded.ids, config.max_tokens - 2) if len(b)]
-    if len(blocks) < 2:
-        raise MedcoderError(f"the corpus gives {len(blocks)} block(s) of text; masked-LM training needs at least 2")
-    order = np.random.default_rng(config.seed).permutation(len(blocks))
-    n_dev = max(1, int(round(config.dev_fraction * len(blocks))))
-    dev_blocks = [blocks[i] for i in order[:n_dev]]
-    train_blocks = [blocks[i] for i in order[n_dev:]]
-    if config.max_blocks is not None:
-        train_blocks = train_blocks[: config.max_blocks]
-    logger.info(
-        "%d notes -> %d training and %d held-out blocks of <= %d tokens",
-        len(texts),
-        len(train_blocks),
-        n_dev,
-        config.max_tokens,
-    )
+    train_blocks, dev_blocks = corpus_blocks(texts, subwords, config, reporter)
+    n_dev = len(dev_blocks)
 
     special = set(tokenizer.all_special_ids)
     vocab_size = int(model.get_input_embeddings().weight.shape[0])
@@ -346,6 +309,7 @@ def adapt_domain(
     report = {
         "format": ENCODER_FORMAT,
         "stage": "adapt_domain",
+        "objective": "mlm",
         "started_from": config.encoder,
         "created_mlm_head": created_head,
         "corpus": config.corpus,
@@ -365,10 +329,11 @@ def adapt_domain(
         "history": result.history,
         "config": config.model_dump(mode="json"),
     }
-    with atomic_directory(output_dir) as tmp:
-        with quiet_transformers():
-            model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "stage.json", report)
+    report["summary"] = (
+        f"held-out MLM loss {before:.3f} -> {after:.3f} (perplexity {report['dev_perplexity_before']:.1f} -> "
+        f"{report['dev_perplexity_after']:.1f}); {len(train_blocks)} training blocks of <= {config.max_tokens} tokens"
+        + ("; new MLM head" if created_head else "")
+    )
+    write_encoder(output_dir, model, tokenizer, report)
     shutil.rmtree(work_dir, ignore_errors=True)
     return report
