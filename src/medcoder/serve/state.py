@@ -15,7 +15,7 @@ from typing import Any
 from medcoder.data.labels import LabelSpace
 from medcoder.errors import MedcoderError
 from medcoder.evaluation.metrics import DEFAULT_FREQUENCY_BINS, frequency_bin_name
-from medcoder.inference.base import Coder, CodeScore, NotePrediction
+from medcoder.inference.base import Coder, CodeScore, NotePrediction, SystemInfo
 from medcoder.serve.audit import AuditStore
 from medcoder.serve.auth import TokenStore, User
 from medcoder.serve.catalog import CodeSearch
@@ -50,9 +50,8 @@ class ServiceState:
         self.pool: InferencePool | None = None  # open while the app runs
         self.coder: Coder | None = None
         self.search: CodeSearch | None = None
-        self.version = ""
-        self.system = "none"
         # what GET /v1/model shows, read once the system is loaded
+        self.info: SystemInfo | None = None
         self.label_summary: dict[str, Any] = {}
         self.metrics: dict[str, Any] = {}
         self.card: str | None = None
@@ -113,26 +112,28 @@ class ServiceState:
                 coder = load(model)
             if coder.needs_pairs:
                 raise MedcoderError("this model codes sentence pairs; the workbench codes single notes")
-            labels = coder.label_space()
             info = coder.info
-            self.system = info.label_system
-            self.version = info.identity
-            self.label_summary = _label_summary(coder, labels)
+            self.label_summary = _label_summary(coder, coder.label_space())
             self.metrics = _headline_metrics(info.test_metrics) if info.test_metrics else {}
             card = None if coder.path is None else coder.path / "README.md"
             self.card = (
                 card.read_text(encoding="utf-8", errors="replace") if card is not None and card.is_file() else None
             )
-            self.search = CodeSearch(coder, self.system)
-            self.coder = coder
+            self.search = CodeSearch(coder, info.label_system)
+            self.coder, self.info = coder, info
             logger.info(
-                "serving %s (%d codes; catalog search over %d)", self.version, len(coder.codes), len(self.search)
+                "serving %s (%d codes; catalog search over %d)", info.identity, len(coder.codes), len(self.search)
             )
         except MedcoderError as exc:
             self.error = str(exc)
             logger.error("cannot serve the model: %s", exc)
         finally:
             self.ready.set()
+
+    @property
+    def version(self) -> str:
+        """The served system's identity: how the audit, responses and /v1/model name it ("" until loaded)."""
+        return self.info.identity if self.info is not None else ""
 
     def code_batch(self, requests: Sequence[CodeJob]) -> list[list[NotePrediction]]:
         """Code the notes of several requests in one model call; each gets its own top_k and evidence back."""

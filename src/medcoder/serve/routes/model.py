@@ -19,9 +19,8 @@ _FROM_INFO = [field.name for field in dataclasses.fields(SystemInfo) if field.na
 @router.get("/v1/model", response_model=ModelInfo, responses=documented(401, 503))
 def model_info(user: CurrentUser, current: Ready) -> ModelInfo:
     """The served system: version, label space, test metrics, model card, limits."""
-    coder = current.coder
-    assert coder is not None
-    info, settings = coder.info, current.settings
+    coder, info, settings = current.coder, current.info, current.settings
+    assert coder is not None and info is not None  # read once, when the system was loaded
     return ModelInfo(
         version=info.identity,
         **{name: getattr(info, name) for name in _FROM_INFO},
