@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,7 @@ from medcoder.errors import MedcoderError
 from medcoder.models.hf_encoders import load_config_and_tokenizer, quiet_transformers, resolve_encoder
 from medcoder.progress import LogReporter, Reporter
 from medcoder.training.contrastive import adapt_contrastive
-from medcoder.training.encoder_stage import (
-    ENCODER_FORMAT,
-    check_stage_target,
-    corpus_blocks,
-    read_corpus,
-    weight_drift,
-    write_encoder,
-)
+from medcoder.training.encoder_stage import check_stage_target, checkpoints_of, corpus_blocks, finish_stage, read_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -285,7 +277,7 @@ def adapt_domain(
         before = evaluate(model.eval())["loss"]
     base = getattr(model, model.base_model_prefix)
     start_weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    work_dir = Path(f"{output_dir}.checkpoints")
+    work_dir = checkpoints_of(output_dir)
     after_head = head_train_loss = None
     if created_head and config.head_first_steps:
         head_train_loss = _train_head_first(model, base, train_blocks, make_batch, config, work_dir / "head", reporter)
@@ -306,34 +298,28 @@ def adapt_domain(
     )
     model.eval()
     after = float(result.best_score) if result.best_score is not None else evaluate(model)["loss"]
-    report = {
-        "format": ENCODER_FORMAT,
-        "stage": "adapt_domain",
-        "objective": "mlm",
-        "started_from": config.encoder,
+    perplexity = (math.exp(min(before, 50.0)), math.exp(min(after, 50.0)))
+    figures = {
         "created_mlm_head": created_head,
-        "corpus": config.corpus,
-        "notes": len(texts),
-        "train_blocks": len(train_blocks),
-        "dev_blocks": n_dev,
-        "block_tokens": config.max_tokens,
         "dev_mlm_loss_before": before,
         "dev_mlm_loss_after_head_first": after_head,
         "head_first_train_loss": head_train_loss,
         "dev_mlm_loss_after": after,
-        "weight_drift": weight_drift(start_weights, model),
-        "seconds": time.perf_counter() - started,
-        "dev_perplexity_before": math.exp(min(before, 50.0)),
-        "dev_perplexity_after": math.exp(min(after, 50.0)),
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "config": config.model_dump(mode="json"),
+        "dev_perplexity_before": perplexity[0],
+        "dev_perplexity_after": perplexity[1],
     }
-    report["summary"] = (
-        f"held-out MLM loss {before:.3f} -> {after:.3f} (perplexity {report['dev_perplexity_before']:.1f} -> "
-        f"{report['dev_perplexity_after']:.1f}); {len(train_blocks)} training blocks of <= {config.max_tokens} tokens"
-        + ("; new MLM head" if created_head else "")
+    summary = f"held-out MLM loss {before:.3f} -> {after:.3f} (perplexity {perplexity[0]:.1f} -> {perplexity[1]:.1f})"
+    return finish_stage(
+        output_dir,
+        model,
+        tokenizer,
+        config,
+        objective="mlm",
+        notes=len(texts),
+        blocks=(len(train_blocks), n_dev),
+        figures=figures,
+        start_weights=start_weights,
+        seconds=time.perf_counter() - started,
+        result=result,
+        summary=summary + ("; new MLM head" if created_head else ""),
     )
-    write_encoder(output_dir, model, tokenizer, report)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return report

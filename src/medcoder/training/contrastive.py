@@ -7,7 +7,7 @@ block of a note is encoded twice, under two dropout masks; the two views of a bl
 to each other than to every other block of the batch (cross-entropy over the cosine similarities of
 the mean-pooled embeddings, divided by ``temperature``). The held-out record is the same loss on the
 held-out blocks, with dropout drawn from a fixed seed so every epoch is scored on the same views.
-The folder it writes is the same as masked-LM's (:func:`medcoder.training.encoder_stage.write_encoder`):
+The folder it writes is the same as masked-LM's (:func:`medcoder.training.encoder_stage.finish_stage`):
 ``encoder: <folder>`` in a ``transformer.v1`` config, a retrieval or reranker config starts from it.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,7 @@ from medcoder.engine.loop import train_loop
 from medcoder.errors import MedcoderError
 from medcoder.models.hf_encoders import load_config_and_tokenizer, quiet_transformers, resolve_encoder
 from medcoder.progress import Reporter
-from medcoder.training.encoder_stage import (
-    ENCODER_FORMAT,
-    corpus_blocks,
-    read_corpus,
-    weight_drift,
-    write_encoder,
-)
+from medcoder.training.encoder_stage import checkpoints_of, corpus_blocks, finish_stage, read_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +108,7 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
     started = time.perf_counter()
     before = evaluate(model)["loss"]
     start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    work_dir = Path(f"{output_dir}.checkpoints")
+    work_dir = checkpoints_of(output_dir)
     plan = LengthBucketPlan([len(b) for b in train_blocks], batch_size=size, seed=config.seed, bucketing=True)
     if config.freeze_embeddings:
         model.get_input_embeddings().requires_grad_(False)
@@ -134,28 +127,23 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
         )
     model.eval()
     after = float(result.best_score) if result.best_score is not None else evaluate(model)["loss"]
-    report = {
-        "format": ENCODER_FORMAT,
-        "stage": "adapt_domain",
-        "objective": "simcse",
-        "started_from": config.encoder,
-        "corpus": config.corpus,
-        "notes": len(texts),
-        "train_blocks": len(train_blocks),
-        "dev_blocks": len(dev_blocks),
-        "block_tokens": config.max_tokens,
+    figures = {
         "temperature": config.temperature,
         "dev_contrastive_loss_before": before,
         "dev_contrastive_loss_after": after,
-        "weight_drift": weight_drift(start_weights, model),
-        "seconds": time.perf_counter() - started,
-        "best_epoch": result.best_epoch,
-        "history": result.history,
-        "config": config.model_dump(mode="json"),
-        # a sentence encoder already tells most blocks apart: the loss starts small, so significant digits
-        "summary": f"held-out contrastive (SimCSE) loss {before:.3g} -> {after:.3g}; "
-        f"{len(train_blocks)} training blocks of <= {config.max_tokens} tokens",
     }
-    write_encoder(output_dir, model, tokenizer, report)
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return report
+    return finish_stage(
+        output_dir,
+        model,
+        tokenizer,
+        config,
+        objective="simcse",
+        notes=len(texts),
+        blocks=(len(train_blocks), len(dev_blocks)),
+        figures=figures,
+        start_weights=start_weights,
+        seconds=time.perf_counter() - started,
+        result=result,
+        # a sentence encoder already tells most blocks apart: the loss starts small, so significant digits
+        summary=f"held-out contrastive (SimCSE) loss {before:.3g} -> {after:.3g}",
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,11 @@ from medcoder.progress import Reporter
 logger = logging.getLogger(__name__)
 
 ENCODER_FORMAT = "medcoder.encoder.v1"
+
+
+def checkpoints_of(output_dir: Path) -> Path:
+    """Where a stage's training loop checkpoints (the same command after a kill resumes there), beside its output."""
+    return Path(f"{output_dir}.checkpoints")
 
 
 def check_stage_target(output_dir: Path) -> None:
@@ -102,3 +108,47 @@ def write_encoder(output_dir: Path, model: torch.nn.Module, tokenizer: Any, repo
             model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / "stage.json", report)
+
+
+def finish_stage(
+    output_dir: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    config: AdaptDomainConfig,
+    *,
+    objective: str,
+    notes: int,
+    blocks: tuple[int, int],
+    figures: dict[str, Any],
+    start_weights: dict[str, torch.Tensor],
+    seconds: float,
+    result: Any,
+    summary: str,
+) -> dict[str, Any]:
+    """The stage's record (``stage.json``), written with the encoder; the loop's checkpoints go once it is saved.
+
+    ``blocks``: (training, held-out) block counts; ``figures``: what the objective measured (its held-out loss
+    before and after, ...); ``result``: the training loop's (best epoch, history).
+    """
+    n_train, n_dev = blocks
+    report = {
+        "format": ENCODER_FORMAT,
+        "stage": "adapt_domain",
+        "objective": objective,
+        "started_from": config.encoder,
+        "corpus": config.corpus,
+        "notes": notes,
+        "train_blocks": n_train,
+        "dev_blocks": n_dev,
+        "block_tokens": config.max_tokens,
+        **figures,
+        "weight_drift": weight_drift(start_weights, model),
+        "seconds": seconds,
+        "best_epoch": result.best_epoch,
+        "history": result.history,
+        "config": config.model_dump(mode="json"),
+        "summary": f"{summary}; {n_train} training blocks of <= {config.max_tokens} tokens",
+    }
+    write_encoder(output_dir, model, tokenizer, report)
+    shutil.rmtree(checkpoints_of(output_dir), ignore_errors=True)
+    return report
