@@ -24,7 +24,7 @@ from pydantic import Field
 from test_system_conformance import CHECKS
 
 import medcoder
-from medcoder.bundles import TrainedSystem, bundle_header, check_bundle_target
+from medcoder.bundles import TrainedSystem, bundle_header
 from medcoder.config import DataConfig, LabelConfig
 from medcoder.config.base import Strict
 from medcoder.data.dataset import fit_label_space, load_dataset
@@ -34,7 +34,8 @@ from medcoder.evaluation.report import format_metrics_table
 from medcoder.evaluation.scoring import score_notes
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
-from medcoder.io import atomic_directory, atomic_write_json, read_json_file
+from medcoder.inference.parts import new_bundle
+from medcoder.io import atomic_write_json, read_json_file
 from medcoder.progress import LogReporter, Reporter, Update
 from medcoder.registry import SYSTEMS
 
@@ -72,9 +73,8 @@ class KeywordsCoder(Coder):
         return cls(config, labels, saved["words"], thresholds=thresholds, path=path, header=header)
 
     def save(self, path: Path, metrics: dict[str, Any]) -> None:
-        check_bundle_target(path)
         header = {**bundle_header(self.kind), "config": self.config.model_dump(mode="json"), "metrics": metrics}
-        with atomic_directory(path) as tmp:
+        with new_bundle(path) as tmp:
             atomic_write_json(tmp / "config.json", header)
             self.labels.to_json(tmp / "labels.json")
             words = {"format": "test.keywords.v1", "words": self.words, "thresholds": self.thresholds.to_dict()}

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medcoder.bundles import bundle_identity, check_bundle_target, read_header
+from medcoder.bundles import bundle_identity, read_header
 from medcoder.config import DataConfig, RunConfig
 from medcoder.data.icd import CATALOG_PACKAGES
 from medcoder.data.labels import LabelSpace
@@ -32,6 +32,7 @@ from medcoder.evaluation.report import render_model_card
 from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
 from medcoder.inference.parts import (
+    new_bundle,
     read_calibration,
     read_metrics,
     read_thresholds,
@@ -40,7 +41,7 @@ from medcoder.inference.parts import (
     write_metrics,
     write_thresholds,
 )
-from medcoder.io import atomic_directory, atomic_write_text
+from medcoder.io import atomic_write_text
 from medcoder.models.bundle import Bundle, read_model
 from medcoder.registry import SYSTEMS
 
@@ -97,10 +98,9 @@ class ModelCoder(Coder):
         """Write the bundle to the folder ``path`` atomically (an older bundle there is replaced once this one is
         complete); the model card, written last, names its identity."""
         path, bundle = Path(path), self.bundle
-        check_bundle_target(path)
         catalog = CATALOG_PACKAGES.get(bundle.labels.system)  # it named the codes and gave their descriptions
         requires = [*bundle.model.requires, *([catalog] if catalog else [])]
-        with atomic_directory(path) as tmp:
+        with new_bundle(path) as tmp:
             body = {"run": bundle.config.model_dump(mode="json"), "info": bundle.info}
             header = write_header(tmp, self.kind, body, requires=requires)
             bundle.labels.to_json(tmp / "labels.json")

@@ -4,6 +4,7 @@ Every kind of saved system (``inference/model.py``, ``retrieval.py``, ``rerank.p
 from these parts, so a part looks the same wherever it appears:
 
 ==================  ==========================================================================
+the folder          :func:`new_bundle`: written whole or not at all, never over a folder that is not a bundle
 ``config.json``     :func:`write_header`: format, kind, what the kind records, ``info`` (created, versions)
 ``thresholds.json`` :func:`write_thresholds` / :func:`read_thresholds`: the dev-tuned decision rule
 ``calibration.json`` :func:`write_calibration` / :func:`read_calibration`: the calibrator fitted on dev
@@ -19,7 +20,8 @@ calibration.json, metrics.json) still load. Paths inside a bundle are relative, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,11 +29,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from medcoder.bundles import bundle_header, inside, library_versions
+from medcoder.bundles import bundle_header, check_bundle_target, inside, library_versions
 from medcoder.errors import BundleError, MedcoderError
 from medcoder.evaluation.calibration import CALIBRATION_FORMAT, Calibrator
 from medcoder.evaluation.thresholds import Thresholds
-from medcoder.io import atomic_write_json, link_or_copy_tree, read_json_file
+from medcoder.io import atomic_directory, atomic_write_json, link_or_copy_tree, read_json_file
 
 THRESHOLDS_FORMAT = "medcoder.thresholds.v1"
 METRICS_FORMAT = "medcoder.metrics.v1"
@@ -59,6 +61,17 @@ def required_file(bundle: Path, name: str, what: str) -> Path:
     if not path.is_file():
         raise BundleError(f"{bundle}: {what} ({name}) is missing")
     return path
+
+
+@contextlib.contextmanager
+def new_bundle(path: str | Path) -> Iterator[Path]:
+    """The folder to write a bundle's parts into: a temporary sibling of ``path``, swapped in whole at the end.
+
+    Refused up front when ``path`` holds anything but nothing, an empty folder or an older bundle.
+    """
+    check_bundle_target(path)
+    with atomic_directory(path) as tmp:
+        yield tmp
 
 
 # ------------------------------------------------------------------ config.json

@@ -44,13 +44,13 @@ from medcoder.inference.parts import (
     RetrievalPart,
     RetrievalRecord,
     nest_bundle,
+    new_bundle,
     read_calibration,
     required_file,
     write_calibration,
     write_header,
 )
-from medcoder.io import atomic_directory, atomic_write_text
-from medcoder.progress import Update
+from medcoder.io import atomic_write_text
 from medcoder.registry import SYSTEMS
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
 from medcoder.rerank.lexical import CodeTexts, note_stems
@@ -187,14 +187,14 @@ class RerankCoder(Coder):
         """Write a rerank bundle at ``path`` atomically: the base model bundles (``{name: folder}``) and the
         retrieval part copied in (hard links where possible), the ranker, the calibrator, the run's ``record``
         and ``report(header)`` as results.md. ``retrieval``: (encoder, (index, its cache folder)) or None."""
-        with atomic_directory(path) as tmp:
+        with new_bundle(path) as tmp:
             body = {
                 "config": config.model_dump(mode="json"),
                 **record,
                 "bases": {
                     name: {**record["bases"][name], "folder": nest_bundle(folder, tmp, f"bases/{name}")}
                     for name, folder in bases.items()
-                },  # fmt: skip
+                },
                 "retrieval": None,
             }
             if retrieval is not None:
@@ -264,15 +264,6 @@ class RerankCoder(Coder):
         rows, evidence = self._score(texts)
         column = self._column
         return Scores(sparse=[{column[c]: p for c, p in row.items()} for row in rows], context=evidence)
-
-    def scores(self, texts: Sequence[str], *, progress: Update | None = None) -> list[dict[str, float]]:
-        """Per note ``{code: probability}`` over its candidates (the codes no signal proposed are not scored)."""
-        codes = self._codes
-        return [
-            {codes[j]: p for j, p in row.items()}
-            for _, batch in self.batches(texts, progress=progress)
-            for row in batch.sparse or []
-        ]
 
     @property
     def decision(self) -> Thresholds:

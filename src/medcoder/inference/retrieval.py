@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from medcoder.bundles import check_bundle_target, inside
+from medcoder.bundles import inside
 from medcoder.config import DataConfig
 from medcoder.config.base import validate
 from medcoder.config.retrieval import RetrievalConfig
@@ -40,8 +40,8 @@ from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.base import Capabilities, Coder, Evidence, Scores
 from medcoder.inference.load import load
 from medcoder.inference.model import ModelCoder
-from medcoder.inference.parts import RetrievalPart, RetrievalRecord, nest_bundle, write_header
-from medcoder.io import atomic_directory, atomic_write_text
+from medcoder.inference.parts import RetrievalPart, RetrievalRecord, nest_bundle, new_bundle, write_header
+from medcoder.io import atomic_write_text
 from medcoder.registry import SYSTEMS
 from medcoder.retrieval.biencoder import BiEncoder
 from medcoder.retrieval.fusion import (
@@ -172,8 +172,7 @@ class RetrievalCoder(Coder):
         ``index_dir``: the index's folder (a cache) when on disk; ``classifier_dir`` the classifier bundle;
         ``record`` holds the run's metrics, training, timing and the like, ``report`` the results.md text.
         """
-        check_bundle_target(path)
-        with atomic_directory(path) as tmp:
+        with new_bundle(path) as tmp:
             body = {
                 "config": config.model_dump(mode="json"),
                 "retrieval": RetrievalPart.write(tmp, encoder, index, index_dir),
