@@ -31,10 +31,7 @@ def trained_kinds() -> dict[str, str]:
 def config_kinds() -> dict[str, type[Strict]]:
     """``{kind: config class}`` of the config files the commands read."""
     kinds = {cls.model_fields["kind"].default: cls for cls in NOT_SYSTEMS}
-    for entry in SYSTEMS.entries():
-        if entry.config is not None:
-            kinds[entry.config.model_fields["kind"].default] = entry.config
-    return kinds
+    return kinds | {kind: SYSTEMS.config_class(system) for kind, system in trained_kinds().items()}
 
 
 def load_config(path: str | Path, kind: str | tuple[str, ...]) -> Any:

@@ -43,6 +43,9 @@ from medcoder.evaluation.thresholds import Thresholds
 from medcoder.inference.records import CodeScore, Evidence, NotePrediction
 from medcoder.progress import Update
 
+# the coded-note records are defined in records.py; they are part of this contract and importable from here
+__all__ = ["Capabilities", "Coder", "CodeScore", "Evidence", "NotePrediction", "Scores", "SystemInfo"]
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -88,9 +91,6 @@ class Scores:
         assert self.sparse is not None
         note = self.sparse[i]
         return np.fromiter(note.keys(), np.int64, len(note)), np.fromiter(note.values(), np.float64, len(note))
-
-
-__all__ = ["Capabilities", "Coder", "CodeScore", "Evidence", "NotePrediction", "Scores", "SystemInfo"]
 
 
 def check_note_texts(texts: Sequence[str], caller: str) -> None:
