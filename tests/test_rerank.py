@@ -136,6 +136,50 @@ def test_features_mark_unseen_codes_and_keep_each_sources_rank() -> None:
     assert not any("retrieval" in n for n in only_a.names)
 
 
+def test_catalog_children_propose_the_unseen_code_the_note_describes() -> None:
+    from medcoder.data.icd import code_at_level
+    from medcoder.rerank.children import CatalogChildren
+
+    catalog = ["E11", "E11.21", "E11.22", "E11.9", "E11.65", "I10", "I12", "I12.9", "R52"]
+    texts = CodeTexts("icd10cm", {})
+    children = CatalogChildren(
+        "icd10cm", texts, lambda c: code_at_level(c, "icd10cm", "category"), k=3, catalog=catalog
+    )
+    builder = FeatureBuilder(
+        ["E11.9", "I10", "R52"],
+        "icd10cm",
+        ["a"],
+        retrieval=False,
+        groups=["frequency", "hierarchy", "mentions"],
+        code_texts=texts,
+        children=children,
+        category_depth=1,
+    )
+    said = [stems("type 2 diabetes"), stems("chronic kidney disease")]
+    signals = SplitSignals(
+        stems=note_stems(["type 2 diabetes with chronic kidney disease; no pain"]),
+        scores={"a": np.array([[0.9, 0.2, 0.5]], dtype=np.float32)},
+        freq=np.array([[3, 4, 2]]),
+        gold=[["E11.22"]],
+        mentions=[(said, [stems("pain")])],
+    )
+    candidates = builder.build(signals, k=1)
+    column = {name: i for i, name in enumerate(candidates.names)}
+    x = dict(zip(candidates.codes, candidates.x, strict=True))
+    # only E11 (the category of the base's best code) is expanded, and only into codes the model never saw
+    proposed = {c: v[column["children.rank"]] for c, v in x.items() if not np.isnan(v[column["children.rank"]])}
+    assert proposed == {"E11.22": 1.0}  # k = 1 candidate per source: the child whose own words the note says
+    assert x["E11.22"][column["children.specific_share"]] == 1.0  # "with diabetic chronic kidney disease"
+    assert x["E11.22"][column["children.category_rank"]] == 1.0
+    assert candidates.y[candidates.codes.index("E11.22")] and candidates.unseen[candidates.codes.index("E11.22")]
+    wider = builder.build(signals, k=3)
+    ranks = {c: r for c, r in zip(wider.codes, wider.source_rank[:, -1], strict=True) if np.isfinite(r)}
+    assert ranks["E11.22"] == 1 and set(ranks) <= {"E11", "E11.21", "E11.22", "E11.65"} and "E11.9" not in ranks
+    assert builder.sources == ["a", "children"] and builder.columns_without("children") == [
+        i for i, n in enumerate(builder.names) if not n.startswith("children.")
+    ]
+
+
 def _config(tmp_path, **extra):
     from conftest import write_yaml
 
@@ -162,7 +206,8 @@ def test_rerank_run_beats_its_bases_calibrates_and_saves_a_system(cli, tmp_path,
 
     categories = sorted({e.code[:3] for e in INVENTORY})
     retrieval = {"encoder": tiny_bert, "max_seq_length": 32, "index": {"prefixes": categories}}
-    result = cli("train", _config(tmp_path, retrieval=retrieval), "-o", tmp_path / "run")
+    config = _config(tmp_path, retrieval=retrieval, children={"k": 5, "categories": 3})
+    result = cli("train", config, "-o", tmp_path / "run")
     assert result.code == 0, result.err
     assert "| reranker |" in result.out and "Leave one signal out" in result.out
     run = tmp_path / "run"
@@ -185,6 +230,7 @@ def test_rerank_run_beats_its_bases_calibrates_and_saves_a_system(cli, tmp_path,
         "unigrams",
         "bigrams",
         "retrieval",
+        "children",
         "frequency",
         "hierarchy",
         "lexical",
@@ -261,6 +307,7 @@ def test_a_killed_rerank_run_resumes_without_training_the_bases_again(cli, tmp_p
         ({"bases": [{"name": "lexical", "model": {"type": "tfidf_lr.v1"}}]}, "names a signal or feature group"),
         ({"labels": {"system": "none"}, "retrieval": {}}, "labels.system must be 'icd10cm'"),
         ({"candidates": [0]}, "candidate counts must be >= 1"),
+        ({"labels": {"system": "none"}, "children": {}}, "children proposes codes from the ICD-10-CM catalog"),
     ],
 )
 def test_rerank_config_errors_are_one_line(cli, tmp_path, change, message) -> None:

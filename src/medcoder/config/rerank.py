@@ -45,6 +45,15 @@ class RetrievalSignalConfig(Strict):
     index: IndexConfig = Field(default_factory=IndexConfig)
 
 
+class ChildrenConfig(Strict):
+    """Candidates from the catalog's hierarchy: codes the note's models never saw, under the categories that
+    each signal's ``categories`` best codes belong to, ranked by how much of what sets each code apart from
+    its category the note's codable mentions say; the ``k`` best per note (see :mod:`medcoder.rerank.children`)."""
+
+    k: int = Field(20, ge=1)
+    categories: int = Field(20, ge=1)
+
+
 class RankerConfig(Strict):
     """LightGBM over the candidate features; ``n_estimators`` is an upper bound, dev MAP stops it early."""
 
@@ -68,6 +77,7 @@ class RerankConfig(CoderRunConfig):
     name: str = "rerank"
     bases: list[BaseCoderConfig] = Field(min_length=1)
     retrieval: RetrievalSignalConfig | None = None  # None: candidates come from the classifiers only
+    children: ChildrenConfig | None = None  # None: no candidates from the catalog's hierarchy
     folds: int = Field(5, ge=2)  # K of the out-of-fold train scores
     # candidates per note: each base's top-k (and retrieval's top-k); dev MAP picks k among these
     candidates: list[int] = Field(default_factory=lambda: [10, 20, 40], min_length=1)
@@ -114,13 +124,18 @@ class RerankConfig(CoderRunConfig):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"base names must be unique, repeated: {', '.join(repeated)}")
-        reserved = sorted(set(names) & {"retrieval", "hierarchy", *FEATURE_GROUPS})
+        reserved = sorted(set(names) & {"retrieval", "children", "hierarchy", *FEATURE_GROUPS})
         if reserved:
             raise ValueError(f"base name {reserved[0]!r} names a signal or feature group; give the base another name")
         if self.unseen_recall_target is not None and len(self.unseen_gains) < 2:
             raise ValueError("unseen_recall_target chooses among several unseen_gains: give at least two")
         if self.task.type != "multilabel":
             raise ValueError("a reranker ranks codes of multi-label notes: task.type must be 'multilabel'")
+        if self.children is not None and self.labels.system != "icd10cm":
+            raise ValueError(
+                "children proposes codes from the ICD-10-CM catalog's hierarchy: labels.system must be 'icd10cm' "
+                f"(got {self.labels.system!r}); remove 'children' for other label systems"
+            )
         if self.retrieval is not None and self.labels.system != self.retrieval.index.system:
             raise ValueError(
                 f"retrieval searches the {self.retrieval.index.system} catalog, "

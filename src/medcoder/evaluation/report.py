@@ -373,6 +373,19 @@ def render_rerank_report(header: Mapping[str, Any]) -> str:
         lines += [
             f"| {r['gain']} | {_cell(r['dev_map'])} | {_cell(r['dev_unseen_recall@10'])} |" for r in gains["per_gain"]
         ]
+    reach = header.get("unseen_reach")
+    if reach and reach["gold_assignments"]:
+        top = reach["final_top"]
+        lines += [
+            "",
+            f"Test gold codes no training note carried: {reach['gold_assignments']:,} assignments. "
+            f"Candidates hold {reach['any_source']:,} of them; the final ranking puts {top['10']:,} in their "
+            f"note's top 10, {top['20']:,} in its top 20, {top['50']:,} in its top 50. Brought by each source:",
+            "",
+            "| source | unseen gold assignments among its candidates |",
+            "|---|---|",
+            *[f"| {name} | {n:,} |" for name, n in reach["per_source"].items()],
+        ]
     # the model card's calibration section; "before" is the sigmoid of the ranker's raw score, not a probability
     lines += [
         "",

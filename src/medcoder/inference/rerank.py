@@ -53,7 +53,7 @@ from medcoder.inference.parts import (
 from medcoder.io import atomic_write_text
 from medcoder.registry import SYSTEMS
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
-from medcoder.rerank.lexical import CodeTexts, note_stems
+from medcoder.rerank.lexical import note_stems
 from medcoder.rerank.ranker import Ranker
 from medcoder.rerank.signals import NoteEvidence
 
@@ -122,13 +122,8 @@ class RerankCoder(Coder):
         self._train_freq = np.array([self.labels.train_freq.get(c, 0) for c in self._label_codes], dtype=np.int64)
         descriptions = dict(zip(self._label_codes, self.labels.descriptions(), strict=True))
         self._descriptions = descriptions
-        self.builder = FeatureBuilder(
-            self._label_codes,
-            self.labels.system,
-            list(bases),
-            retrieval=retrieval is not None,
-            groups=self.config.features,
-            code_texts=CodeTexts(self.labels.system, descriptions),
+        self.builder = FeatureBuilder.for_config(
+            self.config, self._label_codes, self.labels.system, self.labels.descriptions()
         )
         if self.builder.names != parts.features:
             raise BundleError(f"{path}: the bundle's features differ from the ones this medcoder computes")
@@ -139,7 +134,9 @@ class RerankCoder(Coder):
 
             max_tokens = self.config.retrieval.mentions.max_tokens if self.config.retrieval is not None else 10
             self.extractor = MentionExtractor(max_tokens=max_tokens)
-        extra = [c for c in (self.index.codes if self.index is not None else []) if c not in descriptions]
+        proposed = self.builder.children.codes if self.builder.children is not None else []
+        index_codes = self.index.codes if self.index is not None else []
+        extra = [c for c in dict.fromkeys([*index_codes, *proposed]) if c not in descriptions]
         self._codes = self._label_codes + extra
         self._column = {c: j for j, c in enumerate(self._codes)}
 

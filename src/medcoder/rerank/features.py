@@ -10,6 +10,9 @@ Features, grouped by signal (a group's features share the prefix ``group.``):
 
 - ``<base>.``: the base's score, its rank in the note, score / the note's best score
   (missing for a code outside the base's label space: a code unseen in training);
+- ``children.``: for a code the catalog's hierarchy proposed (:mod:`medcoder.rerank.children`),
+  its rank, how much of what sets it apart from its category the note says, and its
+  category's rank;
 - ``retrieval.``: best and mean cosine of the codable mentions that retrieved the
   code, how many did, how many negated / hypothetical / family-history mentions
   did and their share, their best cosine, the code's rank by best cosine;
@@ -29,12 +32,15 @@ so train rows look like the rows of a new note.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from medcoder.config.rerank import RerankConfig
+from medcoder.rerank.children import CHILD_FEATURES, CHILDREN, CatalogChildren
 from medcoder.rerank.lexical import LEXICAL_FEATURES, MENTION_FEATURES, CodeTexts
 from medcoder.rerank.signals import NoteEvidence, NoteMentions
 
@@ -121,6 +127,8 @@ class FeatureBuilder:
         retrieval: bool,
         groups: Sequence[str],
         code_texts: CodeTexts,
+        children: CatalogChildren | None = None,
+        category_depth: int = 20,
     ) -> None:
         self.codes = list(codes)
         self.column = {c: j for j, c in enumerate(self.codes)}
@@ -129,7 +137,10 @@ class FeatureBuilder:
         self.retrieval = retrieval
         self.groups = set(groups)
         self.code_texts = code_texts
-        self.sources = [*self.bases, *([RETRIEVAL] if retrieval else [])]
+        self.children, self.category_depth = children, category_depth
+        # the signals whose scores describe every candidate; the catalog's children are a source of candidates only
+        self.signals = [*self.bases, *([RETRIEVAL] if retrieval else [])]
+        self.sources = [*self.signals, *([CHILDREN] if children is not None else [])]
         self._ancestors: dict[str, dict[str, str | None]] = {"category": {}, "chapter": {}}
         categories = [self.category(c) for c in self.codes]
         chapters = [self.chapter(c) for c in self.codes]
@@ -142,6 +153,29 @@ class FeatureBuilder:
         self._cat_pos, self._chap_pos = cat_pos, chap_pos
         self._has_cat = self._cat_of >= 0
         self.names = self._names()
+
+    @classmethod
+    def for_config(
+        cls, config: RerankConfig, codes: Sequence[str], system: str, descriptions: Sequence[str | None]
+    ) -> FeatureBuilder:
+        """The builder of a rerank config's signals and features over the label space ``codes``."""
+        code_texts = CodeTexts(system, dict(zip(codes, descriptions, strict=True)))
+        children = None
+        if config.children is not None:
+            from medcoder.data.icd import code_at_level
+
+            category_of = functools.partial(code_at_level, system=system, level="category")
+            children = CatalogChildren(system, code_texts, category_of, k=config.children.k)
+        return cls(
+            codes,
+            system,
+            [b.name for b in config.bases],
+            retrieval=config.retrieval is not None,
+            groups=config.features,
+            code_texts=code_texts,
+            children=children,
+            category_depth=config.children.categories if config.children is not None else 0,
+        )
 
     # ------------------------------------------------------------ hierarchy
     def category(self, code: str) -> str | None:
@@ -177,6 +211,8 @@ class FeatureBuilder:
                 f"{RETRIEVAL}.relative",
                 f"{RETRIEVAL}.rank_among_unseen",
             ]
+        if self.children is not None:
+            names += [f"{CHILDREN}.{n}" for n in CHILD_FEATURES]
         if "frequency" in self.groups:
             names += ["frequency.log", "frequency.unseen"]
         if "hierarchy" in self.groups:
@@ -186,7 +222,7 @@ class FeatureBuilder:
                 "hierarchy.sibling_candidates",
                 "hierarchy.category_frequency",
             ]
-            for source in self.sources:
+            for source in self.signals:
                 names += [f"hierarchy.{source}.category", f"hierarchy.{source}.chapter"]
         if "lexical" in self.groups:
             names += [f"lexical.{n}" for n in LEXICAL_FEATURES]
@@ -258,9 +294,16 @@ class FeatureBuilder:
                 for j in np.flatnonzero(rank <= k):
                     ranks.setdefault(self.codes[j], [math.inf] * len(self.sources))[s] = float(rank[j])
             if self.retrieval:
+                at = self.sources.index(RETRIEVAL)
                 for code, r in retrieval_rank.items():
                     if r <= k:
-                        ranks.setdefault(code, [math.inf] * len(self.sources))[-1] = float(r)
+                        ranks.setdefault(code, [math.inf] * len(self.sources))[at] = float(r)
+            proposed: dict[str, list[float]] = {}
+            if self.children is not None:
+                proposed = self._children_of(signals, i, per_base, retrieval_rank, valid)
+                for code, values in proposed.items():
+                    if values[0] <= k:
+                        ranks.setdefault(code, [math.inf] * len(self.sources))[-1] = values[0]
             cat_max_retrieval: dict[str, float] = {}
             chap_max_retrieval: dict[str, float] = {}
             if self.retrieval and "hierarchy" in self.groups:
@@ -303,6 +346,8 @@ class FeatureBuilder:
                             ev.best / best_cosine if best_cosine > 0 else _NAN,
                             float(unseen_rank.get(code, _NAN)),
                         ]
+                if self.children is not None:
+                    x += proposed.get(code, [_NAN] * len(CHILD_FEATURES))
                 if "frequency" in self.groups:
                     freq = float(signals.freq[i, j]) if j is not None else 0.0
                     x += [math.log1p(freq * signals.freq_scale), float(freq == 0)]
@@ -347,6 +392,35 @@ class FeatureBuilder:
             names=list(self.names),
         )
 
+    def _children_of(
+        self,
+        signals: SplitSignals,
+        i: int,
+        per_base: dict[str, tuple],
+        retrieval_rank: dict[str, int],
+        valid: np.ndarray,
+    ) -> dict[str, list[float]]:
+        """The catalog children proposed for note ``i``: under the categories of each signal's best codes."""
+        assert self.children is not None
+        depth = self.category_depth
+        categories: dict[str, float] = {}
+        pointed = [(self.codes[j], rank[j]) for _, rank, *_ in per_base.values() for j in np.flatnonzero(rank <= depth)]
+        pointed += [(code, float(r)) for code, r in retrieval_rank.items() if r <= depth]
+        for code, rank in pointed:
+            category = self.category(code)
+            if category is not None and rank < categories.get(category, math.inf):
+                categories[category] = float(rank)
+        if signals.mentions is not None:
+            said = frozenset().union(*signals.mentions[i][0])
+        else:
+            said = signals.stems[i]
+
+        def is_open(code: str) -> bool:
+            j = self.column.get(code)
+            return j is None or not valid[j]
+
+        return self.children.propose(categories, is_open, said)
+
     @staticmethod
     def _group_max(row: np.ndarray, valid: np.ndarray, group_of: np.ndarray, n_groups: int) -> np.ndarray:
         """Best valid score per group (category / chapter); nan for a group without one."""
@@ -355,3 +429,41 @@ class FeatureBuilder:
         np.maximum.at(out, group_of[keep], row[keep])
         out[np.isinf(out)] = np.nan
         return out
+
+
+def unseen_reach(
+    candidates: Candidates,
+    sources: Sequence[str],
+    scores: Sequence[dict[str, float]],
+    gold: Sequence[Sequence[str]],
+    seen: set[str],
+) -> dict[str, object]:
+    """Where the gold codes no training note carried come from and where they land.
+
+    Per source, how many such gold assignments it brings among the candidates (and
+    any source at all); of those, how many the final ranking ``scores`` puts in each
+    note's top 10 / 20 / 50.
+    """
+    total = sum(1 for note in gold for code in note if code not in seen)
+    wanted = {(i, code) for i, note in enumerate(gold) for code in note if code not in seen}
+    per_source = dict.fromkeys(sources, 0)
+    reached = set()
+    for row, (i, code) in enumerate(zip(candidates.note.tolist(), candidates.codes, strict=True)):
+        if (i, code) not in wanted:
+            continue
+        reached.add((i, code))
+        for s, name in enumerate(sources):
+            if candidates.source_rank[row, s] < math.inf:
+                per_source[name] += 1
+    landed = {10: 0, 20: 0, 50: 0}
+    for i, code in reached:
+        ranked = sorted(scores[i].items(), key=lambda kv: (-kv[1], kv[0]))
+        position = next(r for r, (c, _) in enumerate(ranked, start=1) if c == code)
+        for top in landed:
+            landed[top] += position <= top
+    return {
+        "gold_assignments": total,
+        "per_source": per_source,
+        "any_source": len(reached),
+        "final_top": {str(top): n for top, n in landed.items()},
+    }

@@ -42,7 +42,8 @@ class CodeTexts:
         self._descriptions = dict(descriptions)
         self._cache: dict[str, tuple[frozenset[str], tuple[frozenset[str], ...]]] = {}
 
-    def _texts(self, code: str) -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
+    def texts(self, code: str) -> tuple[frozenset[str], tuple[frozenset[str], ...]]:
+        """Stems of the code's description and of each of its inclusion terms."""
         found = self._cache.get(code)
         if found is None:
             description = self._descriptions.get(code)
@@ -56,7 +57,7 @@ class CodeTexts:
 
     def features(self, code: str, note: frozenset[str]) -> list[float]:
         """[description share, all of the description, description size, best inclusion share, all of one term]."""
-        description, terms = self._texts(code)
+        description, terms = self.texts(code)
         share = len(description & note) / len(description) if description else 0.0
         best_term = max((len(t & note) / len(t) for t in terms), default=float("nan"))
         return [share, float(share == 1.0), float(len(description)), best_term, float(best_term == 1.0)]
@@ -66,7 +67,7 @@ class CodeTexts:
 
         "No pleural effusion" covers *Pleural effusion* fully, but as a negated mention.
         """
-        description, terms = self._texts(code)
+        description, terms = self.texts(code)
         texts = [t for t in (description, *terms) if t]
 
         def best(mentions: list[frozenset[str]]) -> float:

@@ -49,9 +49,9 @@ from medcoder.inference.rerank import RerankCoder, top_pairs
 from medcoder.io import atomic_write_json
 from medcoder.models.base import DevSet
 from medcoder.progress import LogReporter, Reporter, Update
-from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals
+from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals, unseen_reach
 from medcoder.rerank.folds import assign_folds, fingerprint, fold_frequencies, out_of_fold_scores
-from medcoder.rerank.lexical import CodeTexts, note_stems
+from medcoder.rerank.lexical import note_stems
 from medcoder.rerank.ranker import Ranker
 from medcoder.rerank.signals import (
     evidence_from_json,
@@ -266,15 +266,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
 
     # 4. candidates, features, ranker per k
     clock = time.perf_counter()
-    code_texts = CodeTexts(labels.system, dict(zip(codes, labels.descriptions(), strict=True)))
-    builder = FeatureBuilder(
-        codes,
-        labels.system,
-        [b.name for b in config.bases],
-        retrieval=config.retrieval is not None,
-        groups=config.features,
-        code_texts=code_texts,
-    )
+    builder = FeatureBuilder.for_config(config, codes, labels.system, labels.descriptions())
     k_max = max(config.candidates)
     signals = {
         s: SplitSignals(
@@ -388,6 +380,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
             "novel_weight": params.novel_weight,
             "floor": params.floor,
         }
+    reach = unseen_reach(final["test"], builder.sources, test_scores, gold["test"], seen)
     calibration = {
         "method": calibrator.method,
         "requested": config.calibration,
@@ -434,6 +427,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
         "calibration": calibration,
         "metrics": metrics,
         "leave_one_out": leave_one_out,
+        "unseen_reach": reach,
         "timing": timing,
     }
     RerankCoder.save(
