@@ -171,6 +171,7 @@ def test_catalog_children_propose_the_unseen_code_the_note_describes() -> None:
     assert proposed == {"E11.22": 1.0}  # k = 1 candidate per source: the child whose own words the note says
     assert x["E11.22"][column["children.specific_share"]] == 1.0  # "with diabetic chronic kidney disease"
     assert x["E11.22"][column["children.category_rank"]] == 1.0
+    assert x["E11.22"][column["children.specific_words"]] == 3  # chronic, kidney, disease: "diabetic" is E11's
     assert candidates.y[candidates.codes.index("E11.22")] and candidates.unseen[candidates.codes.index("E11.22")]
     wider = builder.build(signals, k=3)
     ranks = {c: r for c, r in zip(wider.codes, wider.source_rank[:, -1], strict=True) if np.isfinite(r)}
@@ -307,7 +308,7 @@ def test_a_killed_rerank_run_resumes_without_training_the_bases_again(cli, tmp_p
         ({"bases": [{"name": "lexical", "model": {"type": "tfidf_lr.v1"}}]}, "names a signal or feature group"),
         ({"labels": {"system": "none"}, "retrieval": {}}, "labels.system must be 'icd10cm'"),
         ({"candidates": [0]}, "candidate counts must be >= 1"),
-        ({"labels": {"system": "none"}, "children": {}}, "children proposes codes from the ICD-10-CM catalog"),
+        ({"labels": {"system": "none"}, "children": {}}, "children proposes codes from an ICD-10 catalog"),
     ],
 )
 def test_rerank_config_errors_are_one_line(cli, tmp_path, change, message) -> None:

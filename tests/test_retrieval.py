@@ -39,7 +39,7 @@ def test_catalog_lists_codes_not_chapters_or_blocks() -> None:
     assert {"A00", "A00.0", "R07.9", "I10"} <= set(codes) and "A00" not in set(leaves)
     i = codes.index("R07.9")  # a tuple: the listing is cached, nobody may change it
     assert descriptions[i] == describe("R07.9", "icd10cm") == "Chest pain, unspecified"
-    with pytest.raises(MedcoderError, match="icd10cm only"):
+    with pytest.raises(MedcoderError, match="icd10cm and icd10pcs only"):
         catalog_entries("icd9cm")
 
 

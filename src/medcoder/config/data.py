@@ -40,7 +40,7 @@ class DataConfig(Strict):
 class LabelConfig(Strict):
     """How raw codes become the label space (fitted on train only)."""
 
-    system: Literal["none", "icd10cm", "icd9cm"] = "none"
+    system: Literal["none", "icd10cm", "icd10pcs", "icd9cm"] = "none"
     level: Literal["full", "category", "block", "chapter"] = "full"
     truncate: bool = False
     min_freq: int = Field(1, ge=1)

@@ -131,10 +131,10 @@ class RerankConfig(CoderRunConfig):
             raise ValueError("unseen_recall_target chooses among several unseen_gains: give at least two")
         if self.task.type != "multilabel":
             raise ValueError("a reranker ranks codes of multi-label notes: task.type must be 'multilabel'")
-        if self.children is not None and self.labels.system != "icd10cm":
+        if self.children is not None and self.labels.system not in ("icd10cm", "icd10pcs"):
             raise ValueError(
-                "children proposes codes from the ICD-10-CM catalog's hierarchy: labels.system must be 'icd10cm' "
-                f"(got {self.labels.system!r}); remove 'children' for other label systems"
+                "children proposes codes from an ICD-10 catalog's hierarchy: labels.system must be 'icd10cm' or "
+                f"'icd10pcs' (got {self.labels.system!r}); remove 'children' for other label systems"
             )
         if self.retrieval is not None and self.labels.system != self.retrieval.index.system:
             raise ValueError(

@@ -55,7 +55,7 @@ class BiEncoderTrainConfig(Strict):
 
 
 class IndexConfig(Strict):
-    system: Literal["icd10cm"] = "icd10cm"
+    system: Literal["icd10cm", "icd10pcs"] = "icd10cm"
     leaves_only: bool = False  # False: leaf codes and the categories above them (coded data uses both)
     prefixes: list[str] | None = None  # only codes starting with one of these (e.g. a chapter); None: all
     cache_dir: PathText | None = None  # None: $MEDCODER_CACHE/index or ~/.cache/medcoder/index (shared by runs)

@@ -98,8 +98,8 @@ class ModelCoder(Coder):
         """Write the bundle to the folder ``path`` atomically (an older bundle there is replaced once this one is
         complete); the model card, written last, names its identity."""
         path, bundle = Path(path), self.bundle
-        catalog = CATALOG_PACKAGES.get(bundle.labels.system)  # it named the codes and gave their descriptions
-        requires = [*bundle.model.requires, *([catalog] if catalog else [])]
+        catalog = CATALOG_PACKAGES.get(bundle.labels.system, ())  # it named the codes and gave their descriptions
+        requires = [*bundle.model.requires, *catalog]
         with new_bundle(path) as tmp:
             body = {"run": bundle.config.model_dump(mode="json"), "info": bundle.info}
             header = write_header(tmp, self.kind, body, requires=requires)

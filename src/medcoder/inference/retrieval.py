@@ -180,7 +180,7 @@ class RetrievalCoder(Coder):
                 "fusion": fusion,
                 **record,
             }
-            write_header(tmp, cls.kind, body, requires=[*_REQUIRES, CATALOG_PACKAGES[config.index.system]])
+            write_header(tmp, cls.kind, body, requires=[*_REQUIRES, *CATALOG_PACKAGES[config.index.system]])
             atomic_write_text(tmp / "results.md", report)
 
     # ------------------------------------------------------------ contract

@@ -225,9 +225,10 @@ class TransformerCoder(TorchCoder):
         aux = self.config.auxiliary
         if aux is None or not aux.levels:
             return {}
-        if self.single_label or self.label_codes is None or self.label_system not in ("icd10cm", "icd9cm"):
+        if self.single_label or self.label_codes is None or self.label_system not in ("icd10cm", "icd10pcs", "icd9cm"):
             raise MedcoderError(
-                "auxiliary.levels needs a multi-label task whose labels are ICD codes (labels.system icd10cm or icd9cm)"
+                "auxiliary.levels needs a multi-label task whose labels are ICD codes "
+                "(labels.system icd10cm, icd10pcs or icd9cm)"
             )
         from medcoder.data.icd import code_at_level
 
@@ -320,7 +321,7 @@ class TransformerCoder(TorchCoder):
 
         knowledge = self.config.knowledge
         assert knowledge is not None
-        if self.single_label or not self.label_codes or self.label_system not in ("icd10cm", "icd9cm"):
+        if self.single_label or not self.label_codes or self.label_system not in ("icd10cm", "icd10pcs", "icd9cm"):
             raise MedcoderError("knowledge needs a multi-label task whose labels are ICD codes (labels.system)")
         descriptions = self.label_descriptions or [None] * self.n_labels
         extra, labels = knowledge_texts(

@@ -94,6 +94,6 @@ class CatalogChildren:
                 scored.append((-share, -matched, -words, category_rank, code, share))
         scored.sort()
         return {
-            code: [float(rank), share, float(-minus_words), float(category_rank)]
+            code: [float(rank), share, float(minus_words), float(category_rank)]
             for rank, (_, _, minus_words, category_rank, code, share) in enumerate(scored[: self.k], start=1)
         }

@@ -23,16 +23,16 @@ def _key(code: str) -> str:
 
 
 class CodeSearch:
-    """The served system's codes plus its ICD-10-CM catalog (when the labels are ICD-10-CM)."""
+    """The served system's codes plus its ICD-10 catalog (when the labels are ICD-10-CM or ICD-10-PCS)."""
 
     def __init__(self, coder: Coder, system: str) -> None:
         entries: dict[str, Entry] = {}
         for code in coder.codes:
             entries[code] = Entry(code, coder.description(code) or "", True)
-        if system == "icd10cm":
+        if system in ("icd10cm", "icd10pcs"):
             from medcoder.data.icd import catalog_entries
 
-            for code, description in zip(*catalog_entries("icd10cm"), strict=True):
+            for code, description in zip(*catalog_entries(system), strict=True):
                 if code not in entries:
                     entries[code] = Entry(code, description, False)
                 elif not entries[code].description:
