@@ -176,6 +176,19 @@ def test_catalog_children_propose_the_unseen_code_the_note_describes() -> None:
     wider = builder.build(signals, k=3)
     ranks = {c: r for c, r in zip(wider.codes, wider.source_rank[:, -1], strict=True) if np.isfinite(r)}
     assert ranks["E11.22"] == 1 and set(ranks) <= {"E11", "E11.21", "E11.22", "E11.65"} and "E11.9" not in ranks
+    # with retrieval's index, a child also scores by the cosine of the note's mentions to its catalog vector
+    from medcoder.retrieval.index import CodeIndex
+
+    children.use_index(CodeIndex(["E11.21", "E11.22"], np.array([[1.0, 0.0], [0.6, 0.8]])))
+    near = [([0.0, 1.0], 0.25 * 1.0 + 0.8), ([1.0, 0.0], 0.6 + 0.25)]  # (mention vector, E11.22's score)
+    for vector, _ in near:
+        signals.mention_vectors = [np.array([vector], dtype=np.float32)]
+        x = dict(zip(*(lambda c: (c.codes, c.x))(builder.build(signals, k=1)), strict=True))
+        rank_one = [c for c, v in x.items() if v[column["children.rank"]] == 1]
+        cosine = {c: x[c][column["children.cosine"]] for c in rank_one}
+        # mention along E11.22: it wins (0.8 + 0.25 share); along E11.21: E11.21 wins (1.0 against 0.6 + 0.25)
+        assert rank_one == (["E11.22"] if vector == [0.0, 1.0] else ["E11.21"])
+        assert cosine[rank_one[0]] == pytest.approx(0.8 if vector == [0.0, 1.0] else 1.0)
     assert builder.sources == ["a", "children"] and builder.columns_without("children") == [
         i for i, n in enumerate(builder.names) if not n.startswith("children.")
     ]

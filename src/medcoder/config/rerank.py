@@ -47,11 +47,14 @@ class RetrievalSignalConfig(Strict):
 
 class ChildrenConfig(Strict):
     """Candidates from the catalog's hierarchy: codes the note's models never saw, under the categories that
-    each signal's ``categories`` best codes belong to, ranked by how much of what sets each code apart from
-    its category the note's codable mentions say; the ``k`` best per note (see :mod:`medcoder.rerank.children`)."""
+    each signal's ``categories`` best codes belong to, ranked by how close the note's codable mentions come
+    to each code's catalog text; the ``k`` best per note (see :mod:`medcoder.rerank.children`)."""
 
-    k: int = Field(20, ge=1)
-    categories: int = Field(20, ge=1)
+    k: int = Field(40, ge=1)
+    categories: int = Field(120, ge=1)
+    # a code's score: the best cosine of a codable mention to its catalog vector (with retrieval) + this
+    # weight x the share of its own words (those its category lacks) the mentions say
+    lexical_weight: float = Field(0.25, ge=0)
 
 
 class RankerConfig(Strict):

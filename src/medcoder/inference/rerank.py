@@ -123,7 +123,11 @@ class RerankCoder(Coder):
         descriptions = dict(zip(self._label_codes, self.labels.descriptions(), strict=True))
         self._descriptions = descriptions
         self.builder = FeatureBuilder.for_config(
-            self.config, self._label_codes, self.labels.system, self.labels.descriptions()
+            self.config,
+            self._label_codes,
+            self.labels.system,
+            self.labels.descriptions(),
+            index=retrieval[1] if retrieval is not None else None,
         )
         if self.builder.names != parts.features:
             raise BundleError(f"{path}: the bundle's features differ from the ones this medcoder computes")
@@ -225,7 +229,10 @@ class RerankCoder(Coder):
         return found
 
     def _evidence_of(
-        self, texts: Sequence[str], extracted: Sequence[list[Any]] | None = None
+        self,
+        texts: Sequence[str],
+        extracted: Sequence[list[Any]] | None = None,
+        keep_vectors: list[np.ndarray] | None = None,
     ) -> list[NoteEvidence] | None:
         if self.encoder is None:
             return None
@@ -233,7 +240,13 @@ class RerankCoder(Coder):
 
         assert self.config.retrieval is not None and self.extractor is not None
         return note_evidence(
-            self.encoder, self.index, self.extractor, texts, k=self.config.retrieval.k, extracted=extracted
+            self.encoder,
+            self.index,
+            self.extractor,
+            texts,
+            k=self.config.retrieval.k,
+            extracted=extracted,
+            keep_vectors=keep_vectors,
         )
 
     def _score(self, texts: Sequence[str]) -> tuple[list[dict[str, float]], list[NoteEvidence] | None]:
@@ -241,7 +254,8 @@ class RerankCoder(Coder):
         scores = {name: coder.bundle.model.predict_scores(list(texts)) for name, coder in self.bases.items()}
         # each note's mentions are extracted once, for retrieval and for the mention features both
         extracted = [self.extractor.extract(t) for t in texts] if self.extractor is not None else None
-        evidence = self._evidence_of(texts, extracted)
+        vectors: list[np.ndarray] = []
+        evidence = self._evidence_of(texts, extracted, keep_vectors=vectors)
         freq = np.broadcast_to(self._train_freq, (len(texts), len(self._train_freq)))
         mentions = None
         if "mentions" in self.config.features:
@@ -249,7 +263,9 @@ class RerankCoder(Coder):
 
             assert self.extractor is not None
             mentions = note_mentions(self.extractor, texts, extracted=extracted)
-        signals = SplitSignals(note_stems(texts), scores, freq, evidence, mentions=mentions)
+        signals = SplitSignals(
+            note_stems(texts), scores, freq, evidence, mentions=mentions, mention_vectors=vectors if evidence else None
+        )
         # built at the run's largest k, then cut to the chosen one, exactly as the run built its candidates
         everything = self.builder.build(signals, max(self.config.candidates))
         candidates = everything.subset(self.k, range(len(self.builder.sources)), range(len(self.builder.names)))

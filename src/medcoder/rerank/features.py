@@ -43,6 +43,7 @@ from medcoder.config.rerank import RerankConfig
 from medcoder.rerank.children import CHILD_FEATURES, CHILDREN, CatalogChildren
 from medcoder.rerank.lexical import LEXICAL_FEATURES, MENTION_FEATURES, CodeTexts
 from medcoder.rerank.signals import NoteEvidence, NoteMentions
+from medcoder.retrieval.index import CodeIndex
 
 RETRIEVAL = "retrieval"
 _NAN = float("nan")
@@ -58,6 +59,7 @@ class SplitSignals:
     retrieval: list[NoteEvidence] | None = None
     gold: list[list[str]] | None = None  # label-space spelling, unseen codes included
     mentions: list[NoteMentions] | None = None  # stems of each note's codable and excluded mentions
+    mention_vectors: list[np.ndarray] | None = None  # unit vectors of each note's codable mentions (retrieval's)
     # out-of-fold frequencies count (K-1)/K of train: K/(K-1) puts them on the scale of the full train counts
     freq_scale: float = 1.0
 
@@ -156,16 +158,27 @@ class FeatureBuilder:
 
     @classmethod
     def for_config(
-        cls, config: RerankConfig, codes: Sequence[str], system: str, descriptions: Sequence[str | None]
+        cls,
+        config: RerankConfig,
+        codes: Sequence[str],
+        system: str,
+        descriptions: Sequence[str | None],
+        index: CodeIndex | None = None,
     ) -> FeatureBuilder:
-        """The builder of a rerank config's signals and features over the label space ``codes``."""
+        """The builder of a rerank config's signals and features over the label space ``codes``
+        (``index``: retrieval's catalog index, which scores the catalog's children too)."""
         code_texts = CodeTexts(system, dict(zip(codes, descriptions, strict=True)))
         children = None
         if config.children is not None:
             from medcoder.data.icd import code_at_level
 
             category_of = functools.partial(code_at_level, system=system, level="category")
-            children = CatalogChildren(system, code_texts, category_of, k=config.children.k)
+            settings = config.children
+            children = CatalogChildren(
+                system, code_texts, category_of, k=settings.k, lexical_weight=settings.lexical_weight
+            )
+            if index is not None:
+                children.use_index(index)
         return cls(
             codes,
             system,
@@ -419,7 +432,8 @@ class FeatureBuilder:
             j = self.column.get(code)
             return j is None or not valid[j]
 
-        return self.children.propose(categories, is_open, said)
+        vectors = signals.mention_vectors[i] if signals.mention_vectors is not None else None
+        return self.children.propose(categories, is_open, said, vectors)
 
     @staticmethod
     def _group_max(row: np.ndarray, valid: np.ndarray, group_of: np.ndarray, n_groups: int) -> np.ndarray:

@@ -54,13 +54,15 @@ def fold_frequencies(y: np.ndarray, fold: np.ndarray) -> np.ndarray:
     return total[None, :] - per_fold[fold]
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
+def save_array(path: Path, array: np.ndarray) -> None:
+    """``array`` as ``.npy`` at ``path``, atomically (no pickles)."""
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_array(path: Path) -> np.ndarray:
+    """A ``.npy`` written by :func:`save_array` (object arrays, which would need pickles, are refused)."""
     return np.load(path, allow_pickle=False)
 
 
@@ -121,7 +123,7 @@ def out_of_fold_scores(
         logger.info("fold %d/%d: training %s on %d notes", f + 1, n_folds, model_config.type, len(kept))
         model.fit([texts[i] for i in kept], y[kept], dev=dev, work_dir=work_dir / f"fold{f}.checkpoints")
         scores = model.predict_scores([texts[i] for i in held]).astype(np.float32)
-        _save_array(saved, scores)
+        save_array(saved, scores)
         shutil.rmtree(work_dir / f"fold{f}.checkpoints", ignore_errors=True)
         out[held] = scores
         if progress is not None:

@@ -58,8 +58,13 @@ def note_evidence(
     k: int,
     progress: Update | None = None,
     extracted: Sequence[list[Mention]] | None = None,
+    keep_vectors: list[np.ndarray] | None = None,
 ) -> list[NoteEvidence]:
-    """:class:`CodeEvidence` per retrieved code, for each text (``extracted``: its mentions, when already known)."""
+    """:class:`CodeEvidence` per retrieved code, for each text (``extracted``: its mentions, when already known).
+
+    ``keep_vectors``: a list that receives, per text, the unit vectors of its codable mentions
+    (float32 ``[mentions, dim]``), for scoring codes retrieval did not list (the catalog's children).
+    """
     out: list[NoteEvidence] = []
     for start in range(0, len(texts), _BATCH):
         batch = texts[start : start + _BATCH]
@@ -71,6 +76,11 @@ def note_evidence(
         vectors = encoder.encode([m.text for m in flat]) if flat else np.zeros((0, 1), dtype=np.float32)
         offset = 0
         for note in mentions:
+            if keep_vectors is not None:
+                codable = [offset + m for m, mention in enumerate(note) if mention.excluded is None]
+                kept = vectors[codable] if flat else np.zeros((0, index.dim), dtype=np.float32)
+                norms = np.linalg.norm(kept, axis=1, keepdims=True)
+                keep_vectors.append((kept / np.maximum(norms, 1e-12)).astype(np.float32))
             hits: dict[str, tuple[list[float], list[float], tuple[float, int, int]]] = {}
             if note:
                 top, sims = index.search(vectors[offset : offset + len(note)], k)

@@ -50,7 +50,14 @@ from medcoder.io import atomic_write_json
 from medcoder.models.base import DevSet
 from medcoder.progress import LogReporter, Reporter, Update
 from medcoder.rerank.features import RETRIEVAL, Candidates, FeatureBuilder, SplitSignals, unseen_reach
-from medcoder.rerank.folds import assign_folds, fingerprint, fold_frequencies, out_of_fold_scores
+from medcoder.rerank.folds import (
+    assign_folds,
+    fingerprint,
+    fold_frequencies,
+    load_array,
+    out_of_fold_scores,
+    save_array,
+)
 from medcoder.rerank.lexical import note_stems
 from medcoder.rerank.ranker import Ranker
 from medcoder.rerank.signals import (
@@ -110,16 +117,28 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
             progress=update,
         )
     extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens)
-    out = _per_split_cached(
-        work / "retrieval",
-        splits,
-        (settings.model_dump(mode="json"), encoder_key),
-        lambda texts, update: note_evidence(encoder, index, extractor, texts, k=settings.k, progress=update),
-        evidence_to_json,
-        evidence_from_json,
-        reporter,
-        "retrieving codes for the mentions of {split} notes",
-    )
+    out, vectors = {}, {}
+    for split, notes in splits.items():
+        texts = [n.text for n in notes]
+        key = fingerprint(settings.model_dump(mode="json"), encoder_key, texts)
+        folder = work / "retrieval"
+        cached = _read_cache(folder / f"{split}.json", key)
+        saved = folder / f"{split}.{key}.vectors.npy", folder / f"{split}.{key}.offsets.npy"
+        if cached is not None and all(p.is_file() for p in saved):
+            out[split] = evidence_from_json(cached)
+            vectors[split] = _split_rows(load_array(saved[0]), load_array(saved[1]))
+            continue
+        kept: list[np.ndarray] = []
+        with reporter.task(f"retrieving codes for the mentions of {split} notes", total=len(notes)) as update:
+            out[split] = note_evidence(
+                encoder, index, extractor, texts, k=settings.k, progress=update, keep_vectors=kept
+            )
+        vectors[split] = kept
+        for stale in folder.glob(f"{split}.*.npy"):
+            stale.unlink()
+        save_array(saved[0], np.concatenate(kept) if kept else np.zeros((0, index.dim), dtype=np.float32))
+        save_array(saved[1], np.cumsum([0, *(len(v) for v in kept)]))
+        atomic_write_json(folder / f"{split}.json", {"key": key, "data": evidence_to_json(out[split])})
     folder = index_folder(
         cache_dir,
         encoder_key,
@@ -127,7 +146,12 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
         leaves_only=settings.index.leaves_only,
         prefixes=settings.index.prefixes,
     )
-    return out, encoder, (index, folder)
+    return out, vectors, encoder, (index, folder)
+
+
+def _split_rows(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    """The per-note blocks of a flat array cut at ``offsets`` (``[0, end of note 0, end of note 1, ...]``)."""
+    return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
 def _read_cache(path: Path, key: str) -> Any:
@@ -252,10 +276,11 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
 
     # 3. retrieval evidence
     evidence: dict[str, Any] = {s: None for s in SPLITS}
+    vectors: dict[str, Any] = {s: None for s in SPLITS}
     encoder = index = None
     if config.retrieval is not None:
         clock = time.perf_counter()
-        evidence, encoder, index = _retrieval_evidence(config, splits, work, reporter)
+        evidence, vectors, encoder, index = _retrieval_evidence(config, splits, work, reporter)
         timing["retrieval_s"] = time.perf_counter() - clock
 
     mentions: dict[str, Any] = {s: None for s in SPLITS}
@@ -266,7 +291,9 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
 
     # 4. candidates, features, ranker per k
     clock = time.perf_counter()
-    builder = FeatureBuilder.for_config(config, codes, labels.system, labels.descriptions())
+    builder = FeatureBuilder.for_config(
+        config, codes, labels.system, labels.descriptions(), index=index[0] if index is not None else None
+    )
     k_max = max(config.candidates)
     signals = {
         s: SplitSignals(
@@ -276,6 +303,7 @@ def run_rerank(config: RerankConfig, output_dir: str | Path, *, reporter: Report
             evidence[s],
             gold[s],
             mentions[s],
+            mention_vectors=vectors[s],
             freq_scale=config.folds / (config.folds - 1) if s == "train" else 1.0,
         )
         for s in SPLITS
