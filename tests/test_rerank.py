@@ -368,3 +368,21 @@ def test_a_saved_system_builds_candidates_as_its_run_did() -> None:
     column = builder.names.index("hierarchy.sibling_candidates")
     assert wide.x[:, column].tolist() == [1.0, 1.0]
     assert wide.source_rank.ravel().tolist() == [2.0, 1.0]
+
+
+def test_stems_keep_accented_words_whole() -> None:
+    assert stems("Síndrome febril, niño") == {"síndro", "febril", "niño"}  # not "ndrome", "ni", "o"
+
+
+def test_a_span_several_signals_found_comes_once_and_first() -> None:
+    from medcoder.inference.records import Evidence
+    from medcoder.inference.rerank import _agreed_first
+
+    spans = [
+        Evidence(0, 5, "fever", 0.9, "tfidf"),
+        Evidence(10, 14, "pain", 0.5, "tfidf"),
+        Evidence(10, 14, "pain", 0.7, "svm"),
+        Evidence(20, 24, "cough", 0.4, "svm"),
+    ]
+    merged = _agreed_first(spans)
+    assert [(s.start, s.source) for s in merged] == [(10, "tfidf"), (0, "tfidf"), (20, "svm")]

@@ -95,6 +95,19 @@ def top_pairs(candidates: Candidates, scores: np.ndarray, *, k: int = 20) -> tup
     return np.asarray(scores)[keep], candidates.y[keep], candidates.note[keep]
 
 
+def _agreed_first(spans: list[Evidence]) -> list[Evidence]:
+    """Each span once (the first signal's), those more signals found first, else in the signals' order.
+
+    Two bases pointing at the same words is one piece of evidence, not two; and a
+    span several signals agree on is the one a coder should read first.
+    """
+    found: dict[tuple[int, int], list[Any]] = {}
+    for position, span in enumerate(spans):
+        entry = found.setdefault((span.start, span.end), [0, position, span])
+        entry[0] += 1
+    return [span for _, _, span in sorted(found.values(), key=lambda e: (-e[0], e[1]))]
+
+
 @SYSTEMS.register("rerank", config=RerankConfig, trainer="medcoder.training.rerank:train_rerank")
 class RerankCoder(Coder):
     """Base coders + retrieval -> candidates -> features -> LightGBM ranker -> calibrated probabilities."""
@@ -293,7 +306,8 @@ class RerankCoder(Coder):
     def evidence(
         self, texts: Sequence[str], codes: Sequence[Sequence[str]], top: int, context: Any
     ) -> list[dict[str, list[Evidence]]]:
-        """Per code, the spans behind it from every signal that has some (each names its ``source``)."""
+        """Per code, the spans behind it from every signal that has some (each names its ``source``); a span
+        several signals found comes once, before the spans only one found."""
         evidence = context if context is not None else self._evidence_of(texts)
         out: list[dict[str, list[Evidence]]] = [{c: [] for c in wanted} for wanted in codes]
         for name, coder in self.bases.items():
@@ -311,7 +325,7 @@ class RerankCoder(Coder):
                     if hit is not None and hit.start >= 0:
                         span = Evidence(hit.start, hit.end, text[hit.start : hit.end], round(hit.best, 4), RETRIEVAL)
                         note[code].append(span)
-        return out
+        return [{code: _agreed_first(spans) for code, spans in note.items()} for note in out]
 
     # ------------------------------------------------------------ evaluation
     def data_config(self) -> DataConfig:

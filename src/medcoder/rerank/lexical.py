@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from medcoder.data.icd import inclusion_terms
 
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[^\W_]+")  # letters (accented ones too: "síndrome" is one word) and digits
 _STEM = 6
 _STOP = frozenset(
     """a an and are as at be by for from has have in into is it its nos not of on or other others specified
