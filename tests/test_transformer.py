@@ -330,6 +330,55 @@ def test_simcse_adapts_a_sentence_encoder_without_an_mlm_head(cli, tiny_bert, tm
     assert vectors.shape[0] == 4  # retrieval reads it as a sentence encoder
 
 
+def test_simcse_learns_the_catalogs_synonyms_from_its_term_description_pairs(tiny_bert, tmp_path, monkeypatch) -> None:
+    """catalog: icd10cm: an inclusion term and its code's description are positives; held-out codes score it."""
+    import json
+
+    import torch
+
+    from medcoder.config.adapt_domain import AdaptDomainConfig
+    from medcoder.training import contrastive
+    from medcoder.training.adapt_domain import adapt_domain
+
+    pairs = contrastive.catalog_pairs("icd10cm")
+    assert len(pairs) > 10_000 and ("Jungle yellow fever", "Sylvatic yellow fever", "A95.0") in pairs
+    # a two-row batch of one code: the other row is not a negative (only the row's own positive counts)
+    same = {"group": torch.tensor([7, 7])}
+    batch = {
+        "input_ids": torch.tensor([[101, 2000, 102], [101, 2001, 102]]),
+        "attention_mask": torch.ones(2, 3, dtype=torch.bool),
+        "positive_ids": torch.tensor([[101, 2002, 102], [101, 2002, 102]]),
+        "positive_mask": torch.ones(2, 3, dtype=torch.bool),
+    }
+    model, _ = contrastive._load_encoder(tiny_bert, 0.0)
+    model.eval()
+    with torch.no_grad():
+        assert float(contrastive.simcse_loss(model, batch | same, temperature=0.05)) == pytest.approx(0.0, abs=1e-5)
+        assert float(contrastive.simcse_loss(model, batch, temperature=0.05)) > 0.1
+
+    monkeypatch.setattr(contrastive, "catalog_pairs", lambda system: pairs[:600])  # a quick run
+    texts, _ = corpus(40, seed=4, min_words=8, max_words=16)
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    config = AdaptDomainConfig(
+        encoder=tiny_bert,
+        corpus=[str(notes)],
+        objective="simcse",
+        catalog="icd10cm",
+        max_tokens=24,
+        dev_fraction=0.1,
+        attention_dropout=None,
+        train={"epochs": 3, "batch_size": 32, "lr": 0.003, "num_threads": 1, "early_stopping_patience": 3},
+    )
+    report = adapt_domain(config, tmp_path / "adapted")
+    assert report["catalog_pairs"]["held_out"] > 20
+    # held-out codes: their terms find their own description more often once the pairs are learned
+    assert report["dev_term_accuracy_after"] > report["dev_term_accuracy_before"] + 0.1
+    assert report["dev_contrastive_loss_after"] < report["dev_contrastive_loss_before"]
+    with pytest.raises(ValueError, match="set objective: simcse"):
+        AdaptDomainConfig(encoder=tiny_bert, corpus=[str(notes)], catalog="icd10cm")
+
+
 def test_adapt_domain_tied_head_moves_the_input_embeddings(tiny_bert, tmp_path) -> None:
     """The recipe before issue 13 (new head tied to the embeddings, trained with everything at once)."""
     import json

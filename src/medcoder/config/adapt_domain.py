@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medcoder.config.base import Strict
 from medcoder.config.train import TrainConfig
@@ -38,6 +38,8 @@ class AdaptDomainConfig(Strict):
     encoder: str = "minilm"  # hub id, local folder (e.g. another stage's output) or the packaged MiniLM
     objective: Literal["mlm", "simcse"] = "mlm"
     temperature: float = Field(0.05, gt=0.0)  # simcse: of the cosine similarities (the paper's 0.05)
+    # simcse: batches also hold the catalog's (inclusion term, code description) pairs as positives
+    catalog: Literal["none", "icd10cm"] = "none"
     corpus: list[str] = Field(min_length=1)  # JSON-lines files, one note per line
     text_field: str = "text"
     max_tokens: int = Field(256, ge=8)  # block length incl. [CLS]/[SEP]; notes are cut into blocks
@@ -58,3 +60,9 @@ class AdaptDomainConfig(Strict):
     attention_dropout: float | None = Field(0.0, ge=0.0, lt=1.0)
     seed: int = 0
     train: TrainConfig = Field(default_factory=_mlm_train)
+
+    @model_validator(mode="after")
+    def _catalog_is_contrastive(self) -> AdaptDomainConfig:
+        if self.catalog != "none" and self.objective != "simcse":
+            raise ValueError("catalog pairs are positives of a contrastive objective: set objective: simcse")
+        return self

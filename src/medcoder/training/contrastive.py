@@ -7,6 +7,12 @@ block of a note is encoded twice, under two dropout masks; the two views of a bl
 to each other than to every other block of the batch (cross-entropy over the cosine similarities of
 the mean-pooled embeddings, divided by ``temperature``). The held-out record is the same loss on the
 held-out blocks, with dropout drawn from a fixed seed so every epoch is scored on the same views.
+With ``catalog: icd10cm`` the batches also hold pairs from the catalog: an inclusion term of a code
+("Jungle yellow fever") and the code's description ("Sylvatic yellow fever") are each other's positive,
+the other rows of the batch the negatives (never two rows of the same code). That teaches the encoder
+the catalog's own synonyms without a labelled note, so its evidence on training notes stays as honest
+as on new ones. 5% of the codes are held out: their pairs score the held-out loss, and the share of
+their terms whose nearest held-out description is their own code's (term -> description accuracy).
 The folder it writes is the same as masked-LM's (:func:`medcoder.training.encoder_stage.finish_stage`):
 ``encoder: <folder>`` in a ``transformer.v1`` config, a retrieval or reranker config starts from it.
 """
@@ -46,13 +52,68 @@ def mean_pooled(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch
 
 
 def simcse_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], *, temperature: float) -> torch.Tensor:
-    """Unsupervised SimCSE: two dropout views of each row; row i's positive is its own other view.
+    """SimCSE: row i's positive is its own other view; every other row of the batch is a negative.
 
     ``batch``: input_ids / attention_mask ``[batch, time]``; the model must be in train mode (dropout on).
+    Without ``positive_ids`` the other view is the same text under another dropout mask (unsupervised);
+    with ``positive_ids`` / ``positive_mask`` it is that text (a catalog pair), and ``group`` ``[batch]``
+    marks rows that must not be each other's negatives (two terms of one code).
     """
-    first, second = mean_pooled(model, batch), mean_pooled(model, batch)
+    first = mean_pooled(model, batch)
+    if "positive_ids" in batch:
+        second = mean_pooled(model, {"input_ids": batch["positive_ids"], "attention_mask": batch["positive_mask"]})
+    else:
+        second = mean_pooled(model, batch)
     similarities = first @ second.T / temperature  # [batch, batch]
+    if "group" in batch:
+        group = batch["group"]
+        same = (group[:, None] == group[None, :]) & ~torch.eye(len(group), dtype=torch.bool)
+        similarities = similarities.masked_fill(same, float("-inf"))
     return torch.nn.functional.cross_entropy(similarities, torch.arange(len(first)))
+
+
+def catalog_pairs(system: str) -> list[tuple[str, str, str]]:
+    """(inclusion term, the code's description, code) of every code of the catalog that lists terms."""
+    from medcoder.data.icd import catalog_entries, inclusion_terms
+
+    codes, descriptions = catalog_entries(system)
+    return [
+        (term, description, code)
+        for code, description in zip(codes, descriptions, strict=True)
+        for term in inclusion_terms(code, system)
+        if term.strip().lower() != description.strip().lower()
+    ]
+
+
+def _held_out_codes(pairs: list[tuple[str, str, str]], fraction: float, seed: int) -> set[str]:
+    codes = sorted({code for _, _, code in pairs})
+    order = np.random.default_rng(seed).permutation(len(codes))
+    return {codes[i] for i in order[: max(1, int(round(fraction * len(codes))))]}
+
+
+def term_accuracy(model: torch.nn.Module, subwords: SubwordEncoder, pairs: list[tuple[str, str, str]]) -> float:
+    """Share of the terms whose nearest description (cosine, among the pairs' distinct ones) is their code's."""
+    if not pairs:
+        return float("nan")
+    descriptions = sorted({(code, description) for _, description, code in pairs})
+    column = {code: j for j, (code, _) in enumerate(descriptions)}
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        ids = subwords.encode(texts, max_tokens=62).ids
+        out = []
+        for start in range(0, len(ids), 64):
+            rows = collate_truncated(subwords, ids, range(start, min(start + 64, len(ids))))
+            out.append(mean_pooled(model, {"input_ids": rows["input_ids"], "attention_mask": rows["attention_mask"]}))
+        return torch.cat(out)
+
+    mode = model.training
+    model.eval()
+    with torch.no_grad():
+        terms = embed([term for term, _, _ in pairs])
+        targets = embed([description for _, description in descriptions])
+        nearest = (terms @ targets.T).argmax(dim=1).tolist()
+    model.train(mode)
+    return float(np.mean([n == column[code] for n, (_, _, code) in zip(nearest, pairs, strict=True)]))
 
 
 def _load_encoder(name: str, attention_dropout: float | None) -> tuple[torch.nn.Module, Any]:
@@ -79,17 +140,48 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
             "contrastive training needs batches of at least 2 blocks (the other blocks of a batch are the negatives)"
         )
     loss = functools.partial(simcse_loss, temperature=config.temperature)
+    # the items of a batch: a block (its own positive), or a catalog pair (term, description, code number)
+    train_items: list[Any] = list(train_blocks)
+    dev_items: list[Any] = list(dev_blocks)
+    dev_pairs: list[tuple[str, str, str]] = []
+    if config.catalog != "none":
+        with reporter.task(f"reading the {config.catalog} catalog's inclusion terms"):
+            pairs = catalog_pairs(config.catalog)
+        held = _held_out_codes(pairs, config.dev_fraction, config.seed)
+        number = {code: n for n, code in enumerate(sorted({code for _, _, code in pairs}))}
+        encoded = subwords.encode([t for pair in pairs for t in pair[:2]], max_tokens=config.max_tokens - 2).ids
+        for n, (term, description, code) in enumerate(pairs):
+            item = (encoded[2 * n], encoded[2 * n + 1], number[code])
+            (dev_items if code in held else train_items).append(item)
+            if code in held:
+                dev_pairs.append((term, description, code))
+        logger.info("catalog: %d term-description pairs, %d of them held out", len(pairs), len(dev_pairs))
 
-    def rows(blocks: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        batch = collate_truncated(subwords, blocks, range(len(blocks)))
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    def rows(items: list[Any]) -> dict[str, torch.Tensor]:
+        anchors = [item if isinstance(item, np.ndarray) else item[0] for item in items]
+        batch = collate_truncated(subwords, anchors, range(len(items)))
+        out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if all(isinstance(item, np.ndarray) for item in items):
+            return out  # blocks only: unsupervised SimCSE exactly
+        positives = collate_truncated(
+            subwords,
+            [a if isinstance(i, np.ndarray) else i[1] for a, i in zip(anchors, items, strict=True)],
+            range(len(items)),
+        )
+        # a block is a group of its own (negative ids never meet a code's number)
+        group = [-1 - r if isinstance(item, np.ndarray) else item[2] for r, item in enumerate(items)]
+        return out | {
+            "positive_ids": positives["input_ids"],
+            "positive_mask": positives["attention_mask"],
+            "group": torch.tensor(group),
+        }
 
     def make_batch(indices: list[int], epoch: int, step: int) -> dict[str, torch.Tensor]:
-        return rows([train_blocks[i] for i in indices])
+        return rows([train_items[i] for i in indices])
 
     size = config.train.batch_size
-    # a held-out batch of one block has no negative: nothing to score
-    dev_batches = [rows(dev_blocks[i : i + size]) for i in range(0, len(dev_blocks), size) if len(dev_blocks) - i > 1]
+    # a held-out batch of one item has no negative: nothing to score
+    dev_batches = [rows(dev_items[i : i + size]) for i in range(0, len(dev_items), size) if len(dev_items) - i > 1]
 
     def evaluate(trained: torch.nn.Module) -> dict[str, float]:
         """The SimCSE loss of the held-out blocks, dropout from a fixed seed (the training RNG is left as it was)."""
@@ -107,9 +199,11 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
 
     started = time.perf_counter()
     before = evaluate(model)["loss"]
+    accuracy_before = term_accuracy(model, subwords, dev_pairs) if dev_pairs else None
     start_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     work_dir = checkpoints_of(output_dir)
-    plan = LengthBucketPlan([len(b) for b in train_blocks], batch_size=size, seed=config.seed, bucketing=True)
+    lengths = [len(i) if isinstance(i, np.ndarray) else max(len(i[0]), len(i[1])) for i in train_items]
+    plan = LengthBucketPlan(lengths, batch_size=size, seed=config.seed, bucketing=True)
     if config.freeze_embeddings:
         model.get_input_embeddings().requires_grad_(False)
     model.train()
@@ -127,11 +221,21 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
         )
     model.eval()
     after = float(result.best_score) if result.best_score is not None else evaluate(model)["loss"]
-    figures = {
+    figures: dict[str, Any] = {
         "temperature": config.temperature,
         "dev_contrastive_loss_before": before,
         "dev_contrastive_loss_after": after,
     }
+    summary = f"held-out contrastive (SimCSE) loss {before:.3g} -> {after:.3g}"
+    if dev_pairs:
+        accuracy_after = term_accuracy(model, subwords, dev_pairs)
+        figures |= {
+            "catalog": config.catalog,
+            "catalog_pairs": {"train": len(train_items) - len(train_blocks), "held_out": len(dev_pairs)},
+            "dev_term_accuracy_before": accuracy_before,
+            "dev_term_accuracy_after": accuracy_after,
+        }
+        summary += f"; held-out term -> description accuracy {accuracy_before:.3f} -> {accuracy_after:.3f}"
     return finish_stage(
         output_dir,
         model,
@@ -145,5 +249,5 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
         seconds=time.perf_counter() - started,
         result=result,
         # a sentence encoder already tells most blocks apart: the loss starts small, so significant digits
-        summary=f"held-out contrastive (SimCSE) loss {before:.3g} -> {after:.3g}",
+        summary=summary,
     )
