@@ -173,3 +173,15 @@ def test_codiesp_procedures_have_descriptions_for_nearly_all_codes() -> None:
     described = [code for code, text in zip(everything.codes, everything.descriptions(), strict=True) if text]
     assert len(everything) == 870 and len(described) == 865
     assert sorted(set(everything.codes) - set(described)) == ["D915", "DU11", "DW11", "DW16", "F13Z"]
+
+
+def test_procedure_words_make_a_mention_for_procedure_labels() -> None:
+    from medcoder.retrieval.mentions import MentionExtractor, mention_catalog
+
+    text = "Resection was performed. No fever."
+    assert mention_catalog("icd10pcs") == "icd10pcs" and mention_catalog("none") == "icd10cm"
+    diagnoses = MentionExtractor(catalog="icd10cm")
+    procedures = MentionExtractor(catalog="icd10pcs")
+    assert "resection" not in diagnoses.vocabulary and "resection" in procedures.vocabulary
+    assert [m.text for m in diagnoses.extract(text)] == ["fever"]
+    assert [(m.text, m.excluded) for m in procedures.extract(text)] == [("Resection", None), ("fever", "negated")]

@@ -147,10 +147,10 @@ class RerankCoder(Coder):
         self.encoder, self.index = retrieval if retrieval is not None else (None, None)
         self.extractor = None
         if retrieval is not None or "mentions" in self.config.features:
-            from medcoder.retrieval.mentions import MentionExtractor
+            from medcoder.retrieval.mentions import MentionExtractor, mention_catalog
 
             max_tokens = self.config.retrieval.mentions.max_tokens if self.config.retrieval is not None else 10
-            self.extractor = MentionExtractor(max_tokens=max_tokens)
+            self.extractor = MentionExtractor(max_tokens=max_tokens, catalog=mention_catalog(self.labels.system))
         proposed = self.builder.children.codes if self.builder.children is not None else []
         index_codes = self.index.codes if self.index is not None else []
         extra = [c for c in dict.fromkeys([*index_codes, *proposed]) if c not in descriptions]

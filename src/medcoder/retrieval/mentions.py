@@ -219,14 +219,20 @@ class Mention:
     excluded: str | None = None
 
 
-@lru_cache(maxsize=1)
-def _catalog_words() -> frozenset[str]:
+def mention_catalog(system: str) -> str:
+    """The catalog whose words (with ICD-10-CM's) make a phrase clinical for labels of ``system``."""
+    return system if system in ("icd10cm", "icd10pcs") else "icd10cm"
+
+
+@lru_cache(maxsize=4)
+def _catalog_words(system: str = "icd10cm") -> frozenset[str]:
+    """Words of ICD-10-CM's descriptions, and of ``system``'s too (ICD-10-PCS: "tomography", "resection")."""
     from medcoder.data.icd import catalog_entries
 
-    _codes, descriptions = catalog_entries("icd10cm")
     words: set[str] = set()
-    for description in descriptions:
-        words.update(re.findall(r"[a-z]{3,}", description.lower()))
+    for catalog in dict.fromkeys(["icd10cm", system]):
+        for description in catalog_entries(catalog)[1]:
+            words.update(re.findall(r"[a-z]{3,}", description.lower()))
     return frozenset(words)
 
 
@@ -234,11 +240,13 @@ class MentionExtractor:
     """Candidate clinical phrases of a note with negated / hypothetical / family-history ones marked.
 
     ``vocabulary``: words a phrase must contain one of to count as clinical (default:
-    every word of ICD-10-CM's descriptions); ``max_tokens``: longer runs are cut into
-    pieces of this many tokens.
+    every word of ICD-10-CM's descriptions, and of ``catalog``'s when it names another
+    catalog, ``icd10pcs``); ``max_tokens``: longer runs are cut into pieces of this many tokens.
     """
 
-    def __init__(self, *, vocabulary: Iterable[str] | None = None, max_tokens: int = 10) -> None:
+    def __init__(
+        self, *, vocabulary: Iterable[str] | None = None, max_tokens: int = 10, catalog: str = "icd10cm"
+    ) -> None:
         try:
             import spacy
             from negspacy.negation import Negex
@@ -249,7 +257,7 @@ class MentionExtractor:
         if max_tokens < 1:
             raise MedcoderError(f"max_tokens must be >= 1, got {max_tokens}")
         self.max_tokens = max_tokens
-        self.vocabulary = frozenset(vocabulary) if vocabulary is not None else _catalog_words()
+        self.vocabulary = frozenset(vocabulary) if vocabulary is not None else _catalog_words(catalog)
         self._nlp = spacy.blank("en")
         self._nlp.add_pipe("sentencizer")
         negations = termset("en_clinical")

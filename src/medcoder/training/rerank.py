@@ -99,7 +99,7 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
     """Per split, the retrieval evidence of each note (cached in the work folder); also the encoder and index."""
     from medcoder.retrieval.biencoder import BiEncoder
     from medcoder.retrieval.index import cached_index, default_cache_dir, index_folder
-    from medcoder.retrieval.mentions import MentionExtractor
+    from medcoder.retrieval.mentions import MentionExtractor, mention_catalog
 
     assert config.retrieval is not None
     settings = config.retrieval
@@ -116,7 +116,7 @@ def _retrieval_evidence(config: RerankConfig, splits: dict[str, list[Note]], wor
             prefixes=settings.index.prefixes,
             progress=update,
         )
-    extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens)
+    extractor = MentionExtractor(max_tokens=settings.mentions.max_tokens, catalog=mention_catalog(config.labels.system))
     out, vectors = {}, {}
     for split, notes in splits.items():
         texts = [n.text for n in notes]
@@ -193,14 +193,15 @@ def _per_split_cached(
 
 def _mentions(config: RerankConfig, splits: dict[str, list[Note]], work: Path, reporter: Reporter) -> dict[str, Any]:
     """Per split, the stems of each note's codable and excluded mentions (cached in the work folder)."""
-    from medcoder.retrieval.mentions import MentionExtractor
+    from medcoder.retrieval.mentions import MentionExtractor, mention_catalog
 
     max_tokens = config.retrieval.mentions.max_tokens if config.retrieval is not None else 10
-    extractor = MentionExtractor(max_tokens=max_tokens)
+    catalog = mention_catalog(config.labels.system)
+    extractor = MentionExtractor(max_tokens=max_tokens, catalog=catalog)
     return _per_split_cached(
         work / "mentions",
         splits,
-        max_tokens,
+        max_tokens if catalog == "icd10cm" else [max_tokens, catalog],
         lambda texts, update: note_mentions(extractor, texts, progress=update),
         mentions_to_json,
         mentions_from_json,
