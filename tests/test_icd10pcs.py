@@ -150,7 +150,8 @@ def test_hierarchy_children_propose_codes_under_a_pcs_category() -> None:
     said = stems("CT scan of the abdomen and pelvis")
     proposed = children.propose({"BW2": 1.0}, lambda code: code != "BW20", said)
     assert list(proposed) == ["BW21", "BW21ZZZ", "BW20ZZZ"]  # CT of abdomen and pelvis, then of abdomen
-    rank, share, _words, category_rank = proposed["BW21"]
+    rank, cosine, share, _words, category_rank = proposed["BW21"]
+    assert cosine != cosine  # no retrieval index: no cosine
     assert (rank, share, category_rank) == (1.0, 1.0, 1.0)  # all of its own words ("abdomen", "pelvis") said
 
 

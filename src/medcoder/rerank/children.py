@@ -98,8 +98,9 @@ class CatalogChildren:
         (only those are proposed); ``said``: stems of the note's codable mentions;
         ``vectors``: their unit vectors (with :meth:`use_index`; None: no cosine).
         A code ranks by its best cosine to a mention (0 without vectors) plus
-        ``lexical_weight`` times its share of own words said, then by fewer own
-        words (the plainer code), then by its category's rank, then by code.
+        ``lexical_weight`` times its share of own words said, then by how many of
+        them it said, then by fewer own words (the plainer code), then by its
+        category's rank, then by code.
         """
         found = [(c, code) for c, rank in categories.items() for code in self.by_category.get(c, ()) if is_open(code)]
         if not found:
@@ -114,11 +115,11 @@ class CatalogChildren:
         scored = []
         for (category, code), cos in zip(found, cosine.tolist(), strict=True):
             texts = [t for t in self.own_words(code, category) if t] or [frozenset()]
-            share, words = max(((len(t & said) / len(t) if t else 0.0), -len(t)) for t in texts)
+            share, matched, words = max(((len(t & said) / len(t) if t else 0.0), len(t & said), -len(t)) for t in texts)
             score = (0.0 if cos != cos else cos) + self.lexical_weight * share
-            scored.append((-score, -words, categories[category], code, cos, share))
+            scored.append((-score, -matched, -words, categories[category], code, cos, share))
         scored.sort()
         return {
             code: [float(rank), cos, share, float(n_words), float(category_rank)]
-            for rank, (_, n_words, category_rank, code, cos, share) in enumerate(scored[: self.k], start=1)
+            for rank, (_, _, n_words, category_rank, code, cos, share) in enumerate(scored[: self.k], start=1)
         }
