@@ -139,7 +139,7 @@ class RerankCoder(Coder):
             self.config,
             self._label_codes,
             self.labels.system,
-            self.labels.descriptions(),
+            list(descriptions.values()),
             index=retrieval[1] if retrieval is not None else None,
         )
         if self.builder.names != parts.features:

@@ -38,7 +38,6 @@ from medcoder.retrieval.index import CodeIndex
 
 CHILDREN = "children"
 CHILD_FEATURES = ("rank", "cosine", "specific_share", "specific_words", "category_rank")
-_NAN = float("nan")
 
 
 class CatalogChildren:

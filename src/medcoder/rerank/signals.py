@@ -17,7 +17,7 @@ import numpy as np
 
 from medcoder.progress import Update
 from medcoder.retrieval.biencoder import BiEncoder
-from medcoder.retrieval.index import CodeIndex
+from medcoder.retrieval.index import CodeIndex, unit_rows
 from medcoder.retrieval.mentions import Mention, MentionExtractor
 
 _BATCH = 32  # notes encoded at once
@@ -78,9 +78,7 @@ def note_evidence(
         for note in mentions:
             if keep_vectors is not None:
                 codable = [offset + m for m, mention in enumerate(note) if mention.excluded is None]
-                kept = vectors[codable] if flat else np.zeros((0, index.dim), dtype=np.float32)
-                norms = np.linalg.norm(kept, axis=1, keepdims=True)
-                keep_vectors.append((kept / np.maximum(norms, 1e-12)).astype(np.float32))
+                keep_vectors.append(unit_rows(vectors[codable]) if flat else np.zeros((0, index.dim), np.float32))
             hits: dict[str, tuple[list[float], list[float], tuple[float, int, int]]] = {}
             if note:
                 top, sims = index.search(vectors[offset : offset + len(note)], k)

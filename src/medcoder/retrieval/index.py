@@ -38,7 +38,8 @@ Encode = Callable[[list[str]], np.ndarray]
 Progress = Callable[[int, int], None]
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to length 1 (an all-zero row stays zero)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
@@ -54,7 +55,7 @@ class CodeIndex:
         if len(set(codes)) != len(codes):
             raise MedcoderError("an index lists each code once")
         self.codes = list(codes)
-        self.vectors = _unit_rows(vectors)
+        self.vectors = unit_rows(vectors)
         self.meta = dict(meta or {})
 
     @property
@@ -94,7 +95,7 @@ class CodeIndex:
 
     def search(self, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` codes for each query row: (indices ``[q, k]``, cosine scores ``[q, k]``), best first."""
-        queries = _unit_rows(np.atleast_2d(queries))
+        queries = unit_rows(np.atleast_2d(queries))
         if queries.shape[1] != self.dim:
             raise MedcoderError(f"query vectors have {queries.shape[1]} dimensions, the index {self.dim}")
         k = max(1, min(k, len(self.codes)))
