@@ -91,15 +91,17 @@ def _held_out_codes(pairs: list[tuple[str, str, str]], fraction: float, seed: in
     return {codes[i] for i in order[: max(1, int(round(fraction * len(codes))))]}
 
 
-def term_accuracy(model: torch.nn.Module, subwords: SubwordEncoder, pairs: list[tuple[str, str, str]]) -> float:
-    """Share of the terms whose nearest description (cosine, among the pairs' distinct ones) is their code's."""
+def term_accuracy(model: torch.nn.Module, subwords: SubwordEncoder, pairs: list[tuple[Any, Any, int]]) -> float:
+    """Share of the terms whose nearest description (cosine, among the pairs' distinct ones) is their code's.
+
+    ``pairs``: (term token ids, description token ids, code number), as the training batches hold them.
+    """
     if not pairs:
         return float("nan")
-    descriptions = sorted({(code, description) for _, description, code in pairs})
-    column = {code: j for j, (code, _) in enumerate(descriptions)}
+    descriptions = {number: description for _, description, number in pairs}  # one description per code
+    column = {number: j for j, number in enumerate(descriptions)}
 
-    def embed(texts: list[str]) -> torch.Tensor:
-        ids = subwords.encode(texts, max_tokens=62).ids
+    def embed(ids: list[np.ndarray]) -> torch.Tensor:
         out = []
         for start in range(0, len(ids), 64):
             rows = collate_truncated(subwords, ids, range(start, min(start + 64, len(ids))))
@@ -110,10 +112,10 @@ def term_accuracy(model: torch.nn.Module, subwords: SubwordEncoder, pairs: list[
     model.eval()
     with torch.no_grad():
         terms = embed([term for term, _, _ in pairs])
-        targets = embed([description for _, description in descriptions])
+        targets = embed(list(descriptions.values()))
         nearest = (terms @ targets.T).argmax(dim=1).tolist()
     model.train(mode)
-    return float(np.mean([n == column[code] for n, (_, _, code) in zip(nearest, pairs, strict=True)]))
+    return float(np.mean([n == column[number] for n, (_, _, number) in zip(nearest, pairs, strict=True)]))
 
 
 def _load_encoder(name: str, attention_dropout: float | None) -> tuple[torch.nn.Module, Any]:
@@ -143,18 +145,17 @@ def adapt_contrastive(config: AdaptDomainConfig, output_dir: Path, reporter: Rep
     # the items of a batch: a block (its own positive), or a catalog pair (term, description, code number)
     train_items: list[Any] = list(train_blocks)
     dev_items: list[Any] = list(dev_blocks)
-    dev_pairs: list[tuple[str, str, str]] = []
+    dev_pairs: list[tuple[Any, Any, int]] = []  # the held-out codes' pairs, also among dev_items
     if config.catalog != "none":
         with reporter.task(f"reading the {config.catalog} catalog's inclusion terms"):
             pairs = catalog_pairs(config.catalog)
         held = _held_out_codes(pairs, config.dev_fraction, config.seed)
         number = {code: n for n, code in enumerate(sorted({code for _, _, code in pairs}))}
         encoded = subwords.encode([t for pair in pairs for t in pair[:2]], max_tokens=config.max_tokens - 2).ids
-        for n, (term, description, code) in enumerate(pairs):
+        for n, (_, _, code) in enumerate(pairs):
             item = (encoded[2 * n], encoded[2 * n + 1], number[code])
-            (dev_items if code in held else train_items).append(item)
-            if code in held:
-                dev_pairs.append((term, description, code))
+            (dev_pairs if code in held else train_items).append(item)
+        dev_items += dev_pairs
         logger.info("catalog: %d term-description pairs, %d of them held out", len(pairs), len(dev_pairs))
 
     def rows(items: list[Any]) -> dict[str, torch.Tensor]:
