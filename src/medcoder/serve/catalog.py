@@ -29,9 +29,9 @@ class CodeSearch:
         entries: dict[str, Entry] = {}
         for code in coder.codes:
             entries[code] = Entry(code, coder.description(code) or "", True)
-        if system in ("icd10cm", "icd10pcs"):
-            from medcoder.data.icd import catalog_entries
+        from medcoder.data.icd import CATALOG_SYSTEMS, catalog_entries
 
+        if system in CATALOG_SYSTEMS:
             for code, description in zip(*catalog_entries(system), strict=True):
                 if code not in entries:
                     entries[code] = Entry(code, description, False)
